@@ -1,0 +1,19 @@
+"""Exceptions raised for bad user input.
+
+All of them derive from :class:`ValueError`, so ``except ValueError`` keeps working, and from
+:class:`PyroflowsError`, which the command line turns into a one-line message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+
+class PyroflowsError(Exception):
+    """Base class of the errors pyroflows raises for bad input; the CLI prints them without a traceback."""
+
+
+class DataError(PyroflowsError, ValueError):
+    """Input data is missing, unreadable, of the wrong shape, or holds values it may not hold."""
+
+
+class CheckpointError(PyroflowsError, ValueError):
+    """A saved model file is missing, corrupt, or of another kind than expected."""

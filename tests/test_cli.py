@@ -1,0 +1,43 @@
+"""Every command has ``--help`` with an example, and bad input ends in one line, not a traceback."""
+
+import subprocess
+import sys
+
+import pytest
+
+from pyroflows.cli import build_parser, main
+
+
+def _commands(parser, prefix=()):
+    for action in parser._actions:
+        if action.__class__.__name__ == "_SubParsersAction":
+            for name, sub in action.choices.items():
+                yield (*prefix, name), sub
+                yield from _commands(sub, (*prefix, name))
+
+
+def test_every_command_has_help_with_an_example():
+    commands = list(_commands(build_parser()))
+    assert ("demo",) in [c for c, _ in commands]
+    for command, sub in commands:
+        text = sub.format_help()
+        assert "example:" in text, f"'pyroflows {' '.join(command)} --help' shows no example"
+        assert f"pyroflows {' '.join(command)}" in text
+
+
+def test_no_command_prints_help_and_fails(capsys):
+    assert main([]) == 2
+    assert "usage: pyroflows" in capsys.readouterr().out
+
+
+def test_module_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "pyroflows", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stdout.startswith("pyroflows ")
+
+
+@pytest.mark.parametrize("argv", [["nonsense"], ["demo", "--seed", "x"]])
+def test_argument_errors_exit_with_usage(argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
