@@ -141,6 +141,7 @@ class BottleneckBase:
         self.std: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.n_samples = 0
+        self._kl_factor = 1.0  # < 1 only while a readout warms up
 
     # -- statistics -------------------------------------------------------------------------------------------
     def estimate(self, data: Any, *, max_samples: int | None = None, progress: bool = False) -> BottleneckBase:
@@ -244,7 +245,7 @@ class BottleneckBase:
 
     def _kl_scale(self, features: torch.Tensor) -> float:
         """``beta / k``: the paper's beta multiplies the *mean* KL over the ``k`` elements of one feature map."""
-        return self.beta / features[0].numel()
+        return self._kl_factor * self.beta / features[0].numel()
 
     def _model_site(self, features: torch.Tensor, head: HeadOutput, target: torch.Tensor, mean, std, active) -> None:
         """The Pyro model: ``Z ~ Q(Z)`` scaled by ``beta / k``, the target observed through the tail's logits."""

@@ -243,6 +243,7 @@ class ReadoutBottleneck(BottleneckBase):
         epochs: int = 1,
         lr: float = 1e-3,
         particles: int = 1,
+        warmup: float = 1.0,
         progress: bool = False,
     ) -> list[float]:
         """Train the readout network by SVI over ``(x, y)`` batches (the labels are the observed targets).
@@ -252,6 +253,9 @@ class ReadoutBottleneck(BottleneckBase):
             epochs: Passes over ``data``.
             lr: Adam learning rate.
             particles: Noise copies per image per step (vectorised particles).
+            warmup: Epochs over which the information loss's weight rises linearly from 0 to ``beta``. Without it
+                the readout collapses in its first steps to the trivial mask that passes nothing everywhere (the
+                KL term dominates a fresh network's loss), and the saturated sigmoid then gives no gradient back.
             progress: Show a progress bar.
 
         Returns:
@@ -262,10 +266,15 @@ class ReadoutBottleneck(BottleneckBase):
         device = _model_device(self.model)
         elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
         self.network.train()
+        steps_per_epoch = len(data) if hasattr(data, "__len__") else None
+        step = 0
         with frozen(self.model), pyro.get_param_store().scope():
             svi = SVI(self._train_model, self._train_guide, pyro.optim.Adam({"lr": lr}), elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
+                    if warmup > 0 and steps_per_epoch:
+                        self._kl_factor = min(1.0, (step + 1) / (warmup * steps_per_epoch))
+                    step += 1
                     if not isinstance(batch, (tuple, list)) or len(batch) < 2:
                         raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
                     x, y = batch[0], batch[1]
@@ -275,6 +284,7 @@ class ReadoutBottleneck(BottleneckBase):
                     stacked = self._stacked(self._readout_features(x), head.features.shape[2:])
                     loss = svi.step(head, y.long(), stacked)
                     self.history.append(loss / x.shape[0])
+        self._kl_factor = 1.0
         self.network.eval()
         return self.history
 
