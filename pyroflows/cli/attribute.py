@@ -47,7 +47,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--model", default="bundled", help="'bundled' (default) or a torch.save'd model file")
     parser.add_argument("--layer", default=None, help="bottleneck layer, a dotted module name (bundled: features.6)")
     parser.add_argument("--method", choices=("per-sample", "readout"), default="per-sample", help="default per-sample")
-    parser.add_argument("--beta", type=float, default=10.0, help="information-loss weight (default 10)")
+    parser.add_argument(
+        "--beta",
+        type=float,
+        default=10.0,
+        help="information-loss weight of the per-sample bottleneck (default 10; a readout keeps the beta it was "
+        "trained with)",
+    )
     parser.add_argument("--steps", type=int, default=10, help="optimisation steps, per-sample only (default 10)")
     parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
     parser.add_argument("--data", type=Path, default=None, help=".npy inputs [N, ...] to estimate statistics on")
