@@ -316,7 +316,15 @@ def main(argv: list[str] | None = None) -> int:
             "Per-sample bottleneck at the paper's settings (10 Adam steps at lr 1, 10 noise copies, beta 10, "
             "weights frozen in both); the official loop re-implemented in the script. Batched: all the network's "
             "images in one `attribute` call. Speed-ups compare one image at a time on both sides; the throughput "
-            "gain compares the batched call with the official loop.\n\n" + table + "\n"
+            "gain compares the batched call with the official loop.\n\n" + table + "\n\n"
+            "Where the time goes: with frozen weights the official loop's backward pass already stops at the "
+            "layer, so the only work pyroflows removes is the forward pass of the part before the layer for the "
+            "10 copies at each step (plus the KL once per image instead of once per copy). In FLOPs alone that "
+            "predicts a frozen-vs-frozen speed-up of (head + 2 tail) / (2 tail): about 1.4x for ResNet-50 at "
+            "`layer2` (stem to `layer2` is ~45% of its forward FLOPs) and about 2.0x for VGG-16 at `conv4_1` (~66%). "
+            "Against the official code as shipped, whose weights stay trainable, every step also pays a "
+            "weight-gradient pass through the whole network, which pyroflows never does (it freezes the weights "
+            "itself).\n"
         )
         _write_section(section, "## Attribution speed")
     return 0
