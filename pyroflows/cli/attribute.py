@@ -270,7 +270,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     from pyroflows.evaluation import bounding_box_score
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    n, n_estimate = (4, 200) if fast else (100, 5000)
+    n, n_estimate = (4, 200) if fast else (100, 2000)
     model = load_bundled_model()
     test = make_cluttered_digits(n, split="test", seed=0)
     start = time.perf_counter()
