@@ -32,7 +32,9 @@ name                   method
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,11 +158,22 @@ def _image_means(inputs: torch.Tensor) -> torch.Tensor:
     return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs).contiguous()
 
 
+@contextmanager
+def _quiet_captum() -> Iterator[None]:
+    # Captum warns each call that it switched on requires_grad for the inputs, which is what we want.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        warnings.filterwarnings("ignore", message=".*Setting forward, backward hooks and attributes on non-linear.*")
+        warnings.filterwarnings("ignore", message=".*Setting backward hooks on ReLU activations.*")
+        with torch.enable_grad():
+            yield
+
+
 def _captum(build: Callable[[nn.Module, MethodContext], Any], call: Callable[..., torch.Tensor]):
     def factory(context: MethodContext) -> AttributeFn:
         def attribute_fn(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             method = build(model, context)
-            with torch.enable_grad():
+            with _quiet_captum():
                 result = call(method, inputs, target, context)
             return reduce_channels(result).detach()
 
@@ -234,13 +247,39 @@ def lrp_compatible_copy(model: nn.Module) -> nn.Module:
     return clone
 
 
+_RESHAPES = {"flatten", "reshape", "view", "contiguous", "size", "squeeze", "unsqueeze"}
+
+
+def _lrp_blockers(model: nn.Module) -> list[str]:
+    """Tensor operations outside modules that Captum's LRP would silently propagate relevance through wrongly
+    (a residual ``x + f(x)``, a functional ``F.relu``...): LRP's rules attach to modules only. Models that
+    ``torch.fx`` cannot trace are not inspected."""
+    try:
+        graph = torch.fx.symbolic_trace(model).graph
+    except Exception:  # noqa: BLE001 - any tracing failure just means we cannot inspect the graph
+        return []
+    blockers = []
+    for node in graph.nodes:
+        if node.op in ("call_function", "call_method"):
+            name = getattr(node.target, "__name__", str(node.target))
+            if name not in _RESHAPES and name != "getattr":
+                blockers.append(name)
+    return sorted(set(blockers))
+
+
 def _lrp(context: MethodContext) -> AttributeFn:
     from captum.attr import LRP
 
     def attribute_fn(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        blockers = _lrp_blockers(model)
+        if blockers:
+            raise MethodNotSupported(
+                f"Captum's LRP does not support this model: its forward applies {', '.join(blockers)} outside "
+                "modules (e.g. a residual addition), where LRP has no rule"
+            )
         clone = lrp_compatible_copy(model)
         try:
-            with torch.enable_grad():
+            with _quiet_captum():
                 result = LRP(clone).attribute(inputs.clone().requires_grad_(True), target=target)
         except (TypeError, AttributeError, RuntimeError) as exc:
             raise MethodNotSupported(f"Captum's LRP does not support this model: {exc}") from exc
@@ -254,7 +293,7 @@ def _grad_cam(context: MethodContext) -> AttributeFn:
 
     def attribute_fn(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         layer = _layer(model, context.cam_layer, "Grad-CAM")
-        with torch.enable_grad():
+        with _quiet_captum():
             cam = LayerGradCam(model, layer).attribute(inputs, target=target, relu_attributions=True)
         cam = LayerAttribution.interpolate(cam, tuple(inputs.shape[-2:]), interpolate_mode="bilinear")
         return reduce_channels(cam).detach()
