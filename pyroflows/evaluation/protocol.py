@@ -244,8 +244,6 @@ def evaluate_methods(
     Raises:
         DataError: Bad shapes, an unknown method name.
     """
-    from pyroflows.evaluation import bounding_box_score
-
     n = inputs.shape[0]
     target = torch.as_tensor(target, device=inputs.device).long()
     target = target.expand(n) if target.dim() == 0 else target
@@ -280,6 +278,8 @@ def evaluate_methods(
                     model, inputs, maps, target, tile_size=tile, baseline=baseline, batch_size=batch_size
                 )
             if boxes is not None:
+                from pyroflows.evaluation import bounding_box_score
+
                 area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
                 scores = bounding_box_score(maps, boxes).to(torch.float64)
                 result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
