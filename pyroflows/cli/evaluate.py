@@ -36,7 +36,10 @@ def register(subparsers: Any) -> None:
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names (default: all)"
     )
     parser.add_argument("--n-images", type=int, default=50, help="held-out images to evaluate on (default 50)")
-    parser.add_argument("--n-masks", type=int, default=50, help="Sensitivity-N masks per n (default 50)")
+    parser.add_argument("--n-masks", type=int, default=20, help="Sensitivity-N masks per n (default 20)")
+    parser.add_argument(
+        "--sensitivity-steps", type=int, default=6, help="log-spaced n per Sensitivity-N tile size (default 6)"
+    )
     parser.add_argument("--sanity-images", type=int, default=8, help="images for the sanity check (default 8)")
     parser.add_argument(
         "--estimation-images", type=int, default=1000, help="training images to estimate the bottleneck on"
@@ -70,7 +73,8 @@ def evaluate_bundled(
     layer: str | None = None,
     methods: list[str],
     n_images: int,
-    n_masks: int = 50,
+    n_masks: int = 20,
+    sensitivity_steps: int = 6,
     sanity_images: int = 8,
     estimation_images: int = 1000,
     seed: int = 0,
@@ -110,7 +114,7 @@ def evaluate_bundled(
     context = MethodContext(layer=layer, data=data, seed=seed)
     table = evaluate_methods(
         model, inputs, labels, methods, boxes=boxes, context=context, n_masks=n_masks,
-        sanity_images=sanity_images, seed=seed, progress=progress,
+        sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, seed=seed, progress=progress,
     )  # fmt: skip
     (out / "table.md").write_text(table.to_markdown())
     table.to_csv(out / "table.csv")
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     table, n = evaluate_bundled(
         args.out, model_spec=args.model, layer=args.layer, methods=methods, n_images=args.n_images,
-        n_masks=args.n_masks, sanity_images=args.sanity_images, estimation_images=args.estimation_images,
+        n_masks=args.n_masks, sensitivity_steps=args.sensitivity_steps,
+        sanity_images=args.sanity_images, estimation_images=args.estimation_images,
         seed=args.seed, force=args.force, progress=not args.no_progress,
     )  # fmt: skip
     seconds = time.perf_counter() - start
@@ -159,7 +164,8 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     """Evaluate a few methods on a few digits: the table's headline numbers."""
     methods = ["random", "saliency", "grad-cam", "per-sample"]
     table, n = evaluate_bundled(
-        out_dir, methods=methods, n_images=4 if fast else 12, n_masks=10 if fast else 30,
+        out_dir, methods=methods, n_images=4 if fast else 12, n_masks=10 if fast else 20,
+        sensitivity_steps=3 if fast else 6,
         sanity_images=2 if fast else 4, estimation_images=100 if fast else 500, force=True, progress=False,
     )  # fmt: skip
     lines = [f"{n} digits; degradation_8 / bbox / sanity SSIM per method:"]

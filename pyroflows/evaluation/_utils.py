@@ -95,6 +95,8 @@ def tile_means(maps: torch.Tensor, tile_size: int) -> torch.Tensor:
 
 def chunks(total: int, size: int) -> Iterator[slice]:
     """Consecutive slices of at most ``size`` covering ``range(total)``."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+        raise DataError(f"batch_size must be a positive integer, got {size!r}")
     for start in range(0, total, size):
         yield slice(start, min(start + size, total))
 

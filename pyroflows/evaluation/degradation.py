@@ -31,7 +31,6 @@ from torch import nn
 from pyroflows.evaluation._utils import (
     Baseline,
     baseline_images,
-    batched_forward,
     check_inputs_and_maps,
     check_target,
     check_tile_size,
@@ -115,6 +114,7 @@ def _tile_ranks(maps: torch.Tensor, tile_size: int, descending: bool) -> torch.T
     return ranks
 
 
+@torch.no_grad()
 def degradation_curves(
     model: nn.Module,
     inputs: torch.Tensor,
@@ -161,22 +161,19 @@ def degradation_curves(
     n_tiles = (h // tile_size) * (w // tile_size)
     steps = torch.arange(n_tiles + 1, device=inputs.device)
     ranks = torch.stack([_tile_ranks(maps, tile_size, True), _tile_ranks(maps, tile_size, False)], 1)  # [N,2,T]
-    # masks[i, order, k, tile]: whether the tile is replaced after k steps.
+    # One flat index over (image, order, step), so every forward pass is a full batch however few images there are.
     per_image = 2 * (n_tiles + 1)
-    images_per_chunk = max(1, batch_size // per_image)
-    curves = []
-    for rows in chunks(n, images_per_chunk):
-        masks = ranks[rows, :, None, :] < steps[None, None, :, None]
-        masks = tile_masks_to_pixels(masks.reshape(*masks.shape[:3], h // tile_size, w // tile_size), tile_size)
-        masks = masks.unsqueeze(3).to(inputs.dtype)  # [n, 2, K+1, 1, H, W]
-        x, b = inputs[rows, None, None], base[rows, None, None]
-        degraded = (x + masks * (b - x)).reshape(-1, *inputs.shape[1:])
-        logits = batched_forward(model, degraded, batch_size)
-        scores = logits.softmax(-1) if output == "probability" else logits
-        scores = scores.reshape(-1, 2, n_tiles + 1, scores.shape[-1])
-        index = target[rows, None, None, None].expand(-1, 2, n_tiles + 1, 1)
-        curves.append(scores.gather(-1, index).squeeze(-1))
-    curves = torch.cat(curves)
+    scores = []
+    for flat in chunks(n * per_image, batch_size):
+        index = torch.arange(flat.start, flat.stop, device=inputs.device)
+        image, order, step = index // per_image, (index // (n_tiles + 1)) % 2, index % (n_tiles + 1)
+        masks = (ranks[image, order] < step[:, None]).reshape(-1, 1, h // tile_size, w // tile_size)
+        masks = tile_masks_to_pixels(masks, tile_size).to(inputs.dtype)
+        x = inputs[image]
+        logits = model(x + masks * (base[image] - x))
+        values = logits.softmax(-1) if output == "probability" else logits
+        scores.append(values.gather(-1, target[image][:, None]).squeeze(-1))
+    curves = torch.cat(scores).reshape(n, 2, n_tiles + 1)
     fraction = steps.to(inputs.dtype) / n_tiles
     return DegradationCurves(fraction=fraction, morf=curves[:, 0], lerf=curves[:, 1], tile_size=tile_size)
 

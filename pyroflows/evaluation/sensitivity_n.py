@@ -154,32 +154,33 @@ def sensitivity_n(
     base = baseline_images(inputs, baseline)
     tile_sums = torch.nn.functional.avg_pool2d(maps.unsqueeze(1), tile_size).flatten(1) * area  # [N, T]
 
-    def score(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
         values = logits.softmax(-1) if output == "probability" else logits
-        return values.gather(-1, rows[:, None]).squeeze(-1)
+        return values.gather(-1, classes[:, None]).squeeze(-1)
 
     original = score(inputs, target)
     generator = torch.Generator().manual_seed(seed)
-    images_per_chunk = max(1, batch_size // n_masks)
-    correlations = []
-    for n in ns:
-        # A random subset of n/area tiles per mask: the first k of a random permutation.
-        ranks = torch.argsort(torch.rand(n_masks, n_tiles, generator=generator), dim=1)
-        masks = (ranks < n // area).to(device=inputs.device, dtype=inputs.dtype)  # [masks, T]
-        removed = tile_sums @ masks.T  # [N, masks]
-        pixel_masks = tile_masks_to_pixels(masks.reshape(n_masks, th, tw), tile_size)[:, None]  # [masks,1,H,W]
-        drops = []
-        for rows in chunks(n_images, images_per_chunk):
-            x, b = inputs[rows, None], base[rows, None]
-            perturbed = (x + pixel_masks * (b - x)).reshape(-1, *inputs.shape[1:])
-            values = score(perturbed, target[rows].repeat_interleave(n_masks))
-            drops.append(original[rows, None] - values.reshape(-1, n_masks))
-        correlations.append(pearson_rows(removed, torch.cat(drops)))
+    # A random subset of n/area tiles per mask: the first k of a random permutation; all n's masks stacked.
+    tile_masks = torch.cat(
+        [torch.argsort(torch.rand(n_masks, n_tiles, generator=generator), dim=1) < n // area for n in ns]
+    ).to(device=inputs.device, dtype=inputs.dtype)  # [M * masks, T]
+    removed = (tile_sums @ tile_masks.T).reshape(n_images, len(ns), n_masks)
+    pixel_masks = tile_masks_to_pixels(tile_masks.reshape(-1, th, tw), tile_size)[:, None]  # [M * masks, 1, H, W]
+    per_image = pixel_masks.shape[0]
+    values = []
+    # One flat index over (image, mask), so every forward pass is a full batch however few images there are.
+    for flat in chunks(n_images * per_image, batch_size):
+        index = torch.arange(flat.start, flat.stop, device=inputs.device)
+        image, mask = index // per_image, index % per_image
+        x = inputs[image]
+        values.append(score(x + pixel_masks[mask] * (base[image] - x), target[image]))
+    drops = original[:, None, None] - torch.cat(values).reshape(n_images, len(ns), n_masks)
+    correlation = pearson_rows(removed, drops)  # [N, M]
     ns_tensor = torch.tensor(ns)
     return SensitivityN(
         ns=ns_tensor,
         fraction=ns_tensor.to(torch.float64) / (h * w),
-        correlation=torch.stack(correlations, dim=1),
+        correlation=correlation,
         tile_size=tile_size,
     )
