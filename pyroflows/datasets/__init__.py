@@ -3,4 +3,6 @@
 One module per family; each is re-exported here.
 """
 
-__all__: list[str] = []
+from pyroflows.datasets.cluttered_digits import ClutteredDigits, make_cluttered_digits
+
+__all__: list[str] = ["ClutteredDigits", "make_cluttered_digits"]

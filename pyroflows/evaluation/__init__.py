@@ -16,6 +16,7 @@ from pyroflows.evaluation.baselines import (
     reduce_channels,
     register_method,
 )
+from pyroflows.evaluation.bounding_box import bounding_box_score
 from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves, degradation_score, normalize_curves
 from pyroflows.evaluation.protocol import (
     SANITY_THRESHOLD,
@@ -46,6 +47,7 @@ __all__ = [
     "SensitivityN",
     "TABLE_COLUMNS",
     "available_methods",
+    "bounding_box_score",
     "cascading_randomization",
     "default_sensitivity_ns",
     "degradation_curves",
