@@ -129,9 +129,9 @@ def _plot_maps(table, inputs, path: Path, plt) -> None:
     figure, axes = plt.subplots(columns, len(shown) + 1, figsize=(1.6 * (len(shown) + 1), 1.7 * columns))
     axes = axes.reshape(columns, -1)
     for row in range(columns):
-        axes[row, 0].imshow(inputs[row, 0].cpu(), cmap="gray")
+        axes[row, 0].imshow(inputs[row, 0].cpu().numpy(), cmap="gray")
         for col, result in enumerate(shown, 1):
-            axes[row, col].imshow(result.maps[row].cpu(), cmap="magma")
+            axes[row, col].imshow(result.maps[row].cpu().numpy(), cmap="magma")
             if row == 0:
                 axes[row, col].set_title(result.method, fontsize=7)
     for ax in axes.flat:

@@ -32,6 +32,7 @@ name                   method
 from __future__ import annotations
 
 import copy
+import inspect
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -307,7 +308,8 @@ def _per_sample(context: MethodContext) -> AttributeFn:
 
         if context.layer is None or context.data is None:
             raise DataError("the per-sample bottleneck needs context.layer and context.data (images to estimate on)")
-        options = {"beta": 10.0, **context.options}
+        accepted = inspect.signature(PerSampleBottleneck).parameters
+        options = {"beta": 10.0, **{k: v for k, v in context.options.items() if k in accepted}}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(context.seed)
             bottleneck = PerSampleBottleneck(model, context.layer, **options).estimate(context.data)
@@ -318,8 +320,10 @@ def _per_sample(context: MethodContext) -> AttributeFn:
 
 def _readout(context: MethodContext) -> AttributeFn:
     def attribute_fn(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        from pyroflows.attribution import load_bundled_readout
-
+        try:
+            from pyroflows.attribution import load_bundled_readout
+        except ImportError as exc:
+            raise MethodNotSupported(f"the readout bottleneck is not available in this installation: {exc}") from exc
         try:
             readout = load_bundled_readout(model=model)
         except (TypeError, ValueError, KeyError, RuntimeError) as exc:

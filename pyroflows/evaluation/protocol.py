@@ -128,9 +128,9 @@ class EvaluationTable:
             curves = result.degradation[tile_size]
             morf, lerf = curves.normalized("mean")
             colour = plt.get_cmap("tab20")(index % 20)
-            x = curves.fraction.cpu()
-            ax.plot(x, morf.cpu(), color=colour, label=name)
-            ax.plot(x, lerf.cpu(), color=colour, linestyle="--")
+            x = curves.fraction.cpu().numpy()
+            ax.plot(x, morf.cpu().numpy(), color=colour, label=name)
+            ax.plot(x, lerf.cpu().numpy(), color=colour, linestyle="--")
         ax.set(xlabel="fraction of tiles replaced", ylabel="normalised target probability",
                title=f"degradation, {tile_size}x{tile_size} tiles (solid MoRF, dashed LeRF)")  # fmt: skip
         ax.legend(fontsize=7)
@@ -145,7 +145,8 @@ class EvaluationTable:
             if tile_size not in result.sensitivity:
                 continue
             sens = result.sensitivity[tile_size]
-            ax.plot(sens.fraction, sens.mean().cpu(), marker=".", color=plt.get_cmap("tab20")(index % 20), label=name)
+            colour = plt.get_cmap("tab20")(index % 20)
+            ax.plot(sens.fraction.numpy(), sens.mean().cpu().numpy(), marker=".", color=colour, label=name)
         ax.set_xscale("log")
         ax.set(xlabel="fraction of pixels removed", ylabel="Pearson correlation",
                title=f"Sensitivity-N, {tile_size}x{tile_size} tiles")  # fmt: skip
@@ -161,7 +162,7 @@ class EvaluationTable:
         for index, (name, result) in enumerate(self.results.items()):
             if result.sanity is None:
                 continue
-            ssim = result.sanity.mean().cpu()
+            ssim = result.sanity.mean().cpu().numpy()
             ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=plt.get_cmap("tab20")(index % 20), label=name)
             labels = result.sanity.layers
         if labels:

@@ -68,3 +68,20 @@ def test_bad_target_and_boxes_are_rejected():
         evaluate_methods(model, x, torch.tensor([0, 1, 2]), ["random"], progress=False)
     with pytest.raises(DataError, match=r"boxes must be \[N, 4\] = \[2, 4\]"):
         evaluate_methods(model, x, 0, ["random"], boxes=torch.zeros(2, 3), progress=False)
+
+
+def test_bbox_column_is_the_mean_score_over_boxes_covering_at_most_a_third():
+    from pyroflows.evaluation import bounding_box_score
+
+    model, x = tiny_cnn(), images(3)
+    target = torch.tensor([0, 1, 2])
+    boxes = torch.tensor([[0, 0, 8, 8], [4, 4, 12, 12], [0, 0, 16, 10]])  # the last covers 62% of the image
+    table = evaluate_methods(
+        model, x, target, ["saliency"], boxes=boxes, degradation_tiles=(8,), sensitivity_tiles=(), sanity_images=0,
+        progress=False,
+    )  # fmt: skip
+    maps = make_attribute_fn("saliency")(model, x, target)
+    expected = bounding_box_score(maps, boxes)[:2].double().mean()
+    row = table.rows()[0]
+    assert math.isclose(row["bbox"], float(expected), rel_tol=1e-9)
+    assert row["sanity"] == "not run" and math.isnan(row["sensitivity_n"])
