@@ -107,3 +107,15 @@ def test_registry_names_and_errors():
     with pytest.raises(MethodNotSupported, match="no nn.Conv2d"):
         make_attribute_fn("grad-cam")(nn.Sequential(nn.Flatten(), nn.Linear(16, 2)), images(1, 4), torch.tensor([0]))
     assert reduce_channels(torch.ones(1, 3, 2, 2)).tolist() == [[[3.0, 3.0], [3.0, 3.0]]]
+
+
+def test_per_sample_bottleneck_through_the_registry_reestimates_on_each_model():
+    model, x = tiny_cnn(), images(2)
+    context = MethodContext(layer="1", data=images(40, seed=5), options={"steps": 2, "n_steps": 7})
+    attribute = make_attribute_fn("per-sample", context)  # "n_steps" (an IG option) is not passed to it
+    maps = attribute(model, x, torch.tensor([0, 1]))
+    assert maps.shape == (2, 16, 16) and (maps >= 0).all() and maps.sum() > 0
+    other = tiny_cnn(seed=9)
+    assert not torch.allclose(attribute(other, x, torch.tensor([0, 1])), maps)
+    with pytest.raises(DataError, match="needs context.layer and context.data"):
+        make_attribute_fn("per-sample")(model, x, torch.tensor([0, 1]))
