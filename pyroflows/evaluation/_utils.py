@@ -50,6 +50,15 @@ def check_target(target: int | torch.Tensor | None, n: int, device: torch.device
     return target
 
 
+def check_target_range(target: torch.Tensor, logits: torch.Tensor) -> None:
+    """Check every target indexes one of the model's ``logits.shape[-1]`` outputs."""
+    classes = logits.shape[-1]
+    bad = ((target < 0) | (target >= classes)).nonzero().flatten().tolist()
+    if bad:
+        values = target[bad[:10]].tolist()
+        raise DataError(f"target holds classes outside 0..{classes - 1} in rows {bad[:10]}: {values}")
+
+
 def check_tile_size(tile_size: int, height: int, width: int, name: str = "tile_size") -> int:
     """Check that square tiles of side ``tile_size`` partition an ``height x width`` image."""
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:

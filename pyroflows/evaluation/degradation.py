@@ -33,6 +33,7 @@ from pyroflows.evaluation._utils import (
     baseline_images,
     check_inputs_and_maps,
     check_target,
+    check_target_range,
     check_tile_size,
     chunks,
     tile_masks_to_pixels,
@@ -157,6 +158,7 @@ def degradation_curves(
     target = check_target(target, n, inputs.device)
     if output not in ("probability", "logit"):
         raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+    check_target_range(target, model(inputs[:1]))
     base = baseline_images(inputs, baseline)
     n_tiles = (h // tile_size) * (w // tile_size)
     steps = torch.arange(n_tiles + 1, device=inputs.device)

@@ -31,6 +31,7 @@ from pyroflows.evaluation._utils import (
     batched_forward,
     check_inputs_and_maps,
     check_target,
+    check_target_range,
     check_tile_size,
     chunks,
     tile_masks_to_pixels,
@@ -156,6 +157,7 @@ def sensitivity_n(
 
     def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
+        check_target_range(classes, logits)
         values = logits.softmax(-1) if output == "probability" else logits
         return values.gather(-1, classes[:, None]).squeeze(-1)
 

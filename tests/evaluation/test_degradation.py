@@ -132,6 +132,8 @@ def test_errors_name_the_problem():
         degradation_curves(model, x[0], torch.rand(2, 16, 16), 0)
     with pytest.raises(DataError, match=r"NaN or inf values in rows \[1\]"):
         degradation_curves(model, x, torch.tensor([0.0, float("nan")])[:, None, None].expand(2, 16, 16), 0)
+    with pytest.raises(DataError, match=r"target holds classes outside 0..2 in rows \[1\]: \[7\]"):
+        degradation_curves(model, x, torch.rand(2, 16, 16), torch.tensor([0, 7]))
     with pytest.raises(DataError, match="baseline must be"):
         degradation_curves(model, x, torch.rand(2, 16, 16), 0, baseline="grey")
 
