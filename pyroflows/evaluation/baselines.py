@@ -237,9 +237,18 @@ class _RuleFreeFlatten(nn.Module):
         return self.passthrough(x.flatten(self.start_dim, self.end_dim))
 
 
+_ADAPTIVE_MAX_POOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMaxPool3d)
+
+
 def lrp_compatible_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` with every ``nn.Flatten`` replaced by a reshape Captum's LRP can pass through."""
+    """A deep copy of ``model`` that Captum's LRP can run: every ``nn.Flatten`` is replaced by a rule-free reshape,
+    and adaptive max pooling gets the epsilon rule Captum gives ``nn.MaxPool*`` (it has no default for it)."""
+    from captum.attr._utils.lrp_rules import EpsilonRule
+
     clone = copy.deepcopy(model)
+    for module in clone.modules():
+        if isinstance(module, _ADAPTIVE_MAX_POOLS) and not hasattr(module, "rule"):
+            module.rule = EpsilonRule()
     for name, module in list(clone.named_modules()):
         if isinstance(module, nn.Flatten):
             parent_name, _, child = name.rpartition(".")

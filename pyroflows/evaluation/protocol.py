@@ -66,7 +66,8 @@ class MethodEvaluation:
         row: dict[str, object] = {"method": self.method}
         if self.error is not None:
             row.update({c: math.nan for c in TABLE_COLUMNS[1:]})
-            row["sanity"] = f"n/a: {self.error}"
+            row["sanity"] = "n/a"
+            row["note"] = self.error
             return row
         for tile, curves in self.degradation.items():
             row[f"degradation_{tile}"] = curves.score()
@@ -104,7 +105,7 @@ class EvaluationTable:
         columns = self.columns()
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
         for row in self.rows():
-            cells = [_format(row.get(c, math.nan), digits) for c in columns]
+            cells = [_format(row.get(c, ""), digits) for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

@@ -81,6 +81,18 @@ def test_lrp_runs_through_flatten_and_conserves_relevance_without_biases():
     torch.testing.assert_close(maps.sum(dim=(1, 2)), model(x)[[0, 1], [0, 1]].detach(), atol=1e-4, rtol=1e-3)
 
 
+def test_lrp_handles_adaptive_max_pooling_like_max_pooling():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1, bias=False), nn.ReLU(), nn.AdaptiveMaxPool2d(1), nn.Flatten(),
+        nn.Linear(4, 2, bias=False),
+    ).eval()  # fmt: skip
+    x = images(2)
+    maps = make_attribute_fn("lrp")(model, x, torch.tensor([0, 1]))
+    assert not hasattr(model[2], "rule")  # the rule is set on a copy only
+    torch.testing.assert_close(maps.sum(dim=(1, 2)), model(x)[[0, 1], [0, 1]].detach(), atol=1e-4, rtol=1e-3)
+
+
 class _Residual(nn.Module):
     def __init__(self):
         super().__init__()

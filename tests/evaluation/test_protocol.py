@@ -38,7 +38,8 @@ def test_rows_come_from_the_metric_functions_and_unsupported_methods_become_na(t
     expected = degradation_curves(model, x, maps, target, tile_size=4).score()
     assert math.isclose(rows["saliency"]["degradation_4"], expected, rel_tol=1e-6)
     assert rows["random"]["sanity"] == "fail" and math.isclose(rows["random"]["sanity_ssim"], 1.0, rel_tol=1e-6)
-    assert rows["broken"]["sanity"].startswith("n/a: not for this model") and math.isnan(rows["broken"]["bbox"])
+    assert rows["broken"]["sanity"] == "n/a" and rows["broken"]["note"] == "not for this model"
+    assert math.isnan(rows["broken"]["bbox"])
     for column in ("method", "sensitivity_n", "sanity_ssim", "sanity", "seconds_per_image"):
         assert column in table.columns()
     markdown = table.to_markdown()
