@@ -65,7 +65,6 @@ class MethodEvaluation:
         """The method's table row (see the module docstring for each summary)."""
         row: dict[str, object] = {"method": self.method}
         if self.error is not None:
-            row.update({c: math.nan for c in TABLE_COLUMNS[1:]})
             row["sanity"] = "n/a"
             row["note"] = self.error
             return row
@@ -95,6 +94,7 @@ class EvaluationTable:
         return [result.row() for result in self.results.values()]
 
     def columns(self) -> list[str]:
+        """Column names in first-seen order (``note`` appears when a method could not run)."""
         names: list[str] = []
         for row in self.rows():
             names += [key for key in row if key not in names]
@@ -105,7 +105,7 @@ class EvaluationTable:
         columns = self.columns()
         lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
         for row in self.rows():
-            cells = [_format(row.get(c, ""), digits) for c in columns]
+            cells = [_format(row.get(c, "" if c == "note" else math.nan), digits) for c in columns]
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 

@@ -39,12 +39,12 @@ def test_rows_come_from_the_metric_functions_and_unsupported_methods_become_na(t
     assert math.isclose(rows["saliency"]["degradation_4"], expected, rel_tol=1e-6)
     assert rows["random"]["sanity"] == "fail" and math.isclose(rows["random"]["sanity_ssim"], 1.0, rel_tol=1e-6)
     assert rows["broken"]["sanity"] == "n/a" and rows["broken"]["note"] == "not for this model"
-    assert math.isnan(rows["broken"]["bbox"])
+    assert "bbox" not in rows["broken"]
     for column in ("method", "sensitivity_n", "sanity_ssim", "sanity", "seconds_per_image"):
         assert column in table.columns()
     markdown = table.to_markdown()
     assert markdown.splitlines()[0].startswith("| method | degradation_4 | degradation_8 |")
-    assert "| broken | n/a |" in markdown
+    assert "| broken | n/a | n/a | n/a |" in markdown and "| not for this model |" in markdown
     table.to_csv(tmp_path / "table.csv")
     with open(tmp_path / "table.csv") as handle:
         assert [r["method"] for r in csv.DictReader(handle)] == ["saliency", "random", "broken"]
