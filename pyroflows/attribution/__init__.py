@@ -9,10 +9,13 @@ from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per
 from pyroflows.attribution.hooks import LayerSplit, frozen, resolve_layer
 from pyroflows.attribution.models import BUNDLED_LAYER, BUNDLED_TEST_ACCURACY, DigitCNN, load_bundled_model
 from pyroflows.attribution.per_sample import PerSampleBottleneck
+from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
 
 __all__ = [
     "PerSampleBottleneck",
+    "ReadoutBottleneck",
+    "ReadoutNetwork",
     "DigitCNN",
     "load_bundled_model",
     "BUNDLED_LAYER",

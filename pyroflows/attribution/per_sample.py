@@ -141,6 +141,7 @@ class BottleneckBase:
         self.std: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.n_samples = 0
+        self._kl_factor = 1.0  # < 1 only while a readout warms up
 
     # -- statistics -------------------------------------------------------------------------------------------
     def estimate(self, data: Any, *, max_samples: int | None = None, progress: bool = False) -> BottleneckBase:
@@ -242,12 +243,16 @@ class BottleneckBase:
         resized = F.interpolate(heatmap.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False)
         return resized.squeeze(1).clamp_min(0.0)
 
+    def _kl_scale(self, features: torch.Tensor) -> float:
+        """``beta / k``: the paper's beta multiplies the *mean* KL over the ``k`` elements of one feature map."""
+        return self._kl_factor * self.beta / features[0].numel()
+
     def _model_site(self, features: torch.Tensor, head: HeadOutput, target: torch.Tensor, mean, std, active) -> None:
         """The Pyro model: ``Z ~ Q(Z)`` scaled by ``beta / k``, the target observed through the tail's logits."""
         n, *feature = features.shape
-        k = features[0].numel()
         with pyro.plate("images", n, dim=-1):
-            with poutine.scale(scale=self.beta / k):
+            # TraceMeanField_ELBO takes the KL's scale from the guide's site: the guide uses the same scale.
+            with poutine.scale(scale=self._kl_scale(features)):
                 prior = dist.Normal(mean, std).mask(active).to_event(len(feature))
                 z = pyro.sample("z", prior)
             logits = self.split.tail(z.reshape(-1, *feature), head)
@@ -341,12 +346,13 @@ class PerSampleBottleneck(BottleneckBase):
             def guide(features: torch.Tensor, target: torch.Tensor) -> None:
                 alpha = pyro.param("alpha", initial)
                 one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
-                with pyro.plate("images", features.shape[0], dim=-1):
+                with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
                     pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, True))
 
             elbo = TraceMeanField_ELBO(num_particles=self.batch_size, vectorize_particles=True, max_plate_nesting=1)
-            # A private parameter store: attributing never touches the user's Pyro parameters.
-            with pyro.get_param_store().scope():
+            # A private parameter store: attributing never touches the user's Pyro parameters. Validation is off
+            # inside: the distributions are built here from checked statistics, and its checks cost ~10% a step.
+            with pyro.get_param_store().scope(), pyro.validation_enabled(False):
                 svi = SVI(model, guide, pyro.optim.Adam({"lr": self.lr}), elbo)
                 n = features.shape[0]
                 self.history = []

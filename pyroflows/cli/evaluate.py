@@ -30,8 +30,13 @@ def register(subparsers: Any) -> None:
         ),
         example="pyroflows evaluate --methods saliency,grad-cam,per-sample --n-images 20 --out evaluation",
     )
-    parser.add_argument("--model", default="bundled", help="'bundled' (default) or a DigitCNN checkpoint path")
-    parser.add_argument("--layer", default=None, help="bottleneck layer (default: the bundled model's)")
+    parser.add_argument(
+        "--model",
+        default="bundled",
+        help="'bundled' (default) or a model saved with torch.save(model, PATH) taking 1 x 56 x 56 digits "
+        "(loading runs code from the file: only use files you trust)",
+    )
+    parser.add_argument("--layer", default=None, help="bottleneck layer (default: the bundled model's features.6)")
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names (default: all)"
     )
@@ -54,16 +59,9 @@ def register(subparsers: Any) -> None:
 
 def _load_model(spec: str):
     from pyroflows.attribution import load_bundled_model
+    from pyroflows.cli.attribute import _load_user_model
 
-    if spec == "bundled":
-        return load_bundled_model()
-    from pyroflows.attribution import DigitCNN
-    from pyroflows.serialization import load_checkpoint
-
-    checkpoint = load_checkpoint(spec, kind="DigitCNN")
-    model = DigitCNN(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.eval()
+    return load_bundled_model() if spec == "bundled" else _load_user_model(Path(spec))
 
 
 def evaluate_bundled(
@@ -102,6 +100,8 @@ def evaluate_bundled(
     for name in outputs:
         check_output_path(out / name, overwrite=force)
     model = _load_model(model_spec)
+    if layer is None and model_spec != "bundled" and {"per-sample", "readout"} & set(methods):
+        raise DataError("--layer NAME is needed to put the bottleneck into a model given by --model PATH")
     layer = layer or BUNDLED_LAYER
     # Draw a few more test images than needed and keep the correctly classified ones.
     pool = make_cluttered_digits(max(2 * n_images, n_images + 20), split="test", seed=seed)

@@ -330,7 +330,7 @@ def _per_sample(context: MethodContext) -> AttributeFn:
 def _readout(context: MethodContext) -> AttributeFn:
     def attribute_fn(model: nn.Module, inputs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         try:
-            from pyroflows.attribution import load_bundled_readout
+            from pyroflows.attribution.models import load_bundled_readout
         except ImportError as exc:
             raise MethodNotSupported(f"the readout bottleneck is not available in this installation: {exc}") from exc
         try:

@@ -1,0 +1,309 @@
+"""Seconds per image of the per-sample bottleneck: pyroflows vs a faithful re-implementation of the official loop.
+
+Usage: ``python benchmarks/attribution_speed.py [--quick] [--threads T] [--no-write]``
+
+The official implementation (BioroboticsLab/IBA, ``IBA.analyze``) attributes one image per call: it expands the
+image to a batch of 10 noisy copies and, at each of 10 Adam steps (lr 1, beta 10, alpha initialised to 5, 5x5
+blur), runs the **whole** network with a forward hook that replaces the layer's output by
+``Z = lambda R + (1 - lambda) eps`` and back-propagates ``CE + beta * mean KL``. ``OfficialLoop`` below is that
+loop, line for line, minus the statistics estimator (both sides share the same mean/std, and the official
+Python-loop Welford estimator is not timed). pyroflows runs the part of the network before the layer once per
+image and only the tail at each step, and attributes batches of images at once. Weights are frozen in both (the
+official code leaves them trainable, which costs it another weight-gradient pass per step).
+
+Networks: the bundled cluttered-digits CNN (bottleneck at ``features.6``); a VGG-16-sized network at 224x224
+(bottleneck after ``conv4_1``, ``features.17``) and a ResNet-50-sized network (bottleneck after ``layer2``), both
+with random weights, defined here since torchvision is not available. The machine is shared: only the ratios
+within one run mean anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import pyro
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
+
+import torch.nn.functional as F
+from torch import nn
+
+from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
+from pyroflows.attribution.capacity import gaussian_blur
+from pyroflows.attribution.hooks import resolve_layer
+from pyroflows.datasets import make_cluttered_digits
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+# -- networks ----------------------------------------------------------------------------------------------------
+def vgg16(num_classes: int = 1000) -> nn.Module:
+    """VGG-16 (configuration D) with torchvision's layer numbering: ``features.17`` is conv4_1."""
+    layers: list[nn.Module] = []
+    channels = 3
+    for v in [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]:
+        if v == "M":
+            layers.append(nn.MaxPool2d(2))
+        else:
+            layers += [nn.Conv2d(channels, v, 3, padding=1), nn.ReLU()]
+            channels = v
+    model = nn.Module()
+    model.features = nn.Sequential(*layers)
+    model.avgpool = nn.AdaptiveAvgPool2d(7)
+    model.classifier = nn.Sequential(
+        nn.Linear(512 * 49, 4096),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(4096, 4096),
+        nn.ReLU(),
+        nn.Dropout(),
+        nn.Linear(4096, num_classes),
+    )
+    return _Wrap(model)
+
+
+class _Wrap(nn.Module):
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.features = inner.features
+        self.avgpool = inner.avgpool
+        self.classifier = inner.classifier
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(torch.flatten(self.avgpool(self.features(x)), 1))
+
+
+class Bottleneck(nn.Module):
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * 4)
+        self.relu = nn.ReLU()
+        self.downsample = None
+        if stride != 1 or inplanes != planes * 4:
+            self.downsample = nn.Sequential(
+                nn.Conv2d(inplanes, planes * 4, 1, stride, bias=False), nn.BatchNorm2d(planes * 4)
+            )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out)) + identity)
+
+
+class ResNet50(nn.Module):
+    """ResNet-50's layout (torchvision names: ``conv1 bn1 relu maxpool layer1..4 avgpool fc``)."""
+
+    def __init__(self, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU()
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        inplanes = 64
+        for i, (planes, blocks, stride) in enumerate([(64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)]):
+            layers = []
+            for b in range(blocks):
+                layers.append(Bottleneck(inplanes, planes, stride if b == 0 else 1))
+                inplanes = planes * 4
+            setattr(self, f"layer{i + 1}", nn.Sequential(*layers))
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2048, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+# -- the official loop -------------------------------------------------------------------------------------------
+class OfficialLoop:
+    """``IBA.analyze`` re-implemented: one image per call, the whole network at each step."""
+
+    def __init__(self, model, layer, mean, std, active, *, beta=10.0, steps=10, lr=1.0, batch_size=10, sigma=1.0):
+        self.model, self.beta, self.steps, self.lr = model, beta, steps, lr
+        self.batch_size, self.sigma = batch_size, sigma
+        self.layer = resolve_layer(model, layer)[1]
+        self.mean, self.std, self.active = mean.float(), std.float(), active.float()
+        self.alpha = None
+        self.restrict = False
+        self.buffer_capacity = None
+        self.layer.register_forward_hook(self._hook)
+
+    def _hook(self, module, inputs, r):
+        if not self.restrict:
+            return r
+        lamb = gaussian_blur(torch.sigmoid(self.alpha), self.sigma).expand(r.shape[0], *r.shape[1:])
+        noise = torch.randn_like(r) * self.std + self.mean
+        z = r * lamb + (1 - lamb) * noise
+        # the official _kl_div
+        r_norm = (r - self.mean) / self.std
+        var_z = (1 - lamb) ** 2
+        log_var_z = torch.log(var_z)
+        mu_z = r_norm * lamb
+        self.buffer_capacity = -0.5 * (1 + log_var_z - mu_z**2 - var_z) * self.active
+        return z
+
+    def analyze(self, x: torch.Tensor, target: int) -> torch.Tensor:
+        batch = x.expand(self.batch_size, *x.shape[1:])
+        with torch.no_grad():
+            shape = self._feature_shape(x)
+        self.alpha = nn.Parameter(torch.full((1, *shape), 5.0))
+        optimizer = torch.optim.Adam([self.alpha], lr=self.lr)
+        self.restrict = True
+        try:
+            for _ in range(self.steps):
+                optimizer.zero_grad()
+                logits = self.model(batch)
+                model_loss = -torch.log_softmax(logits, 1)[:, target].mean()
+                information_loss = self.buffer_capacity.mean()
+                loss = model_loss + self.beta * information_loss
+                loss.backward()
+                optimizer.step()
+        finally:
+            self.restrict = False
+        heatmap = self.buffer_capacity.detach().mean(0).sum(0) / math.log(2)
+        return F.interpolate(heatmap[None, None], size=x.shape[2:], mode="bilinear", align_corners=False)[0, 0]
+
+    def _feature_shape(self, x):
+        out = []
+        handle = self.layer.register_forward_hook(lambda m, i, o: out.append(o.shape[1:]))
+        self.model(x)
+        handle.remove()
+        return out[0]
+
+
+# -- timing ------------------------------------------------------------------------------------------------------
+def _freeze(model):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.eval()
+
+
+def _time(fn, repeats: int = 1) -> float:
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_network(name, model, layer, images, estimate_data, targets, *, batched, repeats):
+    _freeze(model)
+    pyro.set_rng_seed(0)
+    ours = PerSampleBottleneck(model, layer).estimate(estimate_data)
+    official = OfficialLoop(model, layer, ours.mean, ours.std, ours.active)
+    n = images.shape[0]
+    # Warm-up (allocator, oneDNN primitive caches) on one image for both.
+    official.analyze(images[:1], int(targets[0]))
+    ours.attribute(images[:1], targets[:1])
+    t_official = _time(lambda: [official.analyze(images[i : i + 1], int(targets[i])) for i in range(n)], repeats) / n
+    t_single = _time(lambda: [ours.attribute(images[i : i + 1], targets[i : i + 1]) for i in range(n)], repeats) / n
+    row = {"network": name, "images": n, "official": t_official, "single": t_single, "batched": None}
+    if batched:
+        row["batched"] = _time(lambda: ours.attribute(images, targets), repeats) / n
+    return row
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not for reporting)")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this run")
+    parser.add_argument("--large-images", type=int, default=2, help="images per large network (default 2)")
+    parser.add_argument("--no-write", action="store_true", help="do not update benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    rows = []
+    start = time.perf_counter()
+
+    n_small = 8 if args.quick else 64
+    model = load_bundled_model()
+    test = make_cluttered_digits(n_small, split="test", seed=0)
+    train = make_cluttered_digits(500 if args.quick else 2000, split="train", seed=1).images
+    rows.append(
+        bench_network(
+            "bundled CNN, 56x56, features.6",
+            model,
+            BUNDLED_LAYER,
+            test.images,
+            train,
+            test.labels,
+            batched=True,
+            repeats=1,
+        )
+    )
+    print(rows[-1], flush=True)
+
+    size = 64 if args.quick else 224
+    n_large = 1 if args.quick else args.large_images
+    for name, net, layer in [
+        ("VGG-16-sized, conv4_1", vgg16(), "features.17"),
+        ("ResNet-50-sized, layer2", ResNet50(), "layer2"),
+    ]:
+        torch.manual_seed(0)
+        images = torch.randn(n_large, 3, size, size)
+        estimate = torch.randn(20, 3, size, size)
+        with torch.no_grad():
+            targets = _freeze(net)(images).argmax(-1)
+        rows.append(
+            bench_network(
+                f"{name}, {size}x{size}", net, layer, images, estimate, targets, batched=n_large > 1, repeats=1
+            )
+        )
+        print(rows[-1], flush=True)
+
+    lines = [
+        "| network | images | official loop s/image | pyroflows s/image (one at a time) | speed-up | "
+        "pyroflows s/image (batched) | throughput gain |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        batched = "-" if r["batched"] is None else f"{r['batched']:.3f}"
+        gain = "-" if r["batched"] is None else f"{r['official'] / r['batched']:.1f}x"
+        lines.append(
+            f"| {r['network']} | {r['images']} | {r['official']:.3f} | {r['single']:.3f} | "
+            f"{r['official'] / r['single']:.2f}x | {batched} | {gain} |"
+        )
+    table = "\n".join(lines)
+    print(table)
+    total = time.perf_counter() - start
+    if not args.no_write and not args.quick:
+        threads = torch.get_num_threads()
+        section = (
+            "## Attribution speed\n\n"
+            f"Command: `python benchmarks/attribution_speed.py{f' --threads {args.threads}' if args.threads else ''}`"
+            f" (date {datetime.date(2026, 11, 24)}, {threads} torch thread(s), {total:.0f} s in all). "
+            "Per-sample bottleneck at the paper's settings (10 Adam steps at lr 1, 10 noise copies, beta 10, "
+            "weights frozen in both); the official loop re-implemented in the script. Batched: all the network's "
+            "images in one `attribute` call.\n\n" + table + "\n"
+        )
+        _write_section(section, "## Attribution speed")
+    return 0
+
+
+def _write_section(section: str, heading: str) -> None:
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
+    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

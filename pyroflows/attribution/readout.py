@@ -1,0 +1,385 @@
+r"""The readout bottleneck: a small network that predicts the bottleneck's mask in one forward pass.
+
+Schulz et al. (2020), Sec. 3.3: feature maps from several depths of the (frozen) network are normalised per
+channel, resized to the bottleneck layer's spatial size and concatenated; a stack of 1x1 convolutions (here
+position-wise linear layers, which are the same thing for any number of spatial dimensions) predicts
+:math:`\alpha`, and :math:`\lambda = \mathrm{blur}(\mathrm{sigmoid}(\alpha))` as in the per-sample bottleneck.
+
+In Pyro terms the readout network is an **amortised guide**: the model is the per-sample bottleneck's (``Z`` from
+:math:`Q(Z)` scaled by :math:`\beta / k`, the label observed through the network's tail), the guide draws ``Z`` from
+:math:`P(Z \mid R)` with :math:`\alpha` predicted from the image's features, and ``SVI`` with
+``TraceMeanField_ELBO`` trains the readout's weights over a data set. ``attribute`` then needs one clean forward
+pass of the network and one of the readout, no optimisation.
+
+Example:
+    >>> import torch
+    >>> from torch import nn
+    >>> model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(),
+    ...                       nn.Flatten(), nn.Linear(4 * 8 * 8, 3))
+    >>> data = [(torch.randn(16, 1, 8, 8), torch.randint(0, 3, (16,))) for _ in range(2)]
+    >>> readout = ReadoutBottleneck(model, "1", readout_layers=["1", "3"]).estimate(data)
+    >>> _ = readout.fit(data, epochs=1)
+    >>> readout.attribute(torch.randn(2, 1, 8, 8)).shape
+    torch.Size([2, 8, 8])
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import torch
+import torch.nn.functional as F
+from pyro import poutine
+from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.nn import PyroModule
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyroflows.attribution.capacity import lambda_from_alpha
+from pyroflows.attribution.hooks import frozen, resolve_layer
+from pyroflows.attribution.per_sample import BottleneckBase, _batches, _model_device
+from pyroflows.attribution.statistics import FeatureStatistics
+from pyroflows.errors import CheckpointError, DataError
+from pyroflows.serialization import load_checkpoint, save_checkpoint
+
+__all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
+
+
+class ReadoutNetwork(PyroModule):
+    """Position-wise MLP (a stack of 1x1 convolutions) from stacked features to the mask logits :math:`\\alpha`.
+
+    Its layers are ``PyroModule[nn.Linear]``, so inside a guide their weights are Pyro parameters that SVI trains.
+    The last layer starts at zero weight and bias ``initial_alpha``: before training every unit passes
+    (:math:`\\lambda \\approx 0.993`), as the per-sample bottleneck starts.
+
+    Args:
+        in_channels: Channels of the stacked readout features.
+        out_channels: Channels of the bottleneck layer.
+        hidden: Width of the two hidden layers.
+        initial_alpha: Initial output.
+
+    Example:
+        >>> net = ReadoutNetwork(6, 4, hidden=8)
+        >>> net(torch.zeros(2, 6, 5, 5)).shape
+        torch.Size([2, 4, 5, 5])
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, initial_alpha: float = 5.0) -> None:
+        super().__init__()
+        self.layers = PyroModule[nn.Sequential](
+            PyroModule[nn.Linear](in_channels, hidden),
+            PyroModule[nn.ReLU](),
+            PyroModule[nn.Linear](hidden, hidden),
+            PyroModule[nn.ReLU](),
+            PyroModule[nn.Linear](hidden, out_channels),
+        )
+        with torch.no_grad():
+            self.layers[-1].weight.zero_()
+            self.layers[-1].bias.fill_(initial_alpha)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """``[N, in_channels, *spatial]`` -> :math:`\\alpha` ``[N, out_channels, *spatial]``."""
+        return self.layers(features.movedim(1, -1)).movedim(-1, 1)
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Resize ``[N, C, *s]`` to ``[N, C, *size]``; a vector ``[N, C]`` is broadcast over the positions."""
+    spatial = x.ndim - 2
+    if spatial == 0:
+        return x.reshape(*x.shape, *([1] * len(size))).expand(*x.shape, *size)
+    if spatial != len(size):
+        raise DataError(f"cannot resize a readout feature map with {spatial} spatial dims to {list(size)}")
+    if tuple(x.shape[2:]) == tuple(size):
+        return x
+    mode = ("linear", "bilinear", "trilinear")[spatial - 1]
+    return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+class ReadoutBottleneck(BottleneckBase):
+    """Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
+
+    Args:
+        model: The classifier (frozen during training and attribution, restored afterwards).
+        layer: The bottleneck layer (dotted name or module).
+        readout_layers: Layers whose outputs the readout sees (several depths, deeper ones included; the paper
+            reads out after each block). Default: ``[layer]``.
+        beta: Information-loss weight (10).
+        sigma: Blur on :math:`\\lambda` in feature cells (1).
+        min_std: Lower bound on :math:`\\sigma_R`; also applied to the readout features' channel normalisation,
+            so units that never fire give 0, not NaN (the official readout's issue #41).
+        hidden: Width of the readout network.
+        initial_alpha: The readout's initial output.
+        active_threshold: Units non-zero in at most this fraction of estimation samples are inactive.
+        graph_split: Run only the network's tail at each training step (see ``LayerSplit``).
+
+    Example:
+        >>> from pyroflows.attribution.models import load_bundled_readout
+        >>> load_bundled_readout().layer_name
+        'features.6'
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layer: str | nn.Module,
+        readout_layers: Sequence[str | nn.Module] | None = None,
+        *,
+        beta: float = 10.0,
+        sigma: float = 1.0,
+        min_std: float = 0.01,
+        hidden: int = 64,
+        initial_alpha: float = 5.0,
+        active_threshold: float = 0.01,
+        graph_split: bool = True,
+    ) -> None:
+        super().__init__(
+            model,
+            layer,
+            beta=beta,
+            sigma=sigma,
+            min_std=min_std,
+            active_threshold=active_threshold,
+            graph_split=graph_split,
+        )
+        layers = [layer] if readout_layers is None else list(readout_layers)
+        if not layers:
+            raise ValueError("readout_layers must name at least one layer")
+        resolved = [resolve_layer(model, name) for name in layers]
+        self.readout_layers = [name for name, _ in resolved]
+        self._readout_modules = [module for _, module in resolved]
+        self.hidden = int(hidden)
+        self.initial_alpha = float(initial_alpha)
+        self.network: ReadoutNetwork | None = None
+        self.readout_mean: list[torch.Tensor] = []
+        self.readout_std: list[torch.Tensor] = []
+        self.history: list[float] = []
+
+    # -- features ---------------------------------------------------------------------------------------------
+    def _readout_features(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+        """The readout layers' outputs for ``inputs`` (one forward pass of the whole model, no gradients)."""
+        captured: dict[int, torch.Tensor] = {}
+        handles = []
+        for k, module in enumerate(self._readout_modules):
+
+            def hook(_m: nn.Module, _i: Any, output: torch.Tensor, k: int = k) -> None:
+                captured.setdefault(k, output)
+
+            handles.append(module.register_forward_hook(hook))
+        try:
+            with torch.no_grad():
+                self.model(inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        missing = [self.readout_layers[k] for k in range(len(self._readout_modules)) if k not in captured]
+        if missing:
+            raise RuntimeError(f"readout layers {missing} did not run in the model's forward pass")
+        return [captured[k] for k in range(len(self._readout_modules))]
+
+    def _stacked(self, readouts: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
+        parts = []
+        for x, mean, std in zip(readouts, self.readout_mean, self.readout_std, strict=True):
+            view = [1, -1] + [1] * (x.ndim - 2)
+            x = (x - mean.to(x).view(view)) / std.to(x).view(view)
+            parts.append(_resize(x, size))
+        return torch.cat(parts, dim=1)
+
+    # -- statistics -------------------------------------------------------------------------------------------
+    def estimate(self, data: Any, *, max_samples: int | None = None, progress: bool = False) -> ReadoutBottleneck:
+        """Estimate the bottleneck layer's :math:`\\mu_R, \\sigma_R` and each readout layer's channel statistics.
+
+        Args:
+            data: DataLoader / iterable of ``(x, y)`` or tensors, or a tensor ``[N, ...]``.
+            max_samples: Stop after this many samples.
+            progress: Show a progress bar.
+
+        Returns:
+            ``self``.
+        """
+        bottleneck = FeatureStatistics()
+        readout = [FeatureStatistics() for _ in self._readout_modules]
+        device = _model_device(self.model)
+        bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
+        with frozen(self.model):
+            for x in _batches(data):
+                if max_samples is not None and bottleneck.count >= max_samples:
+                    break
+                if max_samples is not None:
+                    x = x[: max_samples - bottleneck.count]
+                x = x.to(device) if device is not None else x
+                bottleneck.update(self.split.head(x).features)
+                for stats, feature in zip(readout, self._readout_features(x), strict=True):
+                    stats.update(feature)
+                bar.update(x.shape[0])
+        bar.close()
+        self._set_statistics(
+            bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold), bottleneck.count
+        )
+        self.readout_mean, self.readout_std = [], []
+        for stats in readout:
+            # Per-channel moments from per-element ones (law of total variance over positions).
+            dims = tuple(range(1, stats.mean.ndim))
+            mean = stats.mean.mean(dims) if dims else stats.mean
+            var = stats.std() ** 2
+            if dims:
+                var = (var + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2).mean(dims)
+            self.readout_mean.append(mean.float())
+            self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
+        if self.network is None:
+            in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
+            self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+            if device is not None:
+                self.network.to(device)
+        return self
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def fit(
+        self,
+        data: Any,
+        *,
+        epochs: int = 1,
+        lr: float = 1e-3,
+        particles: int = 1,
+        warmup: float = 1.0,
+        progress: bool = False,
+    ) -> list[float]:
+        """Train the readout network by SVI over ``(x, y)`` batches (the labels are the observed targets).
+
+        Args:
+            data: A DataLoader (or a re-iterable of batches) yielding ``(x, y)``.
+            epochs: Passes over ``data``.
+            lr: Adam learning rate.
+            particles: Noise copies per image per step (vectorised particles).
+            warmup: Epochs over which the information loss's weight rises linearly from 0 to ``beta``. Without it
+                the readout collapses in its first steps to the trivial mask that passes nothing everywhere (the
+                KL term dominates a fresh network's loss), and the saturated sigmoid then gives no gradient back.
+            progress: Show a progress bar.
+
+        Returns:
+            The loss per image of every step (also kept in ``history``).
+        """
+        if self.network is None:
+            raise RuntimeError("ReadoutBottleneck: call estimate(data) before fit()")
+        device = _model_device(self.model)
+        elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+        self.network.train()
+        steps_per_epoch = len(data) if hasattr(data, "__len__") else None
+        step = 0
+        with frozen(self.model), pyro.get_param_store().scope():
+            svi = SVI(self._train_model, self._train_guide, pyro.optim.Adam({"lr": lr}), elbo)
+            for epoch in range(epochs):
+                for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
+                    if warmup > 0 and steps_per_epoch:
+                        self._kl_factor = min(1.0, (step + 1) / (warmup * steps_per_epoch))
+                    step += 1
+                    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+                        raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
+                    x, y = batch[0], batch[1]
+                    if device is not None:
+                        x, y = x.to(device), y.to(device)
+                    head = self.split.head(x)
+                    stacked = self._stacked(self._readout_features(x), head.features.shape[2:])
+                    loss = svi.step(head, y.long(), stacked)
+                    self.history.append(loss / x.shape[0])
+        self._kl_factor = 1.0
+        self.network.eval()
+        return self.history
+
+    def _train_model(self, head: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
+        mean, std, active = self._statistics_like(head.features)
+        self._model_site(head.features, head, target, mean, std, active)
+
+    def _train_guide(self, head: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
+        features = head.features
+        mean, std, active = self._statistics_like(features)
+        one_minus_lambda = lambda_from_alpha(self.network(stacked), self.sigma)
+        with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
+            pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, False))
+
+    # -- attribution ------------------------------------------------------------------------------------------
+    def capacity(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+        """Per-element capacity ``[N, C, *spatial]`` in bits, from one forward pass of model and readout.
+
+        ``target`` is accepted for Captum compatibility and ignored: the readout predicts the mask from the
+        features alone, as in the paper.
+        """
+        if self.network is None:
+            raise RuntimeError(
+                "ReadoutBottleneck: call estimate(data) and fit(data) (or load a trained one) before attribute()"
+            )
+        inputs = torch.as_tensor(inputs)
+        if not torch.isfinite(inputs).all():
+            raise DataError("inputs hold NaN or infinity")
+        device = _model_device(self.model)
+        if device is not None:
+            inputs = inputs.to(device)
+        with frozen(self.model), torch.no_grad():
+            features = self.split.head(inputs).features
+            self._statistics_like(features)
+            stacked = self._stacked(self._readout_features(inputs), features.shape[2:])
+            with pyro.get_param_store().scope():  # a PyroModule registers its weights; keep the user's store clean
+                alpha = self.network(stacked)
+            one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
+            return self._capacity(features, one_minus_lambda)
+
+    def attribute(self, inputs: torch.Tensor, target: Any = None, *, upsample: bool = True) -> torch.Tensor:
+        """Attribution maps ``[N, *spatial]`` in bits, upsampled to the input (``target`` is ignored)."""
+        capacity = self.capacity(inputs, target)
+        return self._to_map(capacity, torch.as_tensor(inputs).shape[2:] if upsample else None)
+
+    # -- saving -----------------------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> os.PathLike:
+        """Save the readout network and statistics with :func:`pyroflows.serialization.save_checkpoint`."""
+        if self.network is None:
+            raise RuntimeError("ReadoutBottleneck: nothing to save before estimate() and fit()")
+        state = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+        state.update({"mean": self.mean, "std": self.std, "active": self.active})
+        for k, (mean, std) in enumerate(zip(self.readout_mean, self.readout_std, strict=True)):
+            state[f"readout_mean.{k}"] = mean
+            state[f"readout_std.{k}"] = std
+        config = {
+            "layer": self.layer_name,
+            "readout_layers": list(self.readout_layers),
+            "beta": self.beta,
+            "sigma": self.sigma,
+            "min_std": self.min_std,
+            "hidden": self.hidden,
+            "initial_alpha": self.initial_alpha,
+            "active_threshold": self.active_threshold,
+        }
+        extra = {"history": list(self.history), "n_samples": self.n_samples}
+        return save_checkpoint(
+            path, kind="ReadoutBottleneck", config=config, state_dict=state, extra=extra, overwrite=overwrite
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, model: nn.Module, *, graph_split: bool = True) -> ReadoutBottleneck:
+        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
+
+        Raises:
+            CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
+        """
+        checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
+        config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
+        layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
+        try:
+            readout = cls(model, layer, readout_layers, graph_split=graph_split, **config)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
+        device = _model_device(model)
+        readout._set_statistics(state["mean"], state["std"], state["active"], checkpoint["extra"].get("n_samples", 0))
+        n = len(readout_layers)
+        readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
+        readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
+        network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+        in_channels = network_state["layers.0.weight"].shape[1]
+        readout.network = ReadoutNetwork(in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha)
+        readout.network.load_state_dict(network_state)
+        readout.network.eval()
+        if device is not None:
+            readout.network.to(device)
+        readout.history = list(checkpoint["extra"].get("history", []))
+        return readout

@@ -1,0 +1,300 @@
+"""``pyroflows attribute``: information-bottleneck attribution maps for images, written as ``.npy`` and PNG."""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyroflows.cli._common import add_parser, print_json, seed_everything
+from pyroflows.errors import CheckpointError, DataError
+from pyroflows.io import check_output_path
+
+__all__ = ["register", "run", "run_demo", "load_image"]
+
+_DESCRIPTION = """\
+Attribute each IMAGE to its input pixels with an information bottleneck (Schulz et al., ICLR 2020) and write
+DIR/<name>.npy (the map, bits per pixel, float32 [H, W]) and DIR/<name>.png (the image with the map overlaid and a
+colour bar in bits).
+
+IMAGE is a .png (RGB or grey; converted to the model's channels) or a .npy array [H, W] or [C, H, W] in the
+model's input scale (the bundled model takes 1 x 56 x 56 in [0, 1], e.g. from pyroflows.datasets.
+make_cluttered_digits). Images of another size are refused, not resized.
+
+--model bundled (default) is the shipped cluttered-digits CNN, with statistics estimated on built-in training
+digits and the shipped readout. --model PATH loads a whole model saved with torch.save(model, PATH): loading runs
+code from the file (pickle, weights_only=False), so only use files you trust; the model's class must be
+importable. A model given by PATH needs --layer and --data (a .npy of inputs [N, ...] to estimate the layer's
+statistics; the paper uses ~10,000) and, for --method readout, --readout (a file saved by ReadoutBottleneck.save).
+"""
+
+
+def register(subparsers: Any) -> None:
+    parser = add_parser(
+        subparsers,
+        "attribute",
+        help="information-bottleneck attribution maps (per-sample or readout) for images",
+        description=_DESCRIPTION,
+        example="pyroflows attribute digit.npy other.png --method per-sample --beta 10 --out maps",
+    )
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help=".png or .npy images")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
+    parser.add_argument("--model", default="bundled", help="'bundled' (default) or a torch.save'd model file")
+    parser.add_argument("--layer", default=None, help="bottleneck layer, a dotted module name (bundled: features.6)")
+    parser.add_argument("--method", choices=("per-sample", "readout"), default="per-sample", help="default per-sample")
+    parser.add_argument("--beta", type=float, default=10.0, help="information-loss weight (default 10)")
+    parser.add_argument("--steps", type=int, default=10, help="optimisation steps, per-sample only (default 10)")
+    parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
+    parser.add_argument("--data", type=Path, default=None, help=".npy inputs [N, ...] to estimate statistics on")
+    parser.add_argument("--readout", type=Path, default=None, help="saved readout bottleneck (user models)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--force", action="store_true", help="replace existing output files")
+    parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    parser.set_defaults(handler=run)
+
+
+def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
+    """Read one ``.png`` or ``.npy`` image as a float32 tensor of ``shape`` ``(C, H, W)``.
+
+    Raises:
+        DataError: missing or unreadable file, unsupported suffix, NaN, or a size other than ``shape``'s.
+    """
+    if not path.exists():
+        raise DataError(f"{path}: no such image file")
+    suffix = path.suffix.lower()
+    if suffix == ".png":
+        import matplotlib.image
+
+        try:
+            array = np.asarray(matplotlib.image.imread(path), dtype=np.float32)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable PNG ({type(exc).__name__})") from exc
+        if array.ndim == 3:
+            array = array[..., :3] if array.shape[-1] == 4 else array  # drop alpha
+            array = np.moveaxis(array, -1, 0)
+    elif suffix == ".npy":
+        try:
+            array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+        except Exception as exc:
+            raise DataError(f"{path}: not a readable numeric .npy file ({type(exc).__name__})") from exc
+    else:
+        raise DataError(f"{path}: unsupported image type {suffix!r}; use .png or .npy")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3:
+        raise DataError(f"{path}: expected an image [H, W] or [C, H, W], got shape {list(array.shape)}")
+    if not np.isfinite(array).all():
+        raise DataError(f"{path}: the image holds NaN or infinity")
+    channels = shape[0]
+    if array.shape[0] != channels:
+        if channels == 1 and array.shape[0] == 3:
+            array = array.mean(0, keepdims=True)  # grey from RGB
+        elif channels == 3 and array.shape[0] == 1:
+            array = np.repeat(array, 3, axis=0)
+        else:
+            raise DataError(f"{path}: has {array.shape[0]} channels; the model takes {channels}")
+    if tuple(array.shape[1:]) != tuple(shape[1:]):
+        size = " x ".join(map(str, shape[1:]))
+        raise DataError(f"{path}: is {' x '.join(map(str, array.shape[1:]))} pixels; the model takes {size}")
+    return torch.from_numpy(np.ascontiguousarray(array))
+
+
+def _load_user_model(path: Path) -> torch.nn.Module:
+    if not path.exists():
+        raise CheckpointError(f"{path}: no such model file")
+    try:
+        model = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: could not load a model saved with torch.save(model, PATH) ({type(exc).__name__}: {exc})"
+        ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a torch.nn.Module")
+    return model.eval()
+
+
+def _bottleneck(args: argparse.Namespace):
+    from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, ReadoutBottleneck, load_bundled_model
+    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.datasets import make_cluttered_digits
+
+    if args.model == "bundled":
+        model = load_bundled_model()
+        layer = args.layer or BUNDLED_LAYER
+        shape: tuple[int, ...] = (1, 56, 56)
+        data = None if args.data is None else torch.from_numpy(np.load(args.data).astype(np.float32))
+        if args.method == "readout":
+            if args.layer not in (None, BUNDLED_LAYER):
+                raise DataError(f"the bundled readout sits at {BUNDLED_LAYER}; --layer {args.layer} needs per-sample")
+            readout = (
+                load_bundled_readout(model) if args.readout is None else ReadoutBottleneck.load(args.readout, model)
+            )
+            return model, readout, shape
+        if data is None:
+            data = make_cluttered_digits(2000, split="train", seed=1).images
+    else:
+        model = _load_user_model(Path(args.model))
+        if args.method == "readout":
+            if args.readout is None:
+                raise DataError("--method readout with a user model needs --readout FILE (ReadoutBottleneck.save)")
+            readout = ReadoutBottleneck.load(args.readout, model)
+            if args.data is None:
+                raise DataError("--data is needed to know the input shape of a user model")
+            data = torch.from_numpy(np.load(args.data).astype(np.float32))
+            return model, readout, tuple(data.shape[1:])
+        if args.layer is None or args.data is None:
+            raise DataError("a user model needs --layer NAME and --data FILE.npy (inputs to estimate statistics on)")
+        data = torch.from_numpy(np.load(args.data).astype(np.float32))
+        shape = tuple(data.shape[1:])
+        layer = args.layer
+    if data.ndim < 2 or not torch.isfinite(data).all():
+        raise DataError(f"{args.data}: expected finite inputs [N, ...], got shape {list(data.shape)}")
+    try:
+        bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)
+    except ValueError as exc:  # an unknown layer name: one line, not a traceback
+        raise DataError(str(exc)) from exc
+    return model, bottleneck.estimate(data), shape
+
+
+def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: str) -> None:
+    """Write the image (grey) with the map overlaid and a colour bar in bits."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    picture = image.numpy()
+    picture = picture[0] if picture.shape[0] == 1 else np.moveaxis(picture, 0, -1)
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    ax.imshow(picture, cmap="gray", interpolation="nearest")
+    shown = ax.imshow(heatmap, cmap="inferno", alpha=0.6, interpolation="bilinear")
+    fig.colorbar(shown, ax=ax, label="bits per pixel")
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Handler of ``pyroflows attribute``."""
+    stems = [p.stem for p in args.images]
+    duplicates = sorted({s for s in stems if stems.count(s) > 1})
+    if duplicates:
+        raise DataError(f"several images share the name {duplicates[0]!r}; their outputs would collide")
+    if args.steps < 1 or args.beta < 0:
+        raise DataError("--steps must be at least 1 and --beta non-negative")
+    args.out.mkdir(parents=True, exist_ok=True)
+    outputs = []
+    for stem in stems:  # refuse before computing anything
+        outputs.append(
+            (
+                check_output_path(args.out / f"{stem}.npy", overwrite=args.force),
+                check_output_path(args.out / f"{stem}.png", overwrite=args.force),
+            )
+        )
+    seed_everything(args.seed)
+    start = time.perf_counter()
+    if args.model == "bundled":  # check the images before the (seconds-long) estimation
+        [load_image(p, (1, 56, 56)) for p in args.images]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. torch.load's pickle notice; the help says it
+        model, bottleneck, shape = _bottleneck(args)
+    images = torch.stack([load_image(p, shape) for p in args.images])
+    with torch.no_grad():
+        predicted = model(images).argmax(-1)
+    n_classes = int(model(images[:1]).shape[-1])
+    if args.target is not None and not 0 <= args.target < n_classes:
+        raise DataError(f"--target must be a class index in [0, {n_classes}), got {args.target}")
+    target = predicted if args.target is None else torch.full_like(predicted, args.target)
+    maps = bottleneck.attribute(images, target).detach()
+    summary = []
+    for image, heatmap, (npy, png), path, pred, tgt in zip(
+        images, maps, outputs, args.images, predicted.tolist(), target.tolist(), strict=True
+    ):
+        array = heatmap.numpy().astype(np.float32)
+        np.save(npy, array)
+        save_overlay(png, image, array, f"{path.name}: target {tgt} (predicted {pred}), {args.method}")
+        summary.append(
+            {
+                "image": str(path),
+                "predicted": pred,
+                "target": tgt,
+                "max_bits": float(array.max()),
+                "npy": str(npy),
+                "png": str(png),
+            }
+        )
+    seconds = time.perf_counter() - start
+    if args.json:
+        print_json({"method": args.method, "layer": bottleneck.layer_name, "seconds": seconds, "images": summary})
+    else:
+        for row in summary:
+            print(
+                f"{row['image']}: target {row['target']} (predicted {row['predicted']}), "
+                f"max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}"
+            )
+        print(f"{args.method} bottleneck at {bottleneck.layer_name}: {len(summary)} image(s) in {seconds:.1f} s")
+    return 0
+
+
+def run_demo(out_dir: Path, fast: bool) -> list[str]:
+    """Attribute held-out cluttered digits with the bundled CNN; bounding-box scores of both bottlenecks,
+    Captum's Saliency and a random map, and a figure ``attribution.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from captum.attr import Saliency
+
+    from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
+    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.datasets import make_cluttered_digits
+    from pyroflows.evaluation import bounding_box_score
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, n_estimate = (8, 500) if fast else (100, 5000)
+    model = load_bundled_model()
+    test = make_cluttered_digits(n, split="test", seed=0)
+    start = time.perf_counter()
+    bottleneck = PerSampleBottleneck(model, BUNDLED_LAYER)
+    bottleneck.estimate(make_cluttered_digits(n_estimate, split="train", seed=1).loader(500))
+    per_sample = bottleneck.attribute(test.images, test.labels).detach()
+    per_sample_s = time.perf_counter() - start
+    start = time.perf_counter()
+    readout = load_bundled_readout(model).attribute(test.images).detach()
+    readout_s = time.perf_counter() - start
+    saliency = Saliency(model).attribute(test.images.clone().requires_grad_(), target=test.labels).abs()[:, 0]
+    random = torch.rand(test.images.shape[0], 56, 56)
+    scores = {
+        name: bounding_box_score(maps, test.boxes).mean().item()
+        for name, maps in [("per-sample", per_sample), ("readout", readout), ("saliency", saliency), ("random", random)]
+    }
+    np.save(out_dir / "per_sample_maps.npy", per_sample.numpy())
+    fig, axes = plt.subplots(3, 4, figsize=(8, 6))
+    for j in range(4):
+        i = j % test.images.shape[0]
+        for row, (name, maps) in enumerate([("image", None), ("per-sample", per_sample), ("readout", readout)]):
+            ax = axes[row, j]
+            ax.imshow(test.images[i, 0], cmap="gray")
+            if maps is not None:
+                ax.imshow(maps[i], cmap="inferno", alpha=0.6)
+            top, left, bottom, right = test.boxes[i].tolist()
+            ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="lime"))
+            ax.set_title(f"{name} ({int(test.labels[i])})", fontsize=8)
+            ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(out_dir / "attribution.png", dpi=90)
+    plt.close(fig)
+    line = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
+    return [
+        f"bounding-box score on {test.images.shape[0]} held-out cluttered digits: {line}",
+        f"per-sample {per_sample_s / test.images.shape[0]:.2f} s/image (estimate included), "
+        f"readout {readout_s / test.images.shape[0] * 1000:.1f} ms/image",
+        f"maps and figure in {out_dir}",
+    ]

@@ -1,0 +1,62 @@
+"""``pyroflows attribute``: outputs written, bad input refused with one line, nothing silently replaced."""
+
+import matplotlib.image
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pyroflows.cli import main
+from pyroflows.datasets import make_cluttered_digits
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return make_cluttered_digits(2, split="test", seed=4)
+
+
+def test_attribute_npy_and_png_with_the_bundled_model(tmp_path, digits, capsys):
+    np.save(tmp_path / "a.npy", digits.images[0, 0].numpy())
+    matplotlib.image.imsave(tmp_path / "b.png", np.repeat(digits.images[1, 0].numpy()[..., None], 3, -1))
+    out = tmp_path / "maps"
+    argv = ["attribute", str(tmp_path / "a.npy"), str(tmp_path / "b.png"), "--out", str(out), "--steps", "3"]
+    assert main(argv) == 0
+    for stem in ("a", "b"):
+        heatmap = np.load(out / f"{stem}.npy")
+        assert heatmap.shape == (56, 56) and (heatmap >= 0).all() and heatmap.max() > 0
+        assert (out / f"{stem}.png").stat().st_size > 1000
+    assert "bits/pixel" in capsys.readouterr().out
+    # Existing outputs are refused without --force, before any work.
+    assert main(argv) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main([*argv, "--force", "--method", "readout", "--json"]) == 0
+    assert '"method": "readout"' in capsys.readouterr().out
+
+
+def test_attribute_refuses_bad_images(tmp_path, capsys):
+    np.save(tmp_path / "small.npy", np.zeros((28, 28), np.float32))
+    assert main(["attribute", str(tmp_path / "small.npy"), "--out", str(tmp_path / "o")]) == 2
+    assert "is 28 x 28 pixels; the model takes 56 x 56" in capsys.readouterr().err
+    (tmp_path / "x.txt").write_text("hello")
+    assert main(["attribute", str(tmp_path / "x.txt"), "--out", str(tmp_path / "o")]) == 2
+    assert "unsupported image type" in capsys.readouterr().err
+    bad = np.zeros((56, 56), np.float32)
+    bad[3, 3] = np.nan
+    np.save(tmp_path / "nan.npy", bad)
+    assert main(["attribute", str(tmp_path / "nan.npy"), "--out", str(tmp_path / "o")]) == 2
+    assert "NaN" in capsys.readouterr().err
+
+
+def test_attribute_with_a_user_model(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 5))
+    torch.save(model, tmp_path / "model.pt")
+    np.save(tmp_path / "data.npy", np.random.default_rng(0).normal(size=(64, 3, 12, 12)).astype(np.float32))
+    np.save(tmp_path / "img.npy", np.random.default_rng(1).normal(size=(3, 12, 12)).astype(np.float32))
+    base = ["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "model.pt")]
+    assert main(base) == 2
+    assert "needs --layer NAME and --data" in capsys.readouterr().err
+    assert main([*base, "--layer", "1", "--data", str(tmp_path / "data.npy"), "--steps", "2", "--target", "3"]) == 0
+    assert np.load(tmp_path / "o" / "img.npy").shape == (12, 12)
+    assert main([*base, "--layer", "nope", "--data", str(tmp_path / "data.npy"), "--force"]) == 2
+    assert "no layer named 'nope'" in capsys.readouterr().err

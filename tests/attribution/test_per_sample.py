@@ -1,0 +1,229 @@
+"""The per-sample bottleneck: the KL identity, hooks and flags restored, batching, a planted feature, errors."""
+
+import warnings
+
+import pyro
+import pyro.distributions as dist
+import pytest
+import torch
+from torch import nn
+
+from pyroflows.attribution import PerSampleBottleneck, per_element_capacity
+from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha
+from pyroflows.attribution.hooks import LayerSplit
+from pyroflows.attribution.statistics import FeatureStatistics
+from pyroflows.errors import DataError
+
+
+def test_closed_form_kl_equals_pyro_normal_kl():
+    torch.manual_seed(1)
+    r, mu = torch.randn(1000, dtype=torch.float64) * 3, torch.randn(1000, dtype=torch.float64)
+    sigma = torch.rand(1000, dtype=torch.float64) + 0.1
+    lam = torch.rand(1000, dtype=torch.float64) * 0.999
+    posterior = dist.Normal(lam * r + (1 - lam) * mu, (1 - lam) * sigma)  # P(Z | R)
+    prior = dist.Normal(mu, sigma)  # Q(Z)
+    expected = torch.distributions.kl_divergence(posterior, prior)
+    assert torch.allclose(per_element_capacity(r, 1 - lam, mu, sigma), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_one_minus_lambda_is_the_blurred_complement():
+    alpha = torch.randn(2, 3, 6, 5, dtype=torch.float64) * 4
+    lam = gaussian_blur(torch.sigmoid(alpha), 1.0)
+    assert torch.allclose(lambda_from_alpha(alpha, 1.0), 1 - lam, atol=1e-12)
+    # Huge alpha: 1 - lambda stays positive, so log(1 - lambda)^2 is finite.
+    assert (lambda_from_alpha(torch.full((1, 1, 4, 4), 200.0), 1.0) > 0).all()
+
+
+def test_streaming_statistics_match_the_batch_formula_and_handle_dead_units():
+    x = torch.randn(103, 3, 4, 4) * 2 + 1
+    x[:, 0] = 0.0  # a dead unit: zero variance
+    stats = FeatureStatistics()
+    for batch in x.split(10):
+        stats.update(batch)
+    assert torch.allclose(stats.mean.float(), x.mean(0), atol=1e-6)
+    assert torch.allclose(stats.std().float(), x.std(0), atol=1e-5)
+    assert (stats.std(0.01)[0] == 0.01).all() and not stats.active()[0].any() and stats.active()[1:].all()
+
+
+def _toy_model():
+    """A conv net whose class-1 logit looks only at channel 0 in the top-left 4x4 corner (the planted feature)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(2, 4, 3, padding=1)
+    head = nn.Linear(4 * 8 * 8, 2)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.bias.zero_()
+        conv.weight[:, 0, 1, 1] = 1.0  # identity on input channel 0 into all 4 feature channels
+        conv.weight[:, 1, 1, 1] = 0.0  # input channel 1 is never used
+        head.weight.zero_()
+        head.bias.zero_()
+        mask = torch.zeros(4, 8, 8)
+        mask[:, :4, :4] = 1.0
+        head.weight[1] = mask.flatten() * 0.1
+        head.weight[0] = -mask.flatten() * 0.1
+    return nn.Sequential(conv, nn.ReLU(), nn.Flatten(), head)
+
+
+def test_planted_feature_gets_the_attribution():
+    # Without the ReLU the noise (mean 0) carries no evidence for either class: only the corner can.
+    model = _toy_model()
+    model = nn.Sequential(model[0], model[2], model[3])
+    data = torch.randn(256, 2, 8, 8)
+    inputs = torch.randn(3, 2, 8, 8) * 2  # features everywhere, but only the corner matters to the model
+    inputs[:, 0, :4, :4] = 2.0
+    # k = 256 elements only, so the paper's beta = 10 (for k ~ 10^5) would price the corner out.
+    bottleneck = PerSampleBottleneck(model, "0", steps=10, beta=0.5).estimate(data)
+    maps = bottleneck.attribute(inputs, target=1)
+    corner = maps[:, :4, :4].mean((1, 2))
+    rest = maps.clone()
+    rest[:, :4, :4] = 0
+    outside = rest.sum((1, 2)) / (64 - 16)
+    assert (corner > 5 * outside).all(), (corner, outside)
+    assert (maps >= 0).all()
+
+
+def test_batched_equals_one_at_a_time():
+    model = _toy_model()
+    bottleneck = PerSampleBottleneck(model, "0", steps=4).estimate(torch.rand(128, 2, 8, 8))
+    inputs, target = torch.rand(4, 2, 8, 8) * 2, torch.tensor([1, 0, 1, 1])
+    pyro.set_rng_seed(3)
+    together = bottleneck.attribute(inputs, target)
+    alone = []
+    for i in range(4):
+        pyro.set_rng_seed(3)
+        alone.append(bottleneck.attribute(inputs[i : i + 1], target[i : i + 1]))
+    assert torch.allclose(together, torch.cat(alone), rtol=1e-4, atol=1e-5)
+
+
+def test_graph_split_and_whole_model_rerun_give_the_same_maps():
+    model = _toy_model()
+    data, inputs = torch.rand(128, 2, 8, 8), torch.rand(2, 2, 8, 8)
+    maps = []
+    for graph_split in (True, False):
+        bottleneck = PerSampleBottleneck(model, "1", steps=3, graph_split=graph_split).estimate(data)
+        assert bottleneck.split.mode == ("graph" if graph_split else "rerun")
+        pyro.set_rng_seed(0)
+        maps.append(bottleneck.attribute(inputs, 1))
+    assert torch.allclose(maps[0], maps[1], rtol=1e-4, atol=1e-6)
+
+
+class _Residual(nn.Module):
+    """A residual block: the identity branch bypasses the bottleneck layer ``conv``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.act = nn.ReLU()
+
+    def forward(self, x):
+        return self.act(self.conv(x) + x)
+
+
+def test_split_inside_a_residual_block_runs_the_head_once():
+    model = nn.Sequential(nn.Conv2d(1, 3, 3, padding=1), _Residual(), nn.Flatten(), nn.Linear(3 * 6 * 6, 4)).eval()
+    split = LayerSplit(model, "1.conv")
+    calls = []
+    handle = model[0].register_forward_hook(lambda *args: calls.append(1))
+    x = torch.randn(2, 1, 6, 6)
+    head = split.head(x)
+    assert split.mode == "graph" and len(head.carried) == 1  # the identity branch is carried to the tail
+    calls.clear()
+    z = head.features.repeat(3, 1, 1, 1)
+    assert torch.allclose(split.tail(z, head), model(x).repeat(3, 1), atol=1e-6)
+    assert calls == [1]  # only the model(x) call above ran the first layer; the tail did not
+    handle.remove()
+
+
+def _flags(model):
+    return [p.requires_grad for p in model.parameters()], [m.training for m in model.modules()]
+
+
+def test_hooks_modes_and_flags_restored_after_success_and_after_an_error():
+    model = _toy_model().train()
+    model[0].eval()  # a deliberately mixed state must come back as it was
+    before = _flags(model)
+    bottleneck = PerSampleBottleneck(model, "1", steps=2, graph_split=False).estimate(torch.rand(64, 2, 8, 8))
+    bottleneck.attribute(torch.rand(2, 2, 8, 8), 0)
+    assert _flags(model) == before
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules())
+    with pytest.raises(DataError, match="target"):
+        bottleneck.attribute(torch.rand(2, 2, 8, 8), torch.tensor([0, 1, 0]))
+    assert _flags(model) == before
+
+    # An error raised inside the network's tail, mid-optimisation:
+    class Boom(nn.Module):
+        def forward(self, x):
+            if not torch.is_grad_enabled():
+                return x
+            raise RuntimeError("boom")
+
+    model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), Boom(), nn.Flatten(), nn.Linear(2 * 8 * 8, 2)).train()
+    before = _flags(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bottleneck = PerSampleBottleneck(model, "1", graph_split=False).estimate(torch.rand(32, 2, 8, 8))
+    with pytest.raises(RuntimeError, match="boom"):
+        bottleneck.attribute(torch.rand(1, 2, 8, 8), 0)
+    assert _flags(model) == before
+    assert all(not m._forward_hooks for m in model.modules())
+    assert len(pyro.get_param_store()) == 0  # the private parameter store did not leak
+
+
+def test_dead_units_give_finite_maps():
+    model = _toy_model()
+    data = torch.rand(64, 2, 8, 8)
+    data[:, 0] = -1.0  # after conv (identity of channel 0) and ReLU every unit is dead: zero variance
+    bottleneck = PerSampleBottleneck(model, "1", steps=3).estimate(data)
+    assert not bottleneck.active.any()
+    maps = bottleneck.attribute(torch.rand(2, 2, 8, 8), 1)
+    assert torch.isfinite(maps).all() and (maps == 0).all()
+
+
+def test_unknown_layer_and_missing_estimate_give_clear_errors():
+    model = _toy_model()
+    with pytest.raises(ValueError, match=r"no layer named '5'.*Valid layer names include: '0', '1'"):
+        PerSampleBottleneck(model, "5")
+    with pytest.raises(ValueError, match="Did you mean 'features.4'"):
+        PerSampleBottleneck(_named(), "feature.4")
+    with pytest.raises(RuntimeError, match=r"call estimate\(data\) before attribute"):
+        PerSampleBottleneck(model, "1").attribute(torch.rand(1, 2, 8, 8), 0)
+
+
+def _named():
+    model = nn.Module()
+    model.features = nn.Sequential(*[nn.ReLU() for _ in range(5)])
+    return model
+
+
+def test_sequence_feature_maps_n_c_l():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv1d(3, 6, 5, padding=2),
+        nn.ReLU(),
+        nn.Conv1d(6, 6, 3, padding=1),
+        nn.AdaptiveMaxPool1d(1),
+        nn.Flatten(),
+        nn.Linear(6, 2),
+    )
+    bottleneck = PerSampleBottleneck(model, "1", steps=3).estimate(torch.randn(64, 3, 20))
+    maps = bottleneck.attribute(torch.randn(2, 3, 20), target=0)
+    capacity = bottleneck.capacity(torch.randn(2, 3, 20), target=0)
+    assert maps.shape == (2, 20) and capacity.shape == (2, 6, 20)
+    assert (maps >= 0).all() and torch.isfinite(maps).all()
+
+
+def test_elbo_is_the_paper_loss():
+    """The first step's negative ELBO per image = CE at the initial mask + beta * mean KL (vectorised copies)."""
+    model = _toy_model()
+    bottleneck = PerSampleBottleneck(model, "1", steps=1, batch_size=2000, beta=3.0, sigma=0.0)
+    bottleneck.estimate(torch.rand(128, 2, 8, 8))
+    inputs = torch.rand(1, 2, 8, 8)
+    bottleneck.attribute(inputs, 1)
+    head = bottleneck.split.head(inputs)
+    one_minus_lambda = lambda_from_alpha(torch.full_like(head.features, 5.0), 0.0)
+    mean, std, active = bottleneck._statistics_like(head.features)
+    kl = torch.where(active, per_element_capacity(head.features, one_minus_lambda, mean, std), 0.0)
+    eps = torch.randn(20000, *head.features.shape[1:])
+    z = head.features - one_minus_lambda * (head.features - mean) + eps * one_minus_lambda * std
+    ce = torch.nn.functional.cross_entropy(bottleneck.split.tail(z, head), torch.full((20000,), 1))
+    assert bottleneck.history[0] == pytest.approx(float(ce.detach() + 3.0 * kl.mean()), rel=2e-2)
