@@ -33,3 +33,11 @@ def test_unknown_method_and_bad_sizes_end_in_one_line(tmp_path, capsys):
     assert "--methods: unknown ['gradcam']" in capsys.readouterr().err
     assert main(["evaluate", "--n-images", "0", "--out", str(tmp_path)]) == 2
     assert "--n-images must be at least 1" in capsys.readouterr().err
+
+
+def test_fast_demo_reports_each_method(tmp_path):
+    from pyroflows.cli.evaluate import run_demo
+
+    lines = run_demo(tmp_path, fast=True)
+    assert lines[0].startswith("3 digits") and len(lines) == 4
+    assert (tmp_path / "table.md").exists()
