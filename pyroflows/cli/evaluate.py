@@ -40,7 +40,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names (default: all)"
     )
-    parser.add_argument("--n-images", type=int, default=50, help="held-out images to evaluate on (default 50)")
+    parser.add_argument("--n-images", type=int, default=24, help="held-out images to evaluate on (default 24)")
     parser.add_argument("--n-masks", type=int, default=20, help="Sensitivity-N masks per n (default 20)")
     parser.add_argument(
         "--sensitivity-steps", type=int, default=6, help="log-spaced n per Sensitivity-N tile size (default 6)"
