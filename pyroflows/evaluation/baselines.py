@@ -15,8 +15,9 @@ name                   method
 ``integrated-gradients``  Captum ``IntegratedGradients``, 50 steps from a black (zero) image
 ``guided-backprop``    Captum ``GuidedBackprop`` (changes ``nn.ReLU`` modules only)
 ``lrp``                Captum ``LRP`` (epsilon rule) on a copy whose ``nn.Flatten`` modules are replaced by an
-                       equivalent rule-free reshape; models with other unsupported layers (e.g. residual
-                       additions) raise :class:`MethodNotSupported`
+                       equivalent rule-free reshape and whose adaptive max pooling gets ``nn.MaxPool2d``'s epsilon
+                       rule; models that combine tensors outside modules (e.g. residual additions) raise
+                       :class:`MethodNotSupported`
 ``occlusion-8``        Captum ``Occlusion``, 8x8 window, stride 4, replaced by the image's per-channel mean
 ``occlusion-14``       Captum ``Occlusion``, 14x14 window, stride 7 (the paper's window sizes, unscaled; they are
                        the degradation tile sizes on 56x56 images)
