@@ -1,14 +1,26 @@
 """Information Bottleneck Attribution (Schulz et al., ICLR 2020) as Pyro model/guide pairs.
 
-* :class:`PerSampleBottleneck`: optimises one mask per image with ``pyro.infer.SVI``.
-* :class:`DigitCNN`, :func:`load_bundled_model`: the shipped cluttered-digits CNN (``BUNDLED_LAYER`` is its
-  default bottleneck layer).
+* :class:`PerSampleBottleneck`: optimises one mask per image with ``pyro.infer.SVI`` (all images of a batch
+  together); only the part of the network after the layer runs at each step.
+* :class:`ReadoutBottleneck`: a readout network trained as an amortised guide; attributes in one forward pass.
+* :class:`DigitCNN`, :func:`load_bundled_model`, :func:`load_bundled_readout`: the shipped cluttered-digits CNN and
+  its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
+* Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
+  :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
+  (reaching a layer without modifying the model), :class:`ClosedFormKLELBO`.
 """
 
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
 from pyroflows.attribution.hooks import LayerSplit, frozen, resolve_layer
-from pyroflows.attribution.models import BUNDLED_LAYER, BUNDLED_TEST_ACCURACY, DigitCNN, load_bundled_model
-from pyroflows.attribution.per_sample import PerSampleBottleneck
+from pyroflows.attribution.models import (
+    BUNDLED_LAYER,
+    BUNDLED_READOUT_LAYERS,
+    BUNDLED_TEST_ACCURACY,
+    DigitCNN,
+    load_bundled_model,
+    load_bundled_readout,
+)
+from pyroflows.attribution.per_sample import ClosedFormKLELBO, PerSampleBottleneck, SharedNoiseNormal
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
 
@@ -18,7 +30,9 @@ __all__ = [
     "ReadoutNetwork",
     "DigitCNN",
     "load_bundled_model",
+    "load_bundled_readout",
     "BUNDLED_LAYER",
+    "BUNDLED_READOUT_LAYERS",
     "BUNDLED_TEST_ACCURACY",
     "FeatureStatistics",
     "LayerSplit",
@@ -27,4 +41,6 @@ __all__ = [
     "per_element_capacity",
     "gaussian_blur",
     "lambda_from_alpha",
+    "ClosedFormKLELBO",
+    "SharedNoiseNormal",
 ]

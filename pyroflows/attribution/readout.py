@@ -33,14 +33,14 @@ import pyro
 import torch
 import torch.nn.functional as F
 from pyro import poutine
-from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.infer import SVI
 from pyro.nn import PyroModule
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.hooks import frozen, resolve_layer
-from pyroflows.attribution.per_sample import BottleneckBase, _batches, _model_device
+from pyroflows.attribution.per_sample import BottleneckBase, ClosedFormKLELBO, _batches, _model_device
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
 from pyroflows.serialization import load_checkpoint, save_checkpoint
@@ -264,11 +264,11 @@ class ReadoutBottleneck(BottleneckBase):
         if self.network is None:
             raise RuntimeError("ReadoutBottleneck: call estimate(data) before fit()")
         device = _model_device(self.model)
-        elbo = TraceMeanField_ELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
+        elbo = ClosedFormKLELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
         self.network.train()
         steps_per_epoch = len(data) if hasattr(data, "__len__") else None
         step = 0
-        with frozen(self.model), pyro.get_param_store().scope():
+        with frozen(self.model), pyro.get_param_store().scope(), pyro.validation_enabled(False):
             svi = SVI(self._train_model, self._train_guide, pyro.optim.Adam({"lr": lr}), elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):

@@ -227,3 +227,37 @@ def test_elbo_is_the_paper_loss():
     z = head.features - one_minus_lambda * (head.features - mean) + eps * one_minus_lambda * std
     ce = torch.nn.functional.cross_entropy(bottleneck.split.tail(z, head), torch.full((20000,), 1))
     assert bottleneck.history[0] == pytest.approx(float(ce.detach() + 3.0 * kl.mean()), rel=2e-2)
+
+
+def test_compact_kl_for_expanded_distributions_equals_torch():
+    from pyroflows.attribution.per_sample import SharedNoiseNormal
+
+    loc, scale = torch.randn(3, 4, 5), torch.rand(3, 4, 5) + 0.1
+    mu, sigma = torch.randn(4, 5), torch.rand(4, 5) + 0.5
+    p = SharedNoiseNormal(loc, scale, feature_rank=2).expand([7, 3, 4, 5])
+    q = dist.Normal(mu, sigma).expand([7, 3, 4, 5])
+    expected = torch.distributions.kl_divergence(dist.Normal(loc, scale).expand([7, 3, 4, 5]), q)
+    assert torch.allclose(torch.distributions.kl_divergence(p, q), expected, atol=1e-6)
+
+
+def test_closed_form_kl_elbo_equals_trace_mean_field_elbo():
+    from pyro.infer import TraceMeanField_ELBO
+
+    from pyroflows.attribution.per_sample import ClosedFormKLELBO
+
+    def model(x):
+        with pyro.plate("n", 3):
+            z = pyro.sample("z", dist.Normal(torch.zeros(2), 1.0).to_event(1))
+            pyro.sample("x", dist.Normal(z.sum(-1), 0.5), obs=x)
+
+    def guide(x):
+        with pyro.plate("n", 3):
+            pyro.sample("z", dist.Normal(torch.full((3, 2), 0.3), 0.7).to_event(1))
+
+    x = torch.tensor([0.1, -0.4, 1.2])
+    for elbo in (ClosedFormKLELBO, TraceMeanField_ELBO):
+        pyro.set_rng_seed(5)
+        value = elbo(num_particles=4, vectorize_particles=True, max_plate_nesting=1).loss(model, guide, x)
+        if elbo is ClosedFormKLELBO:
+            ours = value
+    assert ours == pytest.approx(value, rel=1e-6)
