@@ -1,5 +1,65 @@
-"""See the package README; public API re-exported here with ``__all__``."""
+"""Evaluation of attribution maps: the IBA paper's four metrics, Captum baselines and the comparison table.
 
+Metrics follow Captum's style, ``metric(model, inputs, attributions, target=..., ...)`` returning one score or
+curve per example: :func:`degradation_curves` / :func:`degradation_score` (MoRF/LeRF),
+:func:`sensitivity_n`, :func:`cascading_randomization` (sanity check) and :func:`bounding_box_score`.
+:func:`evaluate_methods` runs them all for every method of the registry (:func:`available_methods`).
+"""
+
+from pyroflows.evaluation.baselines import (
+    DEFAULT_METHODS,
+    AttributeFn,
+    MethodContext,
+    MethodNotSupported,
+    available_methods,
+    make_attribute_fn,
+    reduce_channels,
+    register_method,
+)
 from pyroflows.evaluation.bounding_box import bounding_box_score
+from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves, degradation_score, normalize_curves
+from pyroflows.evaluation.protocol import (
+    SANITY_THRESHOLD,
+    TABLE_COLUMNS,
+    EvaluationTable,
+    MethodEvaluation,
+    evaluate_methods,
+)
+from pyroflows.evaluation.sanity_check import (
+    SanityCheck,
+    cascading_randomization,
+    map_ssim,
+    minmax_normalize,
+    randomizable_layers,
+)
+from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, pearson_rows, sensitivity_n
 
-__all__: list[str] = ["bounding_box_score"]
+__all__ = [
+    "AttributeFn",
+    "DEFAULT_METHODS",
+    "DegradationCurves",
+    "EvaluationTable",
+    "MethodContext",
+    "MethodEvaluation",
+    "MethodNotSupported",
+    "SANITY_THRESHOLD",
+    "SanityCheck",
+    "SensitivityN",
+    "TABLE_COLUMNS",
+    "available_methods",
+    "bounding_box_score",
+    "cascading_randomization",
+    "default_sensitivity_ns",
+    "degradation_curves",
+    "degradation_score",
+    "evaluate_methods",
+    "make_attribute_fn",
+    "map_ssim",
+    "minmax_normalize",
+    "normalize_curves",
+    "pearson_rows",
+    "randomizable_layers",
+    "reduce_channels",
+    "register_method",
+    "sensitivity_n",
+]

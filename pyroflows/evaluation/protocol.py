@@ -1,0 +1,298 @@
+"""The paper's evaluation protocol over many methods: one table row and one set of curves per method.
+
+:func:`evaluate_methods` attributes the images with every method, then runs the four metrics on the maps:
+degradation (area between the normalised LeRF and MoRF curves, tiles 8 and 14), the bounding-box score,
+Sensitivity-N (tiles 1 and 8) and the cascading-randomisation sanity check. The table's one-number summaries:
+
+- ``degradation_T``: :meth:`DegradationCurves.score` of the curves averaged over images (higher is better).
+- ``bbox``: mean bounding-box score over images whose box covers at most a third of the image (higher is better).
+- ``sensitivity_n``: the Sensitivity-N correlation averaged over images, over the log-spaced ``n`` and over both
+  tile sizes (higher is better).
+- ``sanity_ssim``: SSIM between the original maps and the maps of the partly randomised model, averaged over
+  images and over every depth of the cascade (lower is better); ``sanity`` reads ``fail`` when it exceeds
+  ``SANITY_THRESHOLD`` = 0.5, i.e. when the maps on average stay more similar than not to the intact model's.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from pyroflows.errors import DataError
+from pyroflows.evaluation.baselines import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
+from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves
+from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
+from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, sensitivity_n
+
+__all__ = ["MethodEvaluation", "EvaluationTable", "evaluate_methods", "SANITY_THRESHOLD", "TABLE_COLUMNS"]
+
+SANITY_THRESHOLD = 0.5
+TABLE_COLUMNS = (
+    "method",
+    "degradation_8",
+    "degradation_14",
+    "bbox",
+    "sensitivity_n",
+    "sanity_ssim",
+    "sanity",
+    "seconds_per_image",
+)
+
+
+@dataclass
+class MethodEvaluation:
+    """Everything measured for one method (``error`` is set and the rest empty when the method could not run)."""
+
+    method: str
+    maps: torch.Tensor | None = None
+    degradation: dict[int, DegradationCurves] = field(default_factory=dict)
+    bbox: torch.Tensor | None = None
+    sensitivity: dict[int, SensitivityN] = field(default_factory=dict)
+    sanity: SanityCheck | None = None
+    seconds_per_image: float = math.nan
+    error: str | None = None
+
+    def row(self) -> dict[str, object]:
+        """The method's table row (see the module docstring for each summary)."""
+        row: dict[str, object] = {"method": self.method}
+        if self.error is not None:
+            row["sanity"] = "n/a"
+            row["note"] = self.error
+            return row
+        for tile, curves in self.degradation.items():
+            row[f"degradation_{tile}"] = curves.score()
+        row["bbox"] = float(torch.nanmean(self.bbox)) if self.bbox is not None else math.nan
+        means = [result.mean() for result in self.sensitivity.values()]
+        row["sensitivity_n"] = float(torch.nanmean(torch.cat(means))) if means else math.nan
+        if self.sanity is not None:
+            ssim = float(self.sanity.ssim.mean())
+            row["sanity_ssim"] = ssim
+            row["sanity"] = "fail" if ssim > SANITY_THRESHOLD else "pass"
+        else:
+            row["sanity_ssim"], row["sanity"] = math.nan, "not run"
+        row["seconds_per_image"] = self.seconds_per_image
+        return row
+
+
+@dataclass
+class EvaluationTable:
+    """Results of :func:`evaluate_methods`, one :class:`MethodEvaluation` per method, in the order run."""
+
+    results: dict[str, MethodEvaluation]
+
+    def rows(self) -> list[dict[str, object]]:
+        """One dict per method with the keys :data:`TABLE_COLUMNS` (and ``degradation_T`` per tile size)."""
+        return [result.row() for result in self.results.values()]
+
+    def columns(self) -> list[str]:
+        """Column names in first-seen order (``note`` appears when a method could not run)."""
+        names: list[str] = []
+        for row in self.rows():
+            names += [key for key in row if key not in names]
+        return names
+
+    def to_markdown(self, digits: int = 3) -> str:
+        """The table as GitHub markdown."""
+        columns = self.columns()
+        lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
+        for row in self.rows():
+            cells = [_format(row.get(c, "" if c == "note" else math.nan), digits) for c in columns]
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines) + "\n"
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write the table as CSV (full precision)."""
+        columns = self.columns()
+        with open(path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            for row in self.rows():
+                writer.writerow({c: row.get(c, "") for c in columns})
+
+    def plot_degradation(self, tile_size: int = 8, ax=None):
+        """Normalised MoRF (solid) and LeRF (dashed) curves averaged over images, one colour per method."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        for index, (name, result) in enumerate(self.results.items()):
+            if tile_size not in result.degradation:
+                continue
+            curves = result.degradation[tile_size]
+            morf, lerf = curves.normalized("mean")
+            colour = plt.get_cmap("tab20")(index % 20)
+            x = curves.fraction.cpu().numpy()
+            ax.plot(x, morf.cpu().numpy(), color=colour, label=name)
+            ax.plot(x, lerf.cpu().numpy(), color=colour, linestyle="--")
+        ax.set(xlabel="fraction of tiles replaced", ylabel="normalised target probability",
+               title=f"degradation, {tile_size}x{tile_size} tiles (solid MoRF, dashed LeRF)")  # fmt: skip
+        ax.legend(fontsize=7)
+        return ax
+
+    def plot_sensitivity(self, tile_size: int = 8, ax=None):
+        """Sensitivity-N correlation (averaged over images) against the fraction of pixels removed."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        for index, (name, result) in enumerate(self.results.items()):
+            if tile_size not in result.sensitivity:
+                continue
+            sens = result.sensitivity[tile_size]
+            colour = plt.get_cmap("tab20")(index % 20)
+            ax.plot(sens.fraction.numpy(), sens.mean().cpu().numpy(), marker=".", color=colour, label=name)
+        ax.set_xscale("log")
+        ax.set(xlabel="fraction of pixels removed", ylabel="Pearson correlation",
+               title=f"Sensitivity-N, {tile_size}x{tile_size} tiles")  # fmt: skip
+        ax.legend(fontsize=7)
+        return ax
+
+    def plot_sanity(self, ax=None):
+        """SSIM to the original map against the number of layers re-initialised (from the output)."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        labels: list[str] = []
+        for index, (name, result) in enumerate(self.results.items()):
+            if result.sanity is None:
+                continue
+            ssim = result.sanity.mean().cpu().numpy()
+            ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=plt.get_cmap("tab20")(index % 20), label=name)
+            labels = result.sanity.layers
+        if labels:
+            ax.set_xticks(range(1, len(labels) + 1), [f"{i}\n{n}" for i, n in enumerate(labels, 1)], fontsize=7)
+        ax.axhline(SANITY_THRESHOLD, color="grey", linewidth=0.8, linestyle=":")
+        ax.set(xlabel="layers re-initialised (from the output)", ylabel="SSIM to the original map",
+               ylim=(-0.1, 1.05), title="cascading randomisation")  # fmt: skip
+        ax.legend(fontsize=7)
+        return ax
+
+    def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14)) -> list[Path]:
+        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``."""
+        import matplotlib.pyplot as plt
+
+        directory = Path(directory)
+        paths = []
+        jobs = [(f"degradation_{t}.png", lambda ax, t=t: self.plot_degradation(t, ax)) for t in tile_sizes]
+        sens_tiles = sorted({t for r in self.results.values() for t in r.sensitivity})
+        jobs += [(f"sensitivity_n_{t}.png", lambda ax, t=t: self.plot_sensitivity(t, ax)) for t in sens_tiles]
+        jobs.append(("sanity_check.png", lambda ax: self.plot_sanity(ax)))
+        for filename, draw in jobs:
+            figure, ax = plt.subplots(figsize=(7, 4.5))
+            draw(ax)
+            figure.tight_layout()
+            figure.savefig(directory / filename, dpi=110)
+            plt.close(figure)
+            paths.append(directory / filename)
+        return paths
+
+
+def _format(value: object, digits: int) -> str:
+    if isinstance(value, float):
+        return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+    return str(value)
+
+
+def evaluate_methods(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: int | torch.Tensor,
+    methods: Sequence[str] | Mapping[str, AttributeFn],
+    *,
+    boxes: torch.Tensor | None = None,
+    context: MethodContext | None = None,
+    degradation_tiles: Sequence[int] = (8, 14),
+    sensitivity_tiles: Sequence[int] = (1, 8),
+    sensitivity_steps: int = 8,
+    n_masks: int = 50,
+    sanity_images: int = 8,
+    baseline: str = "mean",
+    batch_size: int = 512,
+    seed: int = 0,
+    progress: bool = True,
+) -> EvaluationTable:
+    """Run the paper's protocol for every method on the same images and targets.
+
+    Args:
+        model: Classifier returning logits; it is not modified (the sanity check works on copies).
+        inputs: Images ``[N, C, H, W]``.
+        target: Class per image (int or ``[N]``), e.g. the labels of correctly classified images.
+        methods: Registered names (:func:`~pyroflows.evaluation.available_methods`), or a mapping from a name to
+            an ``attribute_fn(model, inputs, target) -> [N, H, W]``.
+        boxes: Optional ground-truth boxes ``[N, 4]`` (top, left, bottom, right; exclusive) for the bounding-box
+            score; images whose box covers more than a third of the image are left out of it, as in the paper.
+        context: Layer names, estimation data and seed handed to registered methods.
+        degradation_tiles: Tile sizes of the degradation score.
+        sensitivity_tiles: Tile sizes of Sensitivity-N.
+        sensitivity_steps: Number of log-spaced ``n`` per tile size.
+        n_masks: Random masks per ``n``.
+        sanity_images: How many of the images (the first ones) the sanity check re-attributes at every depth
+            (0 skips it).
+        baseline: Replacement values for degradation and Sensitivity-N.
+        batch_size: Images per forward pass in the metrics.
+        seed: Seed of the Sensitivity-N masks and the re-initialisation.
+        progress: Show a progress bar over methods.
+
+    Returns:
+        :class:`EvaluationTable`.
+
+    Raises:
+        DataError: Bad shapes, an unknown method name.
+    """
+    n = inputs.shape[0]
+    target = torch.as_tensor(target, device=inputs.device).long()
+    target = target.expand(n) if target.dim() == 0 else target
+    if target.shape != (n,):
+        raise DataError(f"target must be an int or a tensor [N] = [{n}], got shape {tuple(target.shape)}")
+    if boxes is not None and (boxes.dim() != 2 or boxes.shape != (n, 4)):
+        raise DataError(f"boxes must be [N, 4] = [{n}, 4], got {tuple(boxes.shape)}")
+    if isinstance(methods, Mapping):
+        functions = dict(methods)
+    else:
+        functions = {name: make_attribute_fn(name, context) for name in methods}
+    h, w = inputs.shape[-2:]
+    results: dict[str, MethodEvaluation] = {}
+    bar = tqdm(functions.items(), desc="evaluating", disable=not progress, total=len(functions))
+    for name, attribute_fn in bar:
+        bar.set_postfix_str(name)
+        result = MethodEvaluation(method=name)
+        results[name] = result
+        with warnings.catch_warnings():
+            # Captum warns that it switched on requires_grad for the inputs; that is expected here.
+            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+            try:
+                start = time.perf_counter()
+                maps = attribute_fn(model, inputs, target).detach()
+                result.seconds_per_image = (time.perf_counter() - start) / n
+            except MethodNotSupported as exc:
+                result.error = str(exc).split("\n")[0][:200]
+                continue
+            result.maps = maps
+            for tile in degradation_tiles:
+                result.degradation[tile] = degradation_curves(
+                    model, inputs, maps, target, tile_size=tile, baseline=baseline, batch_size=batch_size
+                )
+            if boxes is not None:
+                from pyroflows.evaluation import bounding_box_score
+
+                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+                scores = bounding_box_score(maps, boxes).to(torch.float64)
+                result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
+            for tile in sensitivity_tiles:
+                n_tiles = (h // tile) * (w // tile)
+                ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps)
+                result.sensitivity[tile] = sensitivity_n(
+                    model, inputs, maps, target, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,
+                    seed=seed, batch_size=batch_size,
+                )  # fmt: skip
+            if sanity_images > 0:
+                k = min(sanity_images, n)
+                result.sanity = cascading_randomization(model, inputs[:k], target[:k], attribute_fn, seed=seed)
+    return EvaluationTable(results=results)
