@@ -3,4 +3,7 @@
 One module per family; each is re-exported here.
 """
 
-__all__: list[str] = []
+from pyroflows.datasets.toy2d import DATASETS as TOY2D_DATASETS
+from pyroflows.datasets.toy2d import make_dataset
+
+__all__: list[str] = ["make_dataset", "TOY2D_DATASETS"]
