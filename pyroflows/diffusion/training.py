@@ -127,14 +127,14 @@ def train(
             if ema is not None:
                 decay = min(float(ema_decay), (1 + step) / (10 + step))
                 with torch.no_grad():
-                    for average, p in zip(ema, params):
+                    for average, p in zip(ema, params, strict=True):
                         average.lerp_(p.detach(), 1 - decay)
         history.append(total / n)
         if progress and len(history) % 50 == 0:
             bar.set_postfix(loss=f"{history[-1]:.4f}")
     if ema is not None:
         with torch.no_grad():
-            for average, p in zip(ema, params):
+            for average, p in zip(ema, params, strict=True):
                 p.copy_(average)
     ddpm.eval()
     return history

@@ -136,7 +136,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     ddpm.save(path)
     again = DDPM.load(path)
     assert again.config() == ddpm.config()
-    for (k1, v1), (k2, v2) in zip(ddpm.state_dict().items(), again.state_dict().items()):
+    for (k1, v1), (k2, v2) in zip(ddpm.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     x = torch.randn(9, 2)
     pyro.set_rng_seed(5)
