@@ -208,7 +208,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     from pyroflows.diffusion import DDPM, ancestral_sample, ddim_sample, energy_distance, plot_samples, train
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    n, epochs, n_eval = (1000, 150, 1000) if fast else (_DEFAULT_POINTS, _DEFAULT_EPOCHS, 4000)
+    n, epochs, n_eval = (300, 40, 300) if fast else (_DEFAULT_POINTS, _DEFAULT_EPOCHS, 4000)
     data = torch.as_tensor(make_dataset("moons", n, seed=0), dtype=torch.get_default_dtype())
     held_out = make_dataset("moons", n_eval, seed=1)
     floor = float(energy_distance(make_dataset("moons", n_eval, seed=2), make_dataset("moons", n_eval, seed=3)))

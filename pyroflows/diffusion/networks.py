@@ -59,7 +59,7 @@ class MLPNoisePredictor(nn.Module):
         embedding_dim: Size of the sinusoidal step embedding.
     """
 
-    def __init__(self, data_dim: int, steps: int, hidden: int = 128, depth: int = 3, embedding_dim: int = 32) -> None:
+    def __init__(self, data_dim: int, steps: int, hidden: int = 64, depth: int = 3, embedding_dim: int = 32) -> None:
         super().__init__()
         self.config = {"data_dim": data_dim, "steps": steps, "hidden": hidden, "depth": depth,
                        "embedding_dim": embedding_dim}  # fmt: skip
