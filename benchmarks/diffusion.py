@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import math
 import re
 import sys
 import time
@@ -42,9 +41,8 @@ N_EVAL = 4000
 
 
 def noise_floor(name: str, n: int, pairs: int = 3) -> float:
-    return float(
-        np.mean([float(energy_distance(make_dataset(name, n, 9000 + i), make_dataset(name, n, 9500 + i))) for i in range(pairs)])
-    )
+    values = [energy_distance(make_dataset(name, n, 9000 + i), make_dataset(name, n, 9500 + i)) for i in range(pairs)]
+    return float(np.mean([float(v) for v in values]))
 
 
 def ddim_steps_for(steps: int) -> int:
