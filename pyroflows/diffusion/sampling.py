@@ -110,8 +110,9 @@ def ddim_sample(
         \qquad \sigma = \eta \sqrt{\tfrac{1 - \bar\alpha_s}{1 - \bar\alpha_t}
         \big(1 - \tfrac{\bar\alpha_t}{\bar\alpha_s}\big)},
 
-    where :math:`\hat\epsilon` is recomputed from the (clipped) :math:`\hat x_0`, so both stay consistent. The
-    last step (to :math:`s = 0`, :math:`\bar\alpha_0 = 1`) returns :math:`\hat x_0`.
+    where :math:`\hat\epsilon = \epsilon_\theta(x_t, t)` and :math:`\hat x_0` is clipped when ``clip_x0`` (as
+    ``diffusers``' ``DDIMScheduler`` does by default: the noise direction is not recomputed from the clipped
+    :math:`\hat x_0`). The last step (to :math:`s = 0`, :math:`\bar\alpha_0 = 1`) returns :math:`\hat x_0`.
 
     Args:
         ddpm: A trained model.
@@ -131,8 +132,8 @@ def ddim_sample(
     for i in range(len(steps) - 1, -1, -1):
         t, s = steps[i], (steps[i - 1] if i > 0 else 0)
         alpha_bar, alpha_bar_prev = ddpm.alpha_bar[t], ddpm.alpha_bar[s]
-        x0 = ddpm.predict_x0(x, t)
-        eps = (x - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        eps = ddpm.predict_noise(x, t)
+        x0 = ddpm.predict_x0(x, t, eps)
         sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).clamp(min=0).sqrt()
         x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
         if eta > 0 and s > 0:
