@@ -61,7 +61,8 @@ def test_ddim_with_every_step_and_eta_one_is_stochastic_but_eta_zero_is_not(ddpm
 def test_ddim_timesteps():
     assert ddim_timesteps(10, 10) == list(range(1, 11))
     assert ddim_timesteps(10, 1) == [10]
-    assert ddim_timesteps(1000, 4) == [1, 334, 667, 1000]
+    assert ddim_timesteps(1000, 4) == [1, 251, 501, 751]
+    assert ddim_timesteps(100, 10) == [1, 11, 21, 31, 41, 51, 61, 71, 81, 91]
     with pytest.raises(ValueError, match=r"sampling_steps: expected an integer in \[1, 10\]"):
         ddim_timesteps(10, 11)
 
