@@ -44,8 +44,8 @@ def register(subparsers: Any) -> None:
             "the model) or on a built-in 2-D set (--dataset). Defaults: T = 10, polynomial schedule "
             "1 - alpha_bar_t = 0.999 (t/T)^2, an MLP with a sinusoidal step embedding, eps-MSE loss, AdamW lr 1e-2, "
             "5,000 optimizer steps on batches of up to 2,048 rows (5,000 full-batch epochs for up to 2,048 rows), "
-            "lr annealed to 0, EMA of the weights (3-5 minutes for 10,000 2-D points, measured on a shared 2-core "
-            "machine under heavy load)."
+            "lr annealed to 0, EMA of the weights (1-5 minutes for 10,000 2-D points, measured on a shared 2-core "
+            "machine under load)."
         ),
         example="pyroflows diffusion train --dataset moons --out ddpm.pt --steps 10 --schedule polynomial",
     )
