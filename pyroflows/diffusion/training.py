@@ -52,7 +52,8 @@ def train(
     """Fit the noise predictor with SVI and AdamW (after the post's recipe: lr 1e-2, full batch, 5,000 epochs).
 
     The default budget is 5,000 optimizer steps on batches of at most 2,048 rows: 5,000 full-batch epochs for
-    up to 2,048 rows, fewer epochs of minibatches for more data (about two minutes for 2-D data on 2 cores).
+    up to 2,048 rows, fewer epochs of minibatches for more data (1-5 minutes for 10,000 2-D points on a shared
+    2-core machine, depending on its load).
 
     Args:
         ddpm: The model; trained in place.
