@@ -262,7 +262,9 @@ def write_section(body: str, part: str) -> None:
     subsections = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", old, re.S)}
     for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", body, re.S):
         subsections[m.group(1)] = m.group(0).rstrip()
-    order = [k for k in ("Defaults", "Grid") if k in subsections]
+    order = [k for k in ("Defaults", "Grid") if k in subsections] + [
+        k for k in subsections if k not in ("Defaults", "Grid")
+    ]
     section = intro + "\n\n".join(subsections[k] for k in order) + "\n"
     if match:
         content = content[: match.start()] + section + content[match.end() :]
