@@ -4,5 +4,12 @@ One module per family; each is re-exported here.
 """
 
 from pyroflows.datasets.cluttered_digits import ClutteredDigits, make_cluttered_digits
+from pyroflows.datasets.toy2d import DATASETS as TOY2D_DATASETS
+from pyroflows.datasets.toy2d import make_dataset
 
-__all__: list[str] = ["ClutteredDigits", "make_cluttered_digits"]
+__all__: list[str] = [
+    "ClutteredDigits",
+    "make_cluttered_digits",
+    "make_dataset",
+    "TOY2D_DATASETS",
+]

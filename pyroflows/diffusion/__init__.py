@@ -1,3 +1,59 @@
-"""See the package README; public API re-exported here with ``__all__``."""
+"""DDPM diffusion as a Pyro model: schedules, the forward process in closed form, the reverse process as a
+``pyro.markov`` chain trained with SVI, ancestral and DDIM samplers, metrics and plots.
 
-__all__: list[str] = []
+Example:
+    >>> import torch
+    >>> from pyroflows.diffusion import DDPM, train, sample
+    >>> ddpm = DDPM(data_dim=2, steps=10)
+    >>> _ = train(ddpm, torch.randn(100, 2), epochs=2, progress=False)
+    >>> sample(ddpm, 3).shape
+    torch.Size([3, 2])
+"""
+
+from pyroflows.diffusion.ddpm import DDPM, REVERSE_VARIANCES, NLLEstimate
+from pyroflows.diffusion.forward import forward_marginal, forward_posterior
+from pyroflows.diffusion.metrics import energy_distance
+from pyroflows.diffusion.networks import MLPNoisePredictor, PostNoisePredictor, SinusoidalEmbedding, make_network
+from pyroflows.diffusion.plots import plot_samples, plot_vector_field
+from pyroflows.diffusion.sampling import SAMPLERS, ancestral_sample, ddim_sample, ddim_timesteps, sample
+from pyroflows.diffusion.scaler import MinMaxScaler
+from pyroflows.diffusion.schedules import (
+    SCHEDULES,
+    CosineSchedule,
+    LinearSchedule,
+    PolynomialSchedule,
+    Schedule,
+    make_schedule,
+    plot_schedules,
+)
+from pyroflows.diffusion.training import LOSSES, train
+
+__all__ = [
+    "DDPM",
+    "NLLEstimate",
+    "REVERSE_VARIANCES",
+    "Schedule",
+    "LinearSchedule",
+    "PolynomialSchedule",
+    "CosineSchedule",
+    "SCHEDULES",
+    "make_schedule",
+    "plot_schedules",
+    "forward_marginal",
+    "forward_posterior",
+    "MinMaxScaler",
+    "MLPNoisePredictor",
+    "PostNoisePredictor",
+    "SinusoidalEmbedding",
+    "make_network",
+    "train",
+    "LOSSES",
+    "ancestral_sample",
+    "ddim_sample",
+    "ddim_timesteps",
+    "sample",
+    "SAMPLERS",
+    "energy_distance",
+    "plot_vector_field",
+    "plot_samples",
+]

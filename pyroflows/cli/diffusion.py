@@ -1,0 +1,242 @@
+"""``pyroflows diffusion train|sample|nll``: DDPMs on tabular data from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+from pyroflows.cli._common import add_parser, print_json, seed_everything
+from pyroflows.errors import DataError
+
+__all__ = ["register", "run_demo"]
+
+_DEFAULT_POINTS = 10000
+
+
+def register(subparsers: Any) -> None:
+    from pyroflows.datasets.toy2d import DATASETS
+    from pyroflows.diffusion.networks import NETWORKS
+    from pyroflows.diffusion.sampling import SAMPLERS
+    from pyroflows.diffusion.schedules import SCHEDULES
+    from pyroflows.diffusion.training import LOSSES
+
+    parser = add_parser(
+        subparsers,
+        "diffusion",
+        help="train, sample and score DDPM diffusion models",
+        description=(
+            "DDPM diffusion models as Pyro Markov chains: train one on an (N, D) array or a built-in 2-D data set, "
+            "draw samples (ancestral or DDIM), and compute the negative ELBO (an upper bound on -log p) of data."
+        ),
+        example="pyroflows diffusion train --dataset moons --out ddpm.pt",
+    )
+    sub = parser.add_subparsers(dest="diffusion_command", metavar="COMMAND")
+    parser.set_defaults(handler=lambda args: _usage(parser))
+
+    train = add_parser(
+        sub,
+        "train",
+        help="train a DDPM on data",
+        description=(
+            "Train a DDPM on DATA (.npy or .csv of shape (N, D), any scale: it is min-max scaled to [-1, 1] inside "
+            "the model) or on a built-in 2-D set (--dataset). Defaults: T = 10, polynomial schedule "
+            "1 - alpha_bar_t = 0.999 (t/T)^2, an MLP with a sinusoidal step embedding, eps-MSE loss, AdamW lr 1e-2, "
+            "5,000 optimizer steps on batches of up to 2,048 rows (5,000 full-batch epochs for up to 2,048 rows), "
+            "lr annealed to 0, EMA of the weights (1-5 minutes for 10,000 2-D points, measured on a shared 2-core "
+            "machine under load)."
+        ),
+        example="pyroflows diffusion train --dataset moons --out ddpm.pt --steps 10 --schedule polynomial",
+    )
+    train.add_argument("data", nargs="?", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
+    train.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in 2-D data set instead of DATA")
+    train.add_argument("--n-points", type=int, default=_DEFAULT_POINTS,
+                       help=f"points drawn for --dataset (default {_DEFAULT_POINTS})")  # fmt: skip
+    train.add_argument("--out", type=Path, required=True, metavar="MODEL", help="output model file (.pt)")
+    train.add_argument("--steps", type=int, default=10, metavar="T", help="diffusion steps T (default 10)")
+    train.add_argument("--schedule", choices=sorted(SCHEDULES), default="polynomial", help="variance schedule")
+    train.add_argument("--epochs", type=int, default=None, metavar="E",
+                       help="training epochs (default: as many as give 5,000 optimizer steps)")  # fmt: skip
+    train.add_argument("--loss", choices=LOSSES, default="eps-mse", help="eps-mse (default) or the exact bound")
+    train.add_argument("--network", choices=sorted(NETWORKS), default="mlp",
+                       help="mlp (default) or the post's one-hot network")  # fmt: skip
+    train.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 1e-2)")
+    train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: min(N, 2048))")
+    train.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    train.add_argument("--force", action="store_true", help="replace MODEL if it exists")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.set_defaults(handler=_train)
+
+    sample = add_parser(
+        sub,
+        "sample",
+        help="draw samples from a trained DDPM",
+        description="Draw N samples (in data units) from MODEL and save them as .npy or .csv.",
+        example="pyroflows diffusion sample ddpm.pt -n 1000 --out samples.npy --sampler ddim --sampling-steps 5",
+    )
+    sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
+    sample.add_argument("-n", type=int, required=True, metavar="N", help="number of samples")
+    sample.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
+    sample.add_argument("--sampler", choices=SAMPLERS, default="ancestral", help="ancestral (default) or ddim")
+    sample.add_argument("--sampling-steps", type=int, default=None, metavar="K",
+                        help="DDIM sub-sequence length K <= T (default T)")  # fmt: skip
+    sample.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    sample.set_defaults(handler=_sample)
+
+    nll = add_parser(
+        sub,
+        "nll",
+        help="negative ELBO of data under a DDPM",
+        description=(
+            "The negative ELBO (the DDPM variational bound) of DATA in nats per sample in the data's own units, "
+            "with its standard error over the rows."
+        ),
+        example="pyroflows diffusion nll ddpm.pt test.npy --json",
+    )
+    nll.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
+    nll.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
+    nll.add_argument("--particles", type=int, default=16, help="guide draws per row (default 16)")
+    nll.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    nll.add_argument("--json", action="store_true", help='print {"nll": ..., "se": ..., "n": ...}')
+    nll.set_defaults(handler=_nll)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help()
+    return 2
+
+
+def _load_data(path: Path, data_dim: int | None = None) -> Any:
+    from pyroflows.io import load_array
+
+    array = load_array(path, ndim=2, allow_1d=False)
+    if data_dim is not None and array.shape[1] != data_dim:
+        raise DataError(f"{path}: the model was trained on {data_dim} column(s), the file has {array.shape[1]}")
+    return array
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from pyroflows.datasets.toy2d import make_dataset
+    from pyroflows.diffusion import DDPM, train
+    from pyroflows.io import check_output_path
+
+    if (args.data is None) == (args.dataset is None):
+        raise DataError("give either DATA (a .npy/.csv file) or --dataset NAME, not both and not neither")
+    if args.steps < 1:
+        raise DataError(f"--steps: the number of diffusion steps T must be at least 1, got {args.steps}")
+    if args.epochs is not None and args.epochs < 1:
+        raise DataError(f"--epochs: expected at least 1, got {args.epochs}")
+    check_output_path(args.out, overwrite=args.force)
+    seed_everything(args.seed)
+    if args.dataset is not None:
+        if args.n_points < 2:
+            raise DataError(f"--n-points: expected at least 2, got {args.n_points}")
+        data = make_dataset(args.dataset, args.n_points, seed=args.seed)
+        source = f"--dataset {args.dataset}"
+    else:
+        data = _load_data(args.data)
+        source = str(args.data)
+    x = torch.as_tensor(data, dtype=torch.get_default_dtype())
+    try:
+        ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network)
+        start = time.perf_counter()
+        history = train(ddpm, x, loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                        progress=not args.quiet)  # fmt: skip
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    seconds = time.perf_counter() - start
+    ddpm.save(args.out, overwrite=args.force, extra={"history": history[-100:], "train_seconds": seconds,
+                                                     "source": source})  # fmt: skip
+    print(
+        f"trained a DDPM (T = {args.steps}, {args.schedule} schedule, {args.network} network) on {x.shape[0]} x "
+        f"{x.shape[1]} points from {source}: {len(history)} epochs in {seconds:.1f} s, final {args.loss} loss "
+        f"{history[-1]:.4f}; saved to {args.out}"
+    )
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from pyroflows.diffusion import DDPM, sample
+    from pyroflows.io import check_output_path, save_array
+
+    if args.n < 1:
+        raise DataError(f"-n: expected a positive number of samples, got {args.n}")
+    check_output_path(args.out, overwrite=args.force)
+    ddpm = DDPM.load(args.model)
+    seed_everything(args.seed)
+    try:
+        samples = sample(ddpm, args.n, sampler=args.sampler, sampling_steps=args.sampling_steps)
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    save_array(args.out, samples.double().numpy(), overwrite=args.force)
+    steps = ddpm.steps if args.sampler == "ancestral" else (args.sampling_steps or ddpm.steps)
+    print(f"wrote {args.n} samples ({args.sampler}, {steps} network evaluations each) to {args.out}")
+    return 0
+
+
+def _nll(args: argparse.Namespace) -> int:
+    from pyroflows.diffusion import DDPM
+
+    ddpm = DDPM.load(args.model)
+    data = _load_data(args.data, ddpm.data_dim)
+    if args.particles < 1:
+        raise DataError(f"--particles: expected at least 1, got {args.particles}")
+    seed_everything(args.seed)
+    estimate = ddpm.nll(data, num_particles=args.particles)
+    if args.json:
+        print_json({"nll": estimate.nll, "se": estimate.se, "n": estimate.n})
+    else:
+        print(f"negative ELBO: {estimate.nll:.4f} +- {estimate.se:.4f} nats per sample (n = {estimate.n})")
+    return 0
+
+
+def run_demo(out_dir: Path, fast: bool) -> list[str]:
+    """Train the default DDPM (T = 10) on two moons, sample it both ways and score it; returns summary lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from pyroflows.datasets.toy2d import make_dataset
+    from pyroflows.diffusion import DDPM, ancestral_sample, ddim_sample, energy_distance, plot_samples, train
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    n, epochs, n_eval = (300, 40, 300) if fast else (_DEFAULT_POINTS, None, 4000)
+    data = torch.as_tensor(make_dataset("moons", n, seed=0), dtype=torch.get_default_dtype())
+    # Three held-out sets and three floor pairs: one pair alone swings the ratio by +-40% (moon balance).
+    held_outs = [make_dataset("moons", n_eval, seed=10 + i) for i in range(3)]
+    held_out = held_outs[0]
+    floors = [energy_distance(make_dataset("moons", n_eval, seed=20 + i), make_dataset("moons", n_eval, seed=30 + i))
+              for i in range(3)]  # fmt: skip
+    floor = float(sum(floors)) / 3
+    ddpm = DDPM(2, steps=10)
+    start = time.perf_counter()
+    epochs = len(train(ddpm, data, epochs=epochs, progress=False))
+    seconds = time.perf_counter() - start
+    ddpm.save(out_dir / "ddpm_moons.pt", overwrite=True)
+    ancestral = [ancestral_sample(ddpm, n_eval) for _ in held_outs]
+    ddim = [ddim_sample(ddpm, n_eval, sampling_steps=5) for _ in held_outs]
+    ratio_a = sum(float(energy_distance(a, h)) for a, h in zip(ancestral, held_outs, strict=True)) / 3 / floor
+    ratio_d = sum(float(energy_distance(d, h)) for d, h in zip(ddim, held_outs, strict=True)) / 3 / floor
+    ancestral, ddim = ancestral[0], ddim[0]
+    nll = ddpm.nll(held_out[:1000], num_particles=4)
+    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
+    plot_samples(held_out, ax=axes[0], title="held-out data")
+    plot_samples(ancestral, ax=axes[1], title="ancestral, 10 steps")
+    plot_samples(ddim, ax=axes[2], title="DDIM, 5 steps")
+    fig.savefig(out_dir / "ddpm_moons.png", dpi=80)
+    plt.close(fig)
+    return [
+        f"DDPM (T = 10, polynomial schedule) trained on {n} two-moons points, {epochs} epochs in {seconds:.1f} s",
+        f"energy distance / noise floor ({n_eval} vs {n_eval}, mean of 3 pairs): ancestral {ratio_a:.2f}, "
+        f"DDIM 5 steps {ratio_d:.2f}",
+        f"negative ELBO on 1000 held-out points: {nll.nll:.3f} +- {nll.se:.3f} nats",
+        f"model, samples figure: {out_dir / 'ddpm_moons.pt'}, {out_dir / 'ddpm_moons.png'}",
+    ]

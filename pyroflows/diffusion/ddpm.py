@@ -1,0 +1,354 @@
+r"""The DDPM as a Pyro model: the reverse process is a ``pyro.markov`` chain of ``pyro.sample`` statements.
+
+Generative model (in scaled units, inside ``pyro.plate("data", N)``):
+
+.. math::
+    x_T \sim \mathcal N(0, I), \qquad
+    x_{t-1} \mid x_t \sim \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I), \quad t = T, \dots, 1,
+
+with :math:`x_0` observed when data are given. The guide is the forward posterior in reverse order,
+:math:`q(x_T \mid x_0) \prod_{t=2}^T q(x_{t-1} \mid x_t, x_0)`, so ``TraceMeanField_ELBO`` computes every step's KL
+in closed form and the ELBO is exactly the DDPM variational bound (Ho et al. 2020, eq. 5):
+
+.. math::
+    -\mathrm{ELBO} = \mathrm{KL}(q(x_T|x_0) \| p(x_T))
+    + \sum_{t=2}^T \mathbb E_q\, \mathrm{KL}(q(x_{t-1}|x_t,x_0) \| p_\theta(x_{t-1}|x_t))
+    - \mathbb E_q \log p_\theta(x_0 | x_1).
+
+Site names follow Pyro's deep Markov model example: ``x_T, ..., x_1, x_0``, plus the deterministic ``x`` (the
+last state mapped back to data units). Data go in and come out in data units; a :class:`MinMaxScaler` that is
+part of the module maps them to [-1, 1].
+
+Example:
+    >>> import torch
+    >>> ddpm = DDPM(data_dim=2, steps=3)
+    >>> _ = ddpm.scaler.fit(torch.randn(50, 2))
+    >>> trace = pyro.poutine.trace(ddpm.model).get_trace(num_samples=4)
+    >>> [name for name in trace.nodes if name.startswith("x")]
+    ['x_3', 'x_2', 'x_1', 'x_0', 'x']
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.distributions.kl import kl_divergence
+from pyro.nn import PyroModule, pyro_method
+from pyro.nn.module import to_pyro_module_
+
+from pyroflows.diffusion.forward import forward_marginal, forward_posterior
+from pyroflows.diffusion.networks import make_network
+from pyroflows.diffusion.scaler import MinMaxScaler
+from pyroflows.diffusion.schedules import Schedule, make_schedule
+from pyroflows.errors import CheckpointError, DataError
+from pyroflows.serialization import load_checkpoint, save_checkpoint
+
+__all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES"]
+
+REVERSE_VARIANCES = ("beta", "posterior")
+
+# PyroModule parameters live in Pyro's global parameter store under "<module name>.<attribute>", and a module
+# takes the store's value when the name is already there: two DDPMs with the same name would share weights.
+_INSTANCE_NUMBERS = itertools.count()
+
+
+class NLLEstimate(NamedTuple):
+    """A negative ELBO (nats per sample, data units) with its standard error over the ``n`` samples."""
+
+    nll: float
+    se: float
+    n: int
+
+
+class DDPM(PyroModule):
+    r"""Denoising diffusion probabilistic model with an :math:`\epsilon`-predicting network.
+
+    The reverse mean is the forward-posterior mean at the predicted clean point,
+    :math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` with
+    :math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon_\theta(x_t, t)) / \sqrt{\bar\alpha_t}`; without
+    clipping this is Ho et al.'s :math:`\frac{1}{\sqrt{\alpha_t}}(x_t - \frac{\beta_t}{\sqrt{1 - \bar\alpha_t}}
+    \epsilon_\theta)`. With ``clip_x0`` (default) :math:`\hat x_0` is clipped to the scaled data range [-1, 1], as
+    ``diffusers`` does by default: this stops the last reverse steps of a few-step chain from amplifying errors
+    of :math:`\epsilon_\theta` by :math:`1/\sqrt{\alpha_t}`.
+
+    Args:
+        data_dim: D, the number of data columns.
+        steps: T >= 1.
+        schedule: ``"polynomial"`` (default: :math:`1 - \bar\alpha_t = 0.999 (t/T)^2`), ``"linear"``, ``"cosine"``
+            or a :class:`Schedule` with ``steps`` equal to T.
+        network: ``"mlp"`` (default, sinusoidal step embedding) or ``"post"`` (the post's one-hot network).
+        reverse_variance: :math:`\sigma_t^2 = \beta_t` (``"beta"``, default; samples better at small T) or the
+            posterior variance :math:`\tilde\beta_t` (``"posterior"``; :math:`\beta_1` at t = 1, where
+            :math:`\tilde\beta_1 = 0`).
+        clip_x0: Clip the predicted clean point to [-1, 1].
+        schedule_kwargs: Further arguments of the schedule class.
+        network_kwargs: Further arguments of the network class.
+        name: Prefix of its parameters in Pyro's parameter store; default a fresh ``"ddpm<k>"`` for each instance,
+            so that two models never share weights through the store.
+
+    Raises:
+        ValueError: T < 1, unknown schedule, network or reverse variance, or ``data_dim < 1``.
+    """
+
+    betas: torch.Tensor
+    alphas: torch.Tensor
+    alpha_bar: torch.Tensor
+
+    def __init__(
+        self,
+        data_dim: int,
+        steps: int = 10,
+        schedule: str | Schedule = "polynomial",
+        network: str = "mlp",
+        reverse_variance: str = "beta",
+        clip_x0: bool = True,
+        schedule_kwargs: dict[str, Any] | None = None,
+        network_kwargs: dict[str, Any] | None = None,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name=name if name is not None else f"ddpm{next(_INSTANCE_NUMBERS)}")
+        if isinstance(data_dim, bool) or int(data_dim) != data_dim or data_dim < 1:
+            raise ValueError(f"data_dim: expected a positive integer, got {data_dim!r}")
+        if reverse_variance not in REVERSE_VARIANCES:
+            raise ValueError(f"reverse_variance: expected one of {REVERSE_VARIANCES}, got {reverse_variance!r}")
+        self.schedule = make_schedule(schedule, steps, **(schedule_kwargs or {}))
+        if self.schedule.steps != steps:
+            raise ValueError(f"steps: the schedule has T = {self.schedule.steps}, but steps = {steps}")
+        self.data_dim, self.steps = int(data_dim), self.schedule.steps
+        self.network_name, self.network_kwargs = network, dict(network_kwargs or {})
+        self.reverse_variance, self.clip_x0 = reverse_variance, bool(clip_x0)
+        dtype = torch.get_default_dtype()
+        self.register_buffer("betas", self.schedule.betas.to(dtype))
+        self.register_buffer("alphas", self.schedule.alphas.to(dtype))
+        self.register_buffer("alpha_bar", self.schedule.alpha_bar.to(dtype))
+        net = make_network(network, self.data_dim, self.steps, **self.network_kwargs)
+        to_pyro_module_(net)  # so its parameters are Pyro parameters inside model/guide/SVI
+        self.network = net
+        self.scaler = MinMaxScaler(self.data_dim)
+
+    # ----------------------------------------------------------------------------------------------- the math
+    def _steps_like(self, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        if isinstance(t, torch.Tensor) and t.dim() > 0:
+            return t.to(x.device)
+        return torch.full(x.shape[:-1], int(t), dtype=torch.long, device=x.device)
+
+    def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
+        r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)``."""
+        return self.network(x_t, self._steps_like(t, x_t))
+
+    def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
+        r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`, clipped when
+        ``clip_x0``."""
+        if eps is None:
+            eps = self.predict_noise(x_t, t)
+        alpha_bar = self.alpha_bar[t]
+        x0 = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
+
+    def reverse_mean(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
+        r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units)."""
+        x0 = self.predict_x0(x_t, t)
+        beta, alpha, alpha_bar, alpha_bar_prev = self.betas[t], self.alphas[t], self.alpha_bar[t], self.alpha_bar[t - 1]
+        return (alpha_bar_prev.sqrt() * beta / (1 - alpha_bar)) * x0 + (
+            alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
+        ) * x_t
+
+    def reverse_scale(self, t: int) -> torch.Tensor:
+        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`."""
+        if self.reverse_variance == "posterior" and t > 1:
+            variance = self.betas[t] * (1 - self.alpha_bar[t - 1]) / (1 - self.alpha_bar[t])
+        else:
+            variance = self.betas[t]
+        return variance.sqrt()
+
+    # ----------------------------------------------------------------------------------------- data checks
+    def as_data(self, x: Any, name: str = "x") -> torch.Tensor:
+        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor of this model's dtype/device.
+
+        Raises:
+            DataError: not 2-D, wrong number of columns, empty, or NaN/inf rows (named).
+        """
+        if isinstance(x, torch.Tensor):
+            tensor = x.detach()
+        else:
+            try:
+                tensor = torch.as_tensor(np.asarray(x, dtype=np.float64))
+            except (TypeError, ValueError) as exc:
+                raise DataError(f"{name}: expected a numeric array of shape (N, {self.data_dim})") from exc
+        if tensor.dim() == 1:
+            raise DataError(
+                f"{name}: expected a 2-D array of shape (N, {self.data_dim}), got a 1-D array of shape "
+                f"{tuple(tensor.shape)}; use x.reshape(-1, 1) for one column of data"
+            )
+        if tensor.dim() != 2 or tensor.shape[1] != self.data_dim:
+            raise DataError(f"{name}: expected shape (N, {self.data_dim}), got {tuple(tensor.shape)}")
+        if tensor.shape[0] == 0:
+            raise DataError(f"{name}: no rows")
+        bad = ~torch.isfinite(tensor).all(dim=1)
+        if bad.any():
+            rows = torch.nonzero(bad).flatten()
+            raise DataError(f"{name}: {rows.numel()} row(s) hold NaN or inf, e.g. rows {rows[:5].tolist()}")
+        return tensor.to(device=self.betas.device, dtype=self.betas.dtype)
+
+    def _check_fitted(self) -> None:
+        if not bool(self.scaler.fitted):
+            raise DataError("the model's data scaler is not fitted: train the model (or call ddpm.scaler.fit(x)) first")
+
+    def _scaled(self, x0: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        return self.scaler(self.as_data(x0, "x0"))
+
+    # ------------------------------------------------------------------------------------------ model / guide
+    @pyro_method
+    def model(self, x0: torch.Tensor | None = None, num_samples: int | None = None) -> torch.Tensor:
+        """The reverse chain :math:`x_T \\to \\dots \\to x_0`, with ``x_0`` observed when ``x0`` (data units) is given.
+
+        Args:
+            x0: Data of shape ``(N, D)`` in data units, or ``None`` to sample.
+            num_samples: N when ``x0`` is ``None`` (default 1).
+
+        Returns:
+            The last state ``x_0`` in scaled units (the ``x`` site holds it in data units). When sampling, the
+            decoder step is sampled too; :func:`~pyroflows.diffusion.ancestral_sample` returns its mean instead.
+        """
+        self._check_fitted()
+        y0 = self._scaled(x0) if x0 is not None else None
+        n = y0.shape[0] if y0 is not None else int(num_samples or 1)
+        zeros = self.betas.new_zeros(n, self.data_dim)
+        with pyro.plate("data", n):
+            x = pyro.sample(f"x_{self.steps}", dist.Normal(zeros, 1.0).to_event(1))
+            for t in pyro.markov(range(self.steps, 0, -1)):
+                loc = self.reverse_mean(x, t)
+                scale = self.reverse_scale(t).expand_as(loc)
+                x = pyro.sample(f"x_{t - 1}", dist.Normal(loc, scale).to_event(1), obs=y0 if t == 1 else None)
+            pyro.deterministic("x", self.scaler.inverse(x), event_dim=1)
+        return x
+
+    @pyro_method
+    def guide(self, x0: torch.Tensor, num_samples: int | None = None) -> None:
+        r"""The forward posterior in reverse order: :math:`q(x_T|x_0) \prod_{t=2}^T q(x_{t-1}|x_t, x_0)`.
+
+        Args:
+            x0: Data of shape ``(N, D)`` in data units.
+            num_samples: Ignored (mirrors :meth:`model`'s signature).
+        """
+        y0 = self._scaled(x0)
+        with pyro.plate("data", y0.shape[0]):
+            x = pyro.sample(f"x_{self.steps}", forward_marginal(self, y0, self.steps))
+            for t in pyro.markov(range(self.steps, 1, -1)):
+                x = pyro.sample(f"x_{t - 1}", forward_posterior(self, y0, x, t))
+
+    @pyro_method
+    def eps_mse(self, x0: torch.Tensor) -> torch.Tensor:
+        r"""Ho et al.'s simple loss :math:`\mathbb E_{t, \epsilon} \|\epsilon - \epsilon_\theta(x_t, t)\|^2 / D`
+        with :math:`t \sim U\{1..T\}`, on data ``x0`` in data units (one draw of t and noise per row)."""
+        y0 = self._scaled(x0)
+        t = torch.randint(1, self.steps + 1, (y0.shape[0],), device=y0.device)
+        eps = torch.randn_like(y0)
+        alpha_bar = self.alpha_bar[t].unsqueeze(-1)
+        x_t = alpha_bar.sqrt() * y0 + (1 - alpha_bar).sqrt() * eps
+        return (self.network(x_t, t) - eps).pow(2).mean()
+
+    # ---------------------------------------------------------------------------------------------- the bound
+    def bound_terms(self, x0: Any) -> torch.Tensor:
+        """Per-sample terms of the negative ELBO in scaled units, one Monte Carlo draw of the guide.
+
+        Column 0 is :math:`\\mathrm{KL}(q(x_T|x_0) \\| p(x_T))`, column ``T - t + 1`` (for t = T..2) is the KL of
+        step :math:`t \\to t-1`, and the last column is :math:`-\\log p_\\theta(x_0 | x_1)`. Their sum over
+        columns, averaged over rows, is what ``TraceMeanField_ELBO`` returns for the same draw.
+
+        Returns:
+            A tensor of shape ``(N, T + 1)``.
+        """
+        x0 = self.as_data(x0, "x0")
+        guide_trace = poutine.trace(self.guide).get_trace(x0)
+        model_trace = poutine.trace(poutine.replay(self.model, trace=guide_trace)).get_trace(x0)
+        columns = []
+        for t in range(self.steps, -1, -1):
+            site = model_trace.nodes[f"x_{t}"]
+            if site["is_observed"]:
+                columns.append(-site["fn"].log_prob(site["value"]))
+            else:
+                columns.append(kl_divergence(guide_trace.nodes[f"x_{t}"]["fn"], site["fn"]))
+        return torch.stack(columns, dim=-1)
+
+    @torch.no_grad()
+    def nll(self, x: Any, num_particles: int = 16, batch_size: int = 4096) -> NLLEstimate:
+        r"""The negative ELBO in nats per sample in data units, an upper bound on :math:`-\log p(x)`.
+
+        Each row's bound is averaged over ``num_particles`` draws of the guide; the data-unit density adds the
+        scaler's log-Jacobian. The standard error is over rows (it includes the Monte Carlo noise).
+
+        Args:
+            x: Data of shape ``(N, D)`` in data units.
+            num_particles: Guide draws per row.
+            batch_size: Rows (times particles) per forward pass.
+
+        Returns:
+            ``NLLEstimate(nll, se, n)``.
+        """
+        self._check_fitted()
+        x = self.as_data(x, "x")
+        if num_particles < 1:
+            raise ValueError(f"num_particles: expected at least 1, got {num_particles}")
+        per_row = torch.zeros(x.shape[0], dtype=torch.float64)
+        rows_per_batch = max(1, batch_size // num_particles)
+        for start in range(0, x.shape[0], rows_per_batch):
+            chunk = x[start : start + rows_per_batch]
+            terms = self.bound_terms(chunk.repeat(num_particles, 1)).sum(-1)
+            per_row[start : start + chunk.shape[0]] = terms.reshape(num_particles, -1).mean(0).double().cpu()
+        per_row -= float(self.scaler.log_abs_det_jacobian())
+        n = x.shape[0]
+        se = float(per_row.std() / n**0.5) if n > 1 else float("nan")
+        return NLLEstimate(float(per_row.mean()), se, n)
+
+    # ----------------------------------------------------------------------------------------- persistence
+    def config(self) -> dict[str, Any]:
+        """Constructor arguments as plain values; ``DDPM.from_config(config)`` rebuilds the architecture."""
+        schedule = self.schedule.config()
+        name, steps = schedule.pop("name"), schedule.pop("steps")
+        return {
+            "data_dim": self.data_dim,
+            "steps": steps,
+            "schedule": name,
+            "schedule_kwargs": schedule,
+            "network": self.network_name,
+            "network_kwargs": dict(self.network_kwargs),
+            "reverse_variance": self.reverse_variance,
+            "clip_x0": self.clip_x0,
+        }
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> DDPM:
+        return cls(**config)
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
+        """Write the model (architecture, schedule, scaler and weights) with :func:`save_checkpoint`."""
+        save_checkpoint(path, kind="DDPM", config=self.config(), state_dict=self.state_dict(), extra=extra,
+                        overwrite=overwrite)  # fmt: skip
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> DDPM:
+        """Read a model written by :meth:`save`; the result equals the saved model exactly.
+
+        Raises:
+            CheckpointError: missing, corrupt, or not a DDPM file.
+        """
+        payload = load_checkpoint(path, kind="DDPM")
+        try:
+            model = cls.from_config(dict(payload["config"]))
+            model.load_state_dict(payload["state_dict"])
+        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
+            raise CheckpointError(f"{path}: corrupt DDPM model file ({exc})") from exc
+        return model
+
+    def extra_repr(self) -> str:
+        return (f"data_dim={self.data_dim}, steps={self.steps}, schedule={self.schedule!r}, "
+                f"reverse_variance={self.reverse_variance!r}, clip_x0={self.clip_x0}")  # fmt: skip
