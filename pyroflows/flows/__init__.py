@@ -5,7 +5,7 @@ logit space, squashed onto the bounds by a transform whose codomain is the inter
 ``support`` is right; maximum-likelihood fitting with SVI; an autoguide for interval-constrained latents.
 """
 
-from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
+from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow, default_transform
 from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
 from pyroflows.flows.fit import FitResult, check_data, fit
 from pyroflows.flows.guide import AutoCompactFlow, interval_bounds
@@ -28,6 +28,7 @@ __all__ = [
     "SigmoidSpline",
     "TwoSlopeAffine",
     "check_data",
+    "default_transform",
     "fit",
     "interval_bounds",
     "kl_to_posterior",

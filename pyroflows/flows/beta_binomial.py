@@ -55,10 +55,10 @@ def _fit_guide(guide: Any, data: tuple, steps: int, lr: float, particles: int, p
 
 
 def compare_guides(
-    successes: int = 1,
+    successes: int = 0,
     trials: int = 40,
     *,
-    steps: int = 1500,
+    steps: int = 1000,
     lr: float = 0.05,
     num_samples: int = 20000,
     seed: int = 0,

@@ -56,7 +56,7 @@ def psis_khat(log_joint: torch.Tensor | np.ndarray, log_q: torch.Tensor | np.nda
         >>> log_q = -theta**2 / 2
         >>> psis_khat(-theta**2 / (2 * 0.8**2), log_q) < 0.5  # p = N(0, 0.8^2), narrower than q: fine
         True
-        >>> psis_khat(-theta**2 / (2 * 2.0**2), log_q) > 0.7  # p = N(0, 2^2): q misses its tails
+        >>> psis_khat(-theta**2 / (2 * 3.0**2), log_q) > 0.7  # p = N(0, 3^2): q misses its tails
         True
     """
     import arviz

@@ -62,9 +62,14 @@ def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str 
         ...
         pyroflows.errors.DataError: data: 2 of 3 row(s) lie outside [0.0, 1.0], e.g. rows [1, 2] = [2.0, 3.0]
     """
-    x = torch.as_tensor(np.asarray(data) if not torch.is_tensor(data) else data)
-    if not (x.is_floating_point() or x.dtype in (torch.int32, torch.int64, torch.bool)):
-        raise DataError(f"{name}: expected numbers, got dtype {x.dtype}")
+    if not torch.is_tensor(data):
+        array = np.asarray(data)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
+        data = torch.as_tensor(array)
+    x = data
+    if x.is_complex():
+        raise DataError(f"{name}: expected real numbers, got dtype {x.dtype}")
     x = x.to(dtype=flow.low.dtype, device=flow.low.device)
     if x.dim() == 1 and flow.dim == 1:
         x = x[:, None]
@@ -103,8 +108,8 @@ def fit(
     flow: CompactFlow,
     data: torch.Tensor | np.ndarray,
     *,
-    epochs: int = 200,
-    batch_size: int = 4096,
+    epochs: int = 100,
+    batch_size: int = 1024,
     lr: float = 3e-2,
     final_lr_fraction: float = 0.01,
     heldout_fraction: float = 0.1,
