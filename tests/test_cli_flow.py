@@ -132,3 +132,12 @@ def test_flow_help_lists_the_sub_commands():
     )
     assert "--transform {radial,spline,autoregressive}" in result.stdout
     assert "example:" in result.stdout
+
+
+def test_run_demo_fast_writes_its_outputs(tmp_path):
+    from pyroflows.cli.flow import run_demo
+
+    lines = run_demo(tmp_path / "flow", fast=True)
+    assert any("KL estimate" in line for line in lines)
+    for name in ("data.npy", "flow.pt", "samples.npy", "density.png"):
+        assert (tmp_path / "flow" / name).exists()

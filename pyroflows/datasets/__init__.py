@@ -3,4 +3,24 @@
 One module per family; each is re-exported here.
 """
 
-__all__: list[str] = []
+from pyroflows.datasets.bounded import (
+    BOUNDED_TARGETS,
+    BoundedTarget,
+    bimodal,
+    bounded_target,
+    box_2d,
+    edge_peaked,
+    piecewise_uniform,
+    u_shaped,
+)
+
+__all__: list[str] = [
+    "BOUNDED_TARGETS",
+    "BoundedTarget",
+    "bimodal",
+    "bounded_target",
+    "box_2d",
+    "edge_peaked",
+    "piecewise_uniform",
+    "u_shaped",
+]

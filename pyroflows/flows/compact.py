@@ -35,17 +35,19 @@ _names = itertools.count()
 
 
 def default_transform(dim: int) -> str:
-    """The flow layers used when none are named: ``"radial"`` for one dimension, ``"autoregressive"`` otherwise.
+    """The flow layers used when none are named: ``"spline"`` for one dimension, ``"autoregressive"`` otherwise.
 
-    Chosen by the held-out KL on the benchmark targets (``benchmarks/flows.py``): 16 radial layers after the tail
-    layer matched or beat the spline on every interval target; radial layers alone cannot express dependence
-    between the coordinates of a box, which the autoregressive splines can.
+    Chosen by held-out KL (``benchmarks/flows.py``): on the piecewise-uniform target an 8-bin whole-interval spline
+    after the tail layer averaged 0.0045 nats over three seeds against 0.0054 for 16 radial layers (the source post's
+    design), in about half the time; both were within 0.01 on the other interval targets. Elementwise layers (and a
+    single radial centre) cannot express the dependence between the coordinates of a box, which autoregressive
+    splines can.
 
     Example:
         >>> default_transform(1), default_transform(2)
-        ('radial', 'autoregressive')
+        ('spline', 'autoregressive')
     """
-    return "radial" if dim == 1 else "autoregressive"
+    return "spline" if dim == 1 else "autoregressive"
 
 
 class BoundedTransformedDistribution(dist.TransformedDistribution):
@@ -121,7 +123,7 @@ class CompactFlow(PyroModule):
         low: Lower bound, a number or one per dimension.
         high: Upper bound, same shape as ``low``.
         transform: One of ``"radial"``, ``"spline"``, ``"autoregressive"``; by default :func:`default_transform`
-            (radial on an interval, autoregressive on a box).
+            (spline on an interval, autoregressive on a box).
         num_layers: Number of flow layers (default 16 radial, 1 spline, 2 autoregressive).
         base: ``"logistic"`` (default: a finite density at the bounds before the tail layer adjusts it) or
             ``"normal"`` (density forced to 0 at the bounds).

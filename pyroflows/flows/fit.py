@@ -98,10 +98,10 @@ def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str 
     return x
 
 
-def _mean_nll(flow: CompactFlow, x: torch.Tensor, batch: int = 65536) -> float:
+def _log_probs(flow: CompactFlow, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
     with torch.no_grad():
         d = flow()
-        return -sum(d.log_prob(x[i : i + batch]).sum().item() for i in range(0, x.shape[0], batch)) / x.shape[0]
+        return torch.cat([d.log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
 
 def fit(
@@ -120,8 +120,10 @@ def fit(
     """Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
 
     The learning rate decays geometrically from ``lr`` to ``lr * final_lr_fraction`` over the run (Pyro's
-    ``ClippedAdam``); training stops when the held-out NLL has not improved for ``patience`` epochs, and the
-    parameters of the best held-out epoch are restored.
+    ``ClippedAdam``). Training stops when the (smoothed) held-out NLL has not improved for ``patience`` epochs; the
+    parameters of the best epoch are then restored if they beat the last ones on the held-out points by more than
+    two standard errors (a small held-out split cannot tell apart epochs closer than that, and picking the luckiest
+    of many epochs would overfit the split).
 
     Args:
         flow: The flow to train (its bounds must contain every point).
@@ -177,8 +179,8 @@ def fit(
 
     svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}), Trace_ELBO())
     result = FitResult()
-    best_state = copy.deepcopy(flow.state_dict())
-    best = math.inf
+    best_state, best_log_probs = None, None
+    best = smoothed = math.inf
     since_best = 0
     start = time.perf_counter()
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
@@ -186,26 +188,38 @@ def fit(
         flow.train()
         total = sum(svi.step(train) for _ in range(steps_per_epoch))
         result.train_nll.append(total / (steps_per_epoch * n))
-        if n_heldout:
-            flow.eval()
-            nll = _mean_nll(flow, heldout)
-            result.heldout_nll.append(nll)
-            if nll < best - 1e-5:
-                best, since_best = nll, 0
-                best_state = copy.deepcopy(flow.state_dict())
-                result.best_epoch = epoch
-            else:
-                since_best += 1
-            bar.set_postfix(train=f"{result.train_nll[-1]:.4f}", heldout=f"{nll:.4f}")
-            if since_best >= patience:
-                result.stopped_early = True
-                break
-        else:
-            result.best_epoch = epoch
+        if not n_heldout:
             bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
+            continue
+        flow.eval()
+        log_probs = _log_probs(flow, heldout)
+        nll = -log_probs.mean().item()
+        result.heldout_nll.append(nll)
+        # Epoch-to-epoch jitter of the iterates is as large as the gains late in training; a smoothed curve decides
+        # when to stop, so one lucky epoch neither stops the run nor gets restored.
+        smoothed = nll if epoch == 0 else 0.7 * smoothed + 0.3 * nll
+        if smoothed < best - 1e-5:
+            best, since_best = smoothed, 0
+            best_state, best_log_probs = copy.deepcopy(flow.state_dict()), log_probs
+            result.best_epoch = epoch
+        else:
+            since_best += 1
+        bar.set_postfix(train=f"{result.train_nll[-1]:.4f}", heldout=f"{nll:.4f}")
+        if since_best >= patience:
+            result.stopped_early = True
+            break
     bar.close()
     if n_heldout:
-        flow.load_state_dict(best_state)
-        result.best_heldout_nll = best
+        final_log_probs = _log_probs(flow, heldout)
+        # Go back to the best epoch only when the held-out data say it is better than the last parameters by more
+        # than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
+        diff = best_log_probs - final_log_probs
+        if diff.mean() > 2 * diff.std() / math.sqrt(diff.numel()):
+            flow.load_state_dict(best_state)
+        else:
+            result.best_epoch = len(result.heldout_nll) - 1
+        result.best_heldout_nll = -_log_probs(flow, heldout).mean().item()
+    else:
+        result.best_epoch = epochs - 1
     result.seconds = time.perf_counter() - start
     return result

@@ -13,10 +13,10 @@ from pyroflows.flows.beta_binomial import compare_guides
 
 def test_beats_autonormal_on_a_posterior_piled_against_a_bound():
     """Fast version of the benchmark's guide comparison: exact posterior Beta(1, 41)."""
-    result = compare_guides(successes=0, trials=40, steps=250, num_samples=4000, count_bins=8)
+    result = compare_guides(successes=0, trials=40, steps=150, lr=0.1, num_samples=4000)
     flow, normal = result["AutoCompactFlow"], result["AutoNormal"]
-    assert flow["kl"] < normal["kl"]
-    assert flow["kl"] < 0.05
+    assert flow["kl"] < normal["kl"] / 2
+    assert flow["kl"] < 0.1
     assert flow["khat"] < 0.7
 
 
