@@ -12,30 +12,30 @@ from pyroflows.flows import CompactFlow, check_data, fit
 
 
 def test_fit_on_the_posts_target_improves_and_gets_close():
-    """Fast version of the benchmark: 2,000 points, 40 epochs, KL measured on 20,000 fresh points."""
+    """Fast version of the benchmark: 1,500 points, 25 epochs, KL measured on 20,000 fresh points."""
     target = piecewise_uniform()
-    train, test = target.sample(2000, seed=1), torch.as_tensor(target.sample(20000, seed=2))
-    flow = CompactFlow(1.0, 2.5, num_layers=8)
+    train, test = target.sample(1500, seed=1), torch.as_tensor(target.sample(20000, seed=2))
+    flow = CompactFlow(1.0, 2.5)
     with torch.no_grad():
         kl_before = -flow().log_prob(test).mean().item() - target.entropy
-    result = fit(flow, train, epochs=40, seed=0, progress=False)
+    result = fit(flow, train, epochs=25, batch_size=256, seed=0, progress=False)
     with torch.no_grad():
         kl_after = -flow().log_prob(test).mean().item() - target.entropy
-    assert kl_after < kl_before / 4
-    assert kl_after < 0.03
+    assert kl_after < kl_before / 3
+    assert kl_after < 0.025
     assert result.train_nll[-1] < result.train_nll[0]
     assert len(result.heldout_nll) == len(result.train_nll)
 
 
 def test_overfitted_parameters_are_replaced_by_the_best_heldout_epoch():
-    """A 32-bin spline on 300 points overfits: the kept parameters must be the best epoch's, not the last."""
+    """A 64-bin spline on 100 training points overfits: the kept parameters must be the best epoch's, not the last."""
     target = piecewise_uniform()
-    flow = CompactFlow(1.0, 2.5, transform="spline", count_bins=32)
-    result = fit(flow, target.sample(300, seed=3), epochs=40, batch_size=300, lr=0.05, seed=0, progress=False)
-    assert result.best_heldout_nll <= result.heldout_nll[-1] + 1e-12
-    assert result.best_heldout_nll == pytest.approx(result.heldout_nll[result.best_epoch], abs=1e-9) or (
-        result.best_epoch == len(result.heldout_nll) - 1
-    )
+    flow = CompactFlow(1.0, 2.5, transform="spline", count_bins=64)
+    data = target.sample(200, seed=3)
+    result = fit(flow, data, epochs=60, batch_size=200, lr=0.1, heldout_fraction=0.5, seed=0, progress=False)
+    assert result.best_epoch < len(result.heldout_nll) - 1  # went back ...
+    assert result.best_heldout_nll == pytest.approx(result.heldout_nll[result.best_epoch], abs=1e-9)  # ... exactly
+    assert result.best_heldout_nll < result.heldout_nll[-1]
 
 
 def test_fit_accepts_float32_and_points_on_the_bounds():
