@@ -98,6 +98,14 @@ def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str 
     return x
 
 
+def _significantly_better(candidate: torch.Tensor, incumbent: torch.Tensor, z: float = 2.0) -> bool:
+    """Whether per-point log-likelihoods ``candidate`` beat ``incumbent`` on the same points by > ``z`` std. errors."""
+    diff = candidate - incumbent
+    if diff.numel() < 2:
+        return bool(diff.sum() > 0)
+    return bool(diff.mean() > z * diff.std() / math.sqrt(diff.numel()))
+
+
 def _log_probs(flow: CompactFlow, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
     with torch.no_grad():
         d = flow()
@@ -213,8 +221,7 @@ def fit(
         final_log_probs = _log_probs(flow, heldout)
         # Go back to the best epoch only when the held-out data say it is better than the last parameters by more
         # than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
-        diff = best_log_probs - final_log_probs
-        if diff.mean() > 2 * diff.std() / math.sqrt(diff.numel()):
+        if best_log_probs is not None and _significantly_better(best_log_probs, final_log_probs):
             flow.load_state_dict(best_state)
         else:
             result.best_epoch = len(result.heldout_nll) - 1

@@ -64,6 +64,9 @@ def test_density_unbounded_at_the_ends_still_integrates_to_one():
 @pytest.mark.parametrize("transform", ["radial", "spline", "autoregressive"])
 def test_box_density_integrates_to_one_on_a_grid(transform):
     flow = CompactFlow([0.0, -1.0], [1.0, 2.0], transform=transform, num_layers=1, count_bins=4, hidden_dims=[4])
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.mul_(0.3)  # Pyro's random spline knots make kinks too sharp for a grid; shrink towards smooth
     flow = _randomised(flow, 0.1)
     x = torch.linspace(-25, 25, 1001, dtype=torch.float64)
     low, high = flow.low, flow.high

@@ -31,11 +31,25 @@ def test_overfitted_parameters_are_replaced_by_the_best_heldout_epoch():
     """A 64-bin spline on 100 training points overfits: the kept parameters must be the best epoch's, not the last."""
     target = piecewise_uniform()
     flow = CompactFlow(1.0, 2.5, transform="spline", count_bins=64)
+    with torch.no_grad():
+        for p in flow.parameters():
+            p.mul_(0.05)  # start near a smooth density so the run reaches the overfitting phase quickly
     data = target.sample(200, seed=3)
     result = fit(flow, data, epochs=60, batch_size=200, lr=0.1, heldout_fraction=0.5, seed=0, progress=False)
     assert result.best_epoch < len(result.heldout_nll) - 1  # went back ...
     assert result.best_heldout_nll == pytest.approx(result.heldout_nll[result.best_epoch], abs=1e-9)  # ... exactly
     assert result.best_heldout_nll < result.heldout_nll[-1]
+
+
+def test_restore_gate_needs_a_significant_difference():
+    from pyroflows.flows.fit import _significantly_better
+
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(500, generator=gen, dtype=torch.float64)
+    base = torch.randn(500, generator=gen, dtype=torch.float64)
+    assert _significantly_better(base + 0.05 + 0.01 * noise, base)
+    assert not _significantly_better(base + 0.001 + 0.1 * noise, base)
+    assert not _significantly_better(base - 0.05, base)
 
 
 def test_fit_accepts_float32_and_points_on_the_bounds():
