@@ -3,6 +3,16 @@
 One module per family; each is re-exported here.
 """
 
+from pyroflows.datasets.bounded import (
+    BOUNDED_TARGETS,
+    BoundedTarget,
+    bimodal,
+    bounded_target,
+    box_2d,
+    edge_peaked,
+    piecewise_uniform,
+    u_shaped,
+)
 from pyroflows.datasets.cluttered_digits import ClutteredDigits, make_cluttered_digits
 from pyroflows.datasets.toy2d import DATASETS as TOY2D_DATASETS
 from pyroflows.datasets.toy2d import make_dataset
@@ -12,4 +22,12 @@ __all__: list[str] = [
     "make_cluttered_digits",
     "make_dataset",
     "TOY2D_DATASETS",
+    "BOUNDED_TARGETS",
+    "BoundedTarget",
+    "bimodal",
+    "bounded_target",
+    "box_2d",
+    "edge_peaked",
+    "piecewise_uniform",
+    "u_shaped",
 ]

@@ -1,3 +1,39 @@
-"""See the package README; public API re-exported here with ``__all__``."""
+"""Compact-support normalizing flows as Pyro distributions.
 
-__all__: list[str] = []
+Densities on an interval or a box :math:`[low, high]` (or a line segment): invertible radial and spline flows in
+logit space, squashed onto the bounds by a transform whose codomain is the interval, so the distribution's
+``support`` is right; maximum-likelihood fitting with SVI; an autoguide for interval-constrained latents.
+"""
+
+from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow, default_transform
+from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
+from pyroflows.flows.fit import FitResult, check_data, fit
+from pyroflows.flows.guide import AutoCompactFlow, interval_bounds
+from pyroflows.flows.radial import Radial, radial
+from pyroflows.flows.segment import OnSegment, SegmentDistribution, SegmentFlow
+from pyroflows.flows.sigmoid_spline import SigmoidSpline, sigmoid_spline
+from pyroflows.flows.squash import IntervalSquashTransform
+from pyroflows.flows.two_slope_affine import TwoSlopeAffine, two_slope_affine
+
+__all__ = [
+    "AutoCompactFlow",
+    "BoundedTransformedDistribution",
+    "CompactFlow",
+    "FitResult",
+    "IntervalSquashTransform",
+    "OnSegment",
+    "Radial",
+    "SegmentDistribution",
+    "SegmentFlow",
+    "SigmoidSpline",
+    "TwoSlopeAffine",
+    "check_data",
+    "default_transform",
+    "fit",
+    "interval_bounds",
+    "kl_to_posterior",
+    "psis_khat",
+    "radial",
+    "sigmoid_spline",
+    "two_slope_affine",
+]

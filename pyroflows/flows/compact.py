@@ -1,0 +1,268 @@
+"""``CompactFlow``: a learnable density on an interval or a box, as a Pyro distribution.
+
+The flow runs base distribution :math:`\\to` flow layers in logit space :math:`\\to`
+:class:`~pyroflows.flows.IntervalSquashTransform` onto :math:`[low, high]`. Calling the module returns a fresh
+:class:`BoundedTransformedDistribution` whose ``support`` is the interval (independent over dimensions for a box), so
+Pyro's validation, ``biject_to`` and autoguides all see the bounds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pyro.distributions as dist
+import pyro.distributions.transforms as T
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyroflows.flows.radial import Radial
+from pyroflows.flows.sigmoid_spline import SigmoidSpline
+from pyroflows.flows.squash import IntervalSquashTransform
+from pyroflows.flows.two_slope_affine import TwoSlopeAffine
+from pyroflows.serialization import load_checkpoint, save_checkpoint
+
+__all__ = ["CompactFlow", "BoundedTransformedDistribution", "TRANSFORMS", "BASES", "default_transform"]
+
+TRANSFORMS = ("radial", "spline", "autoregressive")
+BASES = ("logistic", "normal")
+_DEFAULT_LAYERS = {"radial": 16, "spline": 1, "autoregressive": 2}
+_names = itertools.count()
+
+
+def default_transform(dim: int) -> str:
+    """The flow layers used when none are named: ``"spline"`` for one dimension, ``"autoregressive"`` otherwise.
+
+    Chosen by held-out KL (``benchmarks/flows.py``): on the piecewise-uniform target an 8-bin whole-interval spline
+    after the tail layer averaged 0.0045 nats over three seeds against 0.0054 for 16 radial layers (the source post's
+    design), in about half the time; both were within 0.01 on the other interval targets. Elementwise layers (and a
+    single radial centre) cannot express the dependence between the coordinates of a box, which autoregressive
+    splines can.
+
+    Example:
+        >>> default_transform(1), default_transform(2)
+        ('spline', 'autoregressive')
+    """
+    return "spline" if dim == 1 else "autoregressive"
+
+
+class BoundedTransformedDistribution(dist.TransformedDistribution):
+    """A ``TransformedDistribution`` that treats points outside its support as impossible.
+
+    With validation on (``pyro.enable_validation(True)`` or ``validate_args=True``), ``log_prob`` of a point outside
+    the support raises a ``ValueError`` naming the points; with validation off it returns :math:`-\\infty` for them
+    (never the density of a clamped point, which is what the plain sigmoid-and-affine construction gives).
+
+    Example:
+        >>> flow = CompactFlow(0.0, 1.0)
+        >>> d = flow()
+        >>> d.log_prob(torch.tensor([[2.0]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: 1 value(s) outside the support [0.0, 1.0]: [2.0]
+    """
+
+    def _outside_message(self, value: torch.Tensor, inside: torch.Tensor) -> str:
+        outside = value[~inside] if inside.dim() > 0 else value[None]
+        if outside.dim() > 1 and outside.shape[-1] == 1:
+            outside = outside[..., 0]
+        squash = self.transforms[-1]
+        if isinstance(squash, IntervalSquashTransform) and squash.low.numel() == 1:
+            box = f"[{squash.low.item()}, {squash.high.item()}]"
+        elif isinstance(squash, IntervalSquashTransform):
+            box = f"the box low={squash.low.tolist()}, high={squash.high.tolist()}"
+        else:
+            box = str(self.support)
+        shown = outside[:5].tolist()
+        more = " ..." if outside.shape[0] > 5 else ""
+        return f"{outside.shape[0]} value(s) outside the support {box}: {shown}{more}"
+
+    def expand(self, batch_shape, _instance=None):  # noqa: ANN001 - torch's signature
+        new = super().expand(batch_shape, _instance)
+        new.compute_dtype = getattr(self, "compute_dtype", None)
+        return new
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        dtype = getattr(self, "compute_dtype", None)
+        if dtype is not None and value.is_floating_point() and value.dtype != dtype:
+            value = value.to(dtype)  # float32 data are scored in the flow's (float64 by default) precision
+        inside = self.support.check(value)
+        if bool(inside.all()):
+            # Keep ``value`` itself so a sample re-scores through the transforms' caches.
+            return super().log_prob(value)
+        if self._validate_args:
+            raise ValueError(self._outside_message(value, inside))
+        squash = self.transforms[-1]
+        middle = ((squash.low + squash.high) / 2).to(value) if isinstance(squash, IntervalSquashTransform) else 0.0
+        mask = inside.reshape(inside.shape + (1,) * len(self.event_shape))
+        safe = torch.where(mask, value, middle)
+        with dist.validation_enabled(False):
+            log_prob = super().log_prob(safe)
+        return log_prob.masked_fill(~inside, float("-inf"))
+
+
+class CompactFlow(PyroModule):
+    """A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
+
+    The event shape is always ``(dim,)``: one-dimensional data are a column, shape ``(N, 1)``.
+
+    Layers (base to data): a :class:`~pyroflows.flows.TwoSlopeAffine` layer that learns how fast each tail decays
+    (hence the density's power-law behaviour at each bound), then ``num_layers`` of ``transform``, then the squash:
+
+    - ``"radial"``: invertible radial flows (the source post's design), 16 by default.
+    - ``"spline"``: Pyro's elementwise rational spline on :math:`[-bound, bound]` in logit space (identity outside,
+      so it never moves mass across the bounds).
+    - ``"autoregressive"``: Pyro's ``spline_autoregressive`` layers with reversed orderings between them, for
+      ``dim > 1`` when the dimensions depend on each other.
+
+    Args:
+        low: Lower bound, a number or one per dimension.
+        high: Upper bound, same shape as ``low``.
+        transform: One of ``"radial"``, ``"spline"``, ``"autoregressive"``; by default :func:`default_transform`
+            (spline on an interval, autoregressive on a box).
+        num_layers: Number of flow layers (default 16 radial, 1 spline, 2 autoregressive).
+        base: ``"logistic"`` (default: a finite density at the bounds before the tail layer adjusts it) or
+            ``"normal"`` (density forced to 0 at the bounds).
+        count_bins: Spline bins (spline and autoregressive).
+        bound: Half-width of the spline's interval in logit space.
+        hidden_dims: Hidden sizes of the autoregressive networks (default ``[8 * dim, 8 * dim]``).
+        tail_slopes: Include the :class:`TwoSlopeAffine` layer.
+        dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.
+        name: Pyro name prefix of the parameters; unique by default so two flows never share parameters.
+
+    Raises:
+        ValueError: bad bounds (not finite, ``low >= high``), an unknown ``transform`` or ``base``, or
+            ``"autoregressive"`` with ``dim == 1``.
+
+    Example:
+        >>> flow = CompactFlow(1.0, 2.5, num_layers=2)
+        >>> d = flow()
+        >>> d.support
+        IndependentConstraint(Interval(lower_bound=tensor([1.], dtype=torch.float64), \
+upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
+        >>> d.sample((3,)).shape
+        torch.Size([3, 1])
+    """
+
+    def __init__(
+        self,
+        low: float | Sequence[float] | torch.Tensor,
+        high: float | Sequence[float] | torch.Tensor,
+        *,
+        transform: str | None = None,
+        num_layers: int | None = None,
+        base: str = "logistic",
+        count_bins: int = 8,
+        bound: float = 8.0,
+        hidden_dims: Sequence[int] | None = None,
+        tail_slopes: bool = True,
+        order: str = "linear",
+        dtype: torch.dtype = torch.float64,
+        name: str | None = None,
+    ) -> None:
+        super().__init__(name or ("compact_flow" if (n := next(_names)) == 0 else f"compact_flow_{n}"))
+        squash = IntervalSquashTransform(
+            torch.as_tensor(low, dtype=dtype).flatten() if not isinstance(low, (int, float)) else [float(low)],
+            torch.as_tensor(high, dtype=dtype).flatten() if not isinstance(high, (int, float)) else [float(high)],
+        )
+        dim = squash.low.numel()
+        transform = default_transform(dim) if transform is None else transform
+        if transform not in TRANSFORMS:
+            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
+        if base not in BASES:
+            raise ValueError(f"base must be one of {BASES}, got {base!r}")
+        if transform == "autoregressive" and dim == 1:
+            raise ValueError("transform='autoregressive' needs dim > 1; use 'radial' or 'spline' for an interval")
+        num_layers = _DEFAULT_LAYERS[transform] if num_layers is None else int(num_layers)
+        if num_layers < 0:
+            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        hidden = list(hidden_dims) if hidden_dims is not None else [8 * dim, 8 * dim]
+        self.config: dict[str, Any] = {
+            "low": squash.low.tolist(),
+            "high": squash.high.tolist(),
+            "transform": transform,
+            "num_layers": num_layers,
+            "base": base,
+            "count_bins": int(count_bins),
+            "bound": float(bound),
+            "hidden_dims": hidden,
+            "tail_slopes": bool(tail_slopes),
+            "order": order,
+            "dtype": str(dtype).removeprefix("torch."),
+        }
+        self.dim = dim
+        self.register_buffer("low", squash.low.to(dtype))
+        self.register_buffer("high", squash.high.to(dtype))
+        layers: list[nn.Module] = [TwoSlopeAffine(dim)] if tail_slopes else []
+        for _ in range(num_layers):
+            if transform == "radial":
+                layers.append(Radial(dim))
+            elif transform == "spline":
+                layers.append(SigmoidSpline(dim, count_bins=count_bins, order=order))
+            else:
+                layers.append(T.spline_autoregressive(dim, hidden_dims=hidden, count_bins=count_bins, bound=bound))
+        # A plain nn.ModuleList: PyroModule issues a pyro.module statement for it whenever forward() touches it, so
+        # every layer's parameters are registered (and trained by SVI) without converting Pyro's transforms.
+        self.layers = nn.ModuleList(layers).to(dtype)
+        self._dtype = dtype
+
+    @property
+    def squash(self) -> IntervalSquashTransform:
+        """The squash onto this flow's bounds."""
+        return IntervalSquashTransform(self.low, self.high)
+
+    def _base(self) -> dist.TorchDistribution:
+        zeros = torch.zeros(self.dim, dtype=self.low.dtype, device=self.low.device)
+        ones = torch.ones_like(zeros)
+        base = dist.Logistic(zeros, ones) if self.config["base"] == "logistic" else dist.Normal(zeros, ones)
+        return base.to_event(1)
+
+    def forward(self) -> BoundedTransformedDistribution:
+        """A fresh distribution over :math:`[low, high]` built from the current parameters."""
+        layers = list(self.layers)  # touching self.layers inside forward registers its parameters with Pyro
+        if self.config["transform"] == "autoregressive":
+            # Reverse the order of the dimensions between autoregressive layers so each conditions on the others.
+            reverse = T.Permute(torch.arange(self.dim - 1, -1, -1, device=self.low.device))
+            first = 1 if self.config["tail_slopes"] else 0
+            layers = layers[: first + 1] + [t for layer in layers[first + 1 :] for t in (reverse, layer)]
+        d = BoundedTransformedDistribution(self._base(), [*layers, self.squash])
+        d.compute_dtype = self.low.dtype
+        return d
+
+    def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Shortcut for ``self().log_prob(value)``; ``value`` has shape ``(..., dim)``."""
+        return self().log_prob(value)
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+        """Draw samples of shape ``sample_shape + (dim,)`` (no gradient)."""
+        with torch.no_grad():
+            return self().sample(torch.Size(sample_shape))
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+        """Write the flow with :func:`pyroflows.serialization.save_checkpoint` (``kind="CompactFlow"``)."""
+        return save_checkpoint(
+            path, kind="CompactFlow", config=self.config, state_dict=self.state_dict(), extra=extra, overwrite=overwrite
+        )
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **kwargs: Any) -> CompactFlow:
+        """Rebuild an (untrained) flow from :attr:`config`."""
+        config = dict(config)
+        config["dtype"] = getattr(torch, config.get("dtype", "float64"))
+        return cls(config.pop("low"), config.pop("high"), **config, **kwargs)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> CompactFlow:
+        """Read a flow written by :meth:`save`; its ``log_prob`` matches the saved one bit for bit.
+
+        Raises:
+            pyroflows.errors.CheckpointError: the file is missing, corrupt or holds another kind of model.
+        """
+        checkpoint = load_checkpoint(path, kind="CompactFlow")
+        flow = cls.from_config(checkpoint["config"])
+        flow.load_state_dict(checkpoint["state_dict"])
+        return flow

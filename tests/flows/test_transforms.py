@@ -1,0 +1,158 @@
+"""One property suite for every transform: round trip, log-det against autograd, domain/codomain, dtypes."""
+
+from __future__ import annotations
+
+import pyro.distributions.transforms as T
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from pyroflows.flows import IntervalSquashTransform, Radial, SigmoidSpline, TwoSlopeAffine
+
+
+def _randomised(transform: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():
+        for p in transform.parameters():
+            p.normal_(0, 0.7)
+    return transform.double()
+
+
+def _radial(dim: int) -> Radial:
+    t = _randomised(Radial(dim))
+    return t
+
+
+def _radial_at_bound(dim: int) -> Radial:
+    t = _randomised(Radial(dim))
+    with torch.no_grad():
+        t.beta_prime.fill_(-30.0)  # beta -> -alpha, the edge of invertibility
+    return t
+
+
+TRANSFORMS = {
+    "radial-1d": lambda: _radial(1),
+    "radial-3d": lambda: _radial(3),
+    "radial-beta-near-minus-alpha": lambda: _radial_at_bound(2),
+    "two-slope-affine": lambda: _randomised(TwoSlopeAffine(3)),
+    "two-slope-affine-steep": lambda: _steep_two_slope(),
+    "sigmoid-spline": lambda: _randomised(SigmoidSpline(2, count_bins=8)),
+    "sigmoid-spline-quadratic": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic")),
+    "pyro-spline-autoregressive": lambda: _randomised(T.spline_autoregressive(3, hidden_dims=[6], count_bins=4)),
+    "interval-squash": lambda: IntervalSquashTransform(torch.tensor([1.0, -2.0], dtype=torch.float64), [2.5, 3.0]),
+}
+
+
+def _steep_two_slope() -> TwoSlopeAffine:
+    t = TwoSlopeAffine(2).double()
+    with torch.no_grad():
+        t.log_slope_lower.copy_(torch.tensor([-2.0, 1.5]))
+        t.log_slope_upper.copy_(torch.tensor([2.0, -1.0]))
+        t.shift.copy_(torch.tensor([0.3, -0.4]))
+    return t
+
+
+def _dim(transform) -> int:
+    if isinstance(transform, IntervalSquashTransform):
+        return transform.low.numel()
+    return transform.input_dim if hasattr(transform, "input_dim") else transform.arn.input_dim
+
+
+def _inputs(transform, n: int = 64) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    x = 4 * torch.randn(n, _dim(transform), generator=gen, dtype=torch.float64)
+    x[0] = 0.0
+    x[1] = 12.0
+    x[2] = -12.0
+    return x
+
+
+@pytest.fixture(params=sorted(TRANSFORMS))
+def transform(request):
+    return TRANSFORMS[request.param]()
+
+
+def test_inverse_round_trip(transform):
+    x = _inputs(transform)
+    y = transform(x)
+    x_back = transform._inverse(y)  # uncached on purpose: the inverse must work on fresh values
+    assert torch.allclose(x_back, x, atol=1e-7, rtol=1e-7)
+    y_again = transform(transform._inverse(y))
+    assert torch.allclose(y_again, y, atol=1e-9, rtol=1e-9)
+
+
+def test_log_det_matches_autograd_jacobian(transform):
+    x = _inputs(transform, n=12)
+    y = transform(x)
+    ladj = transform.log_abs_det_jacobian(x, y)
+    for i in range(x.shape[0]):
+        jac = jacobian(lambda v: transform._call(v[None])[0], x[i])
+        assert torch.allclose(ladj[i], torch.linalg.slogdet(jac).logabsdet, atol=1e-8), i
+
+
+def test_log_det_on_the_inverse_path(transform):
+    """A log-det from values that never went through the forward pass (Pyro's Radial reads the forward cache)."""
+    x = _inputs(transform)
+    y = transform(x)
+    forward = transform.log_abs_det_jacobian(x, y).detach()
+    y_fresh = y.detach().clone()
+    x_fresh = transform.inv(y_fresh)
+    assert torch.allclose(transform.inv.log_abs_det_jacobian(y_fresh, x_fresh), -forward, atol=1e-7)
+
+
+def test_domain_and_codomain(transform):
+    x = _inputs(transform)
+    y = transform(x)
+    assert transform.domain.check(x).all()
+    assert transform.codomain.check(y).all()
+    assert transform.bijective
+    if isinstance(transform, IntervalSquashTransform):
+        assert not transform.codomain.check(torch.tensor([[0.0, 0.0]], dtype=torch.float64)).any()
+        assert not transform.codomain.check(torch.tensor([[2.0, 3.5]], dtype=torch.float64)).any()
+
+
+def test_float32_inputs_stay_finite(transform):
+    if isinstance(transform, T.SplineAutoregressive):
+        pytest.skip("Pyro's network needs inputs in its own dtype; CompactFlow casts them (test_compact covers it)")
+    x = _inputs(transform).float()
+    y = transform(x)
+    assert torch.isfinite(y).all()
+    assert torch.isfinite(transform.log_abs_det_jacobian(x, y)).all()
+
+
+def test_gradients_reach_every_parameter(transform):
+    params = [p for p in getattr(transform, "parameters", lambda: [])()]
+    if not params:
+        pytest.skip("parameter-free")
+    x = _inputs(transform, n=16)
+    y = transform(x)
+    (transform.log_abs_det_jacobian(x, y).sum() + y.square().sum()).backward()
+    for p in params:
+        assert p.grad is not None and torch.isfinite(p.grad).all()
+
+
+def test_squash_rejects_bad_bounds():
+    with pytest.raises(ValueError, match=r"dimension\(s\) \[1\] have low=\[3.0\] >= high=\[2.0\]"):
+        IntervalSquashTransform([0.0, 3.0], [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        IntervalSquashTransform([0.0], [float("inf")])
+
+
+def test_squash_is_exact_near_the_bounds_in_float32():
+    t = IntervalSquashTransform(torch.tensor([1.0]), torch.tensor([2.5]))
+    y = torch.tensor([[1.0], [2.5], [1.0 + 1e-7], [2.5 - 1e-7]])
+    x = t._inverse(y)
+    assert torch.isfinite(x).all()
+    assert x[0] < -14 and x[1] > 14  # boundary points go to the nearest resolvable interior point
+    assert torch.isfinite(t.log_abs_det_jacobian(x, y)).all()
+
+
+def test_radial_inverse_matches_pyro_forward():
+    """Same parameterisation as Pyro's Radial: our inverse undoes Pyro's forward map."""
+    from pyro.distributions.transforms import Radial as PyroRadial
+
+    ours = _radial(3)
+    theirs = PyroRadial(3).double()
+    theirs.load_state_dict(ours.state_dict())
+    x = _inputs(ours)
+    assert torch.allclose(ours._inverse(theirs(x)), x, atol=1e-9)
+    assert torch.allclose(ours.log_abs_det_jacobian(x, None), theirs.log_abs_det_jacobian(x, theirs(x)), atol=1e-10)
