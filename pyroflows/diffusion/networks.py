@@ -50,8 +50,8 @@ class MLPNoisePredictor(nn.Module):
     through a small learned layer.
 
     Its cost per call does not depend on T. The default size (128 wide, 4 hidden layers) beat 64 x 3 at T = 10
-    (mean energy-distance ratio over training seeds, 3 for 128 x 4 and 2 for 64 x 3: two moons 2.92 vs 3.34, a
-    5 x 5 grid of Gaussians 3.14 vs 4.55; see benchmarks/RESULTS.md) at about 1.6x the training time.
+    (mean energy-distance ratio over 3 training seeds: two moons 2.92 vs 3.30, a 5 x 5 grid of Gaussians 3.14 vs
+    4.42; see benchmarks/RESULTS.md) at about 1.6x the training time.
 
     Args:
         data_dim: D.
