@@ -49,7 +49,9 @@ class MLPNoisePredictor(nn.Module):
     """The default: an MLP on ``[x_t, embed(t)]`` with SiLU activations, the step embedded sinusoidally and passed
     through a small learned layer.
 
-    Its cost per call does not depend on T.
+    Its cost per call does not depend on T. The default size (128 wide, 4 hidden layers) beat 64 x 3 at T = 10
+    (mean energy-distance ratio over 3 training seeds: two moons 2.92 vs 3.30, a 5 x 5 grid of Gaussians 3.14 vs
+    4.42; see benchmarks/RESULTS.md) at about 1.6x the training time.
 
     Args:
         data_dim: D.
@@ -59,7 +61,7 @@ class MLPNoisePredictor(nn.Module):
         embedding_dim: Size of the sinusoidal step embedding.
     """
 
-    def __init__(self, data_dim: int, steps: int, hidden: int = 64, depth: int = 3, embedding_dim: int = 32) -> None:
+    def __init__(self, data_dim: int, steps: int, hidden: int = 128, depth: int = 4, embedding_dim: int = 32) -> None:
         super().__init__()
         self.config = {"data_dim": data_dim, "steps": steps, "hidden": hidden, "depth": depth,
                        "embedding_dim": embedding_dim}  # fmt: skip
