@@ -59,6 +59,18 @@ def check_target_range(target: torch.Tensor, logits: torch.Tensor) -> None:
         raise DataError(f"target holds classes outside 0..{classes - 1} in rows {bad[:10]}: {values}")
 
 
+def check_output(output: str) -> None:
+    """Check ``output`` names what a metric records of the target: ``"probability"`` or ``"logit"``."""
+    if output not in ("probability", "logit"):
+        raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+
+
+def target_values(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:
+    """``[N]`` softmax probability (``output="probability"``) or logit of each row's ``target`` class."""
+    values = logits.softmax(-1) if output == "probability" else logits
+    return values.gather(-1, target[:, None]).squeeze(-1)
+
+
 def check_tile_size(tile_size: int, height: int, width: int, name: str = "tile_size") -> int:
     """Check that square tiles of side ``tile_size`` partition an ``height x width`` image."""
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:

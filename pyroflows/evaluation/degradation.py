@@ -32,10 +32,12 @@ from pyroflows.evaluation._utils import (
     Baseline,
     baseline_images,
     check_inputs_and_maps,
+    check_output,
     check_target,
     check_target_range,
     check_tile_size,
     chunks,
+    target_values,
     tile_masks_to_pixels,
     tile_means,
 )
@@ -156,8 +158,7 @@ def degradation_curves(
     n, _, h, w = inputs.shape
     check_tile_size(tile_size, h, w)
     target = check_target(target, n, inputs.device)
-    if output not in ("probability", "logit"):
-        raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+    check_output(output)
     check_target_range(target, model(inputs[:1]))
     base = baseline_images(inputs, baseline)
     n_tiles = (h // tile_size) * (w // tile_size)
@@ -172,9 +173,7 @@ def degradation_curves(
         masks = (ranks[image, order] < step[:, None]).reshape(-1, 1, h // tile_size, w // tile_size)
         masks = tile_masks_to_pixels(masks, tile_size).to(inputs.dtype)
         x = inputs[image]
-        logits = model(x + masks * (base[image] - x))
-        values = logits.softmax(-1) if output == "probability" else logits
-        scores.append(values.gather(-1, target[image][:, None]).squeeze(-1))
+        scores.append(target_values(model(x + masks * (base[image] - x)), target[image], output))
     curves = torch.cat(scores).reshape(n, 2, n_tiles + 1)
     fraction = steps.to(inputs.dtype) / n_tiles
     return DegradationCurves(fraction=fraction, morf=curves[:, 0], lerf=curves[:, 1], tile_size=tile_size)

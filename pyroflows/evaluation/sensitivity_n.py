@@ -30,10 +30,12 @@ from pyroflows.evaluation._utils import (
     baseline_images,
     batched_forward,
     check_inputs_and_maps,
+    check_output,
     check_target,
     check_target_range,
     check_tile_size,
     chunks,
+    target_values,
     tile_masks_to_pixels,
 )
 
@@ -139,8 +141,7 @@ def sensitivity_n(
     n_images, _, h, w = inputs.shape
     check_tile_size(tile_size, h, w)
     target = check_target(target, n_images, inputs.device)
-    if output not in ("probability", "logit"):
-        raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+    check_output(output)
     if n_masks < 3:
         raise DataError(f"n_masks must be at least 3 for a correlation, got {n_masks}")
     th, tw = h // tile_size, w // tile_size
@@ -158,8 +159,7 @@ def sensitivity_n(
     def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
         check_target_range(classes, logits)
-        values = logits.softmax(-1) if output == "probability" else logits
-        return values.gather(-1, classes[:, None]).squeeze(-1)
+        return target_values(logits, classes, output)
 
     original = score(inputs, target)
     generator = torch.Generator().manual_seed(seed)
