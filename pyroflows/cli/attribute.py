@@ -110,6 +110,20 @@ def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(array))
 
 
+def _load_data(path: Path) -> torch.Tensor:
+    """The ``--data`` inputs ``[N, ...]`` from a ``.npy`` file, with the CLI's one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such data file")
+    try:
+        data = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+    except Exception as exc:
+        raise DataError(f"{path}: not a readable numeric .npy file ({type(exc).__name__})") from exc
+    if data.ndim < 2 or not torch.isfinite(data).all():
+        raise DataError(f"{path}: expected finite inputs [N, ...], got shape {list(data.shape)}")
+    return data
+
+
 def _load_user_model(path: Path) -> torch.nn.Module:
     if not path.exists():
         raise CheckpointError(f"{path}: no such model file")
@@ -133,7 +147,7 @@ def _bottleneck(args: argparse.Namespace):
         model = load_bundled_model()
         layer = args.layer or BUNDLED_LAYER
         shape: tuple[int, ...] = (1, 56, 56)
-        data = None if args.data is None else torch.from_numpy(np.load(args.data).astype(np.float32))
+        data = None if args.data is None else _load_data(args.data)
         if args.method == "readout":
             if args.layer not in (None, BUNDLED_LAYER):
                 raise DataError(f"the bundled readout sits at {BUNDLED_LAYER}; --layer {args.layer} needs per-sample")
@@ -157,15 +171,13 @@ def _bottleneck(args: argparse.Namespace):
             readout = ReadoutBottleneck.load(args.readout, model)
             if args.data is None:
                 raise DataError("--data is needed to know the input shape of a user model")
-            data = torch.from_numpy(np.load(args.data).astype(np.float32))
+            data = _load_data(args.data)
             return model, readout, tuple(data.shape[1:])
         if args.layer is None or args.data is None:
             raise DataError("a user model needs --layer NAME and --data FILE.npy (inputs to estimate statistics on)")
-        data = torch.from_numpy(np.load(args.data).astype(np.float32))
+        data = _load_data(args.data)
         shape = tuple(data.shape[1:])
         layer = args.layer
-    if data.ndim < 2 or not torch.isfinite(data).all():
-        raise DataError(f"{args.data}: expected finite inputs [N, ...], got shape {list(data.shape)}")
     try:
         bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)
     except ValueError as exc:  # an unknown layer name: one line, not a traceback
