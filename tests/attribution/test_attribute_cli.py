@@ -47,6 +47,19 @@ def test_attribute_refuses_bad_images(tmp_path, capsys):
     assert "NaN" in capsys.readouterr().err
 
 
+def test_attribute_refuses_bad_data_files(tmp_path, capsys):
+    np.save(tmp_path / "img.npy", np.zeros((56, 56), np.float32))
+    argv = ["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "o"), "--data"]
+    assert main([*argv, str(tmp_path / "missing.npy")]) == 2
+    assert "missing.npy: no such data file" in capsys.readouterr().err
+    (tmp_path / "corrupt.npy").write_bytes(b"not numpy")
+    assert main([*argv, str(tmp_path / "corrupt.npy")]) == 2
+    assert "corrupt.npy: not a readable numeric .npy file" in capsys.readouterr().err
+    np.save(tmp_path / "nan.npy", np.full((3, 1, 56, 56), np.nan, np.float32))
+    assert main([*argv, str(tmp_path / "nan.npy")]) == 2
+    assert "nan.npy: expected finite inputs [N, ...]" in capsys.readouterr().err
+
+
 def test_attribute_with_a_user_model(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 5))
