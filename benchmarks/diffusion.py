@@ -1,18 +1,22 @@
 """Benchmark of pyroflows.diffusion against diffusers' DDPMScheduler / DDIMScheduler on 2-D toy data.
 
 Sample quality is the energy distance (plain V-statistic over all pairs) between 4,000 generated points and 4,000
-held-out points, divided by the noise floor: the same statistic between two independent true samples of 4,000,
-averaged over 3 pairs (1.0 is perfect). The anchor trains the SAME network class (MLPNoisePredictor) with the same
-data, optimiser (AdamW, cosine-annealed lr), EMA and number of epochs in a plain PyTorch loop, adding noise with
-``DDPMScheduler.add_noise`` and sampling with ``DDPMScheduler.step`` / ``DDIMScheduler.step`` (clip_sample=True,
-their default); diffusers counts steps 0..T-1, our network gets t + 1.
+held-out points, divided by the noise floor: the same statistic between two independent true samples of 4,000
+(1.0 is perfect), via ``pyroflows.diffusion.energy_distance_ratio``: the numerator averaged over 40 (sample,
+held-out) pairs, the floor over 100 pairs, reported with a standard error. A "true distribution" row per data set
+scores fresh draws of the data itself with the same estimator (it should read 1.0 within its error). The anchor
+trains the SAME network class (MLPNoisePredictor) with the same data, optimiser (AdamW, cosine-annealed lr), EMA
+and number of epochs in a plain PyTorch loop, adding noise with ``DDPMScheduler.add_noise`` and sampling with
+``DDPMScheduler.step`` / ``DDIMScheduler.step`` (clip_sample=True, their default); diffusers counts steps 0..T-1,
+our network gets t + 1.
 
 Two parts:
   * defaults: pyroflows' real defaults (T = 10, polynomial schedule, the CLI's data size and epochs) on every
-    data set, next to diffusers with its default linear schedule and with our polynomial betas (trained_betas);
+    data set, for three training seeds (``--seeds``), next to diffusers with its default linear schedule and with
+    our polynomial betas (trained_betas);
   * grid: T in {10, 100, 1000} x {linear, polynomial, cosine} on two moons with a reduced budget.
 
-Usage: python benchmarks/diffusion.py [--quick] [--no-write]
+Usage: python benchmarks/diffusion.py [--quick] [--no-write] [--part defaults|grid] [--seeds 0,1,2]
 """
 
 from __future__ import annotations
@@ -33,33 +37,50 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyroflows.cli.diffusion import _DEFAULT_POINTS  # noqa: E402
 from pyroflows.datasets import make_dataset  # noqa: E402
-from pyroflows.diffusion import DDPM, ancestral_sample, ddim_sample, energy_distance, train  # noqa: E402
+from pyroflows.diffusion import (  # noqa: E402
+    DDPM,
+    QualityRatio,
+    ancestral_sample,
+    ddim_sample,
+    energy_distance_ratio,
+    noise_floor,
+    train,
+)
 from pyroflows.diffusion.networks import MLPNoisePredictor  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_BATCH_SIZE, DEFAULT_OPTIMIZER_STEPS  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 N_EVAL = 4000
+PAIRS, FLOOR_PAIRS = 40, 100
+FLOORS: dict[str, tuple[float, float]] = {}  # one noise floor per data set, shared by every row
 
 
-def noise_floor(name: str, n: int, pairs: int = 3) -> float:
-    values = [energy_distance(make_dataset(name, n, 9000 + i), make_dataset(name, n, 9500 + i)) for i in range(pairs)]
-    return float(np.mean([float(v) for v in values]))
+def reference_for(name: str):
+    """``reference(n, seed)``: i.i.d. true points of a data set (held-out sets and noise-floor pairs)."""
+    return lambda n, seed: make_dataset(name, n, seed)
 
 
-def quality_ratio(draw, helds: list[np.ndarray], floor: float) -> float:
-    """Mean energy distance of fresh model samples to each held-out set, over the noise floor.
+def quality_ratio(draw, name: str) -> QualityRatio:
+    """Energy distance of fresh model samples to held-out points over the noise floor (library estimator).
 
-    Averaging the numerator over independent (sample, held-out) pairs, like the floor, matters: with one pair the
-    ratio of the same model swung between 3.1 and 5.6 on two moons, mostly from the held-out set's own moon balance.
+    40 (sample, held-out) pairs over a floor of 100 true/true pairs, one floor per data set: one energy distance
+    between two samples of 4,000 two-moons points varies by about +-70% (moon balance), and the 3-pair floor of
+    earlier runs of this script was 0.56x the 20-pair one, which inflated every ratio by 1.8x.
     """
-    return float(np.mean([float(energy_distance(draw(), held)) for held in helds])) / floor
+    if name not in FLOORS:
+        FLOORS[name] = noise_floor(reference_for(name), N_EVAL, pairs=FLOOR_PAIRS, seed=100)
+    return energy_distance_ratio(draw, reference_for(name), N_EVAL, pairs=PAIRS, seed=100, floor=FLOORS[name])
+
+
+def fmt(q: QualityRatio) -> str:
+    return f"{q.ratio:.2f} +- {q.se:.2f}"
 
 
 def ddim_steps_for(steps: int) -> int:
     return max(1, min(steps // 2, max(5, steps // 10)))
 
 
-def run_pyroflows(name, data, held, floor, steps, schedule, epochs, seed):
+def run_pyroflows(name, data, steps, schedule, epochs, seed):
     pyro.set_rng_seed(seed)
     ddpm = DDPM(2, steps=steps, schedule=schedule)
     start = time.perf_counter()
@@ -72,11 +93,11 @@ def run_pyroflows(name, data, held, floor, steps, schedule, epochs, seed):
     start = time.perf_counter()
     ddim_sample(ddpm, N_EVAL, sampling_steps=k)
     ddim_s = time.perf_counter() - start
-    nll = ddpm.nll(held[0][:1000], num_particles=4 if steps <= 100 else 1)
+    nll = ddpm.nll(make_dataset(name, 1000, seed=99), num_particles=4 if steps <= 100 else 1)
     return {
         "impl": "pyroflows",
-        "ratio": quality_ratio(lambda: ancestral_sample(ddpm, N_EVAL), held, floor),
-        "ratio_ddim": quality_ratio(lambda: ddim_sample(ddpm, N_EVAL, sampling_steps=k), held, floor),
+        "ratio": quality_ratio(lambda n: ancestral_sample(ddpm, n), name),
+        "ratio_ddim": quality_ratio(lambda n: ddim_sample(ddpm, n, sampling_steps=k), name),
         "k": k,
         "nll": f"{nll.nll:.3f} +- {nll.se:.3f}",
         "train_s": train_s,
@@ -86,7 +107,7 @@ def run_pyroflows(name, data, held, floor, steps, schedule, epochs, seed):
     }
 
 
-def run_diffusers(name, data, held, floor, steps, schedule, epochs, seed, betas=None):
+def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     if betas is not None:
@@ -128,11 +149,11 @@ def run_diffusers(name, data, held, floor, steps, schedule, epochs, seed, betas=
     train_s = time.perf_counter() - start
 
     @torch.no_grad()
-    def sample(scheduler, k):
+    def sample(scheduler, k, n=N_EVAL):
         scheduler.set_timesteps(k)
-        z = torch.randn(N_EVAL, 2)
+        z = torch.randn(n, 2)
         for t in scheduler.timesteps:
-            eps = ema(z, torch.full((N_EVAL,), int(t) + 1))
+            eps = ema(z, torch.full((n,), int(t) + 1))
             z = scheduler.step(eps, t, z).prev_sample
         return (z + 1) / 2 * (high - low) + low
 
@@ -145,8 +166,8 @@ def run_diffusers(name, data, held, floor, steps, schedule, epochs, seed, betas=
     ddim_t = time.perf_counter() - start
     return {
         "impl": label,
-        "ratio": quality_ratio(lambda: sample(ddpm_s, steps), held, floor),
-        "ratio_ddim": quality_ratio(lambda: sample(ddim_s, k), held, floor),
+        "ratio": quality_ratio(lambda n: sample(ddpm_s, steps, n), name),
+        "ratio_ddim": quality_ratio(lambda n: sample(ddim_s, k, n), name),
         "k": k,
         "nll": "",
         "train_s": train_s,
@@ -155,18 +176,25 @@ def run_diffusers(name, data, held, floor, steps, schedule, epochs, seed, betas=
     }
 
 
-def row(dataset, steps, schedule, epochs, n, r):
+def row(dataset, steps, schedule, epochs, n, r, seed=0):
     return (
-        f"| {dataset} | {steps} | {schedule} | {n} x {epochs} | {r['impl']} | {r['ratio']:.2f} | "
-        f"{r['ratio_ddim']:.2f} (K={r['k']}) | {r['nll']} | {r['train_s']:.0f} | {r['anc_rate']:.0f} | "
+        f"| {dataset} | {steps} | {schedule} | {n} x {epochs} | {seed} | {r['impl']} | {fmt(r['ratio'])} | "
+        f"{fmt(r['ratio_ddim'])} (K={r['k']}) | {r['nll']} | {r['train_s']:.0f} | {r['anc_rate']:.0f} | "
         f"{r['ddim_rate']:.0f} |"
     )
 
 
+def calibration_row(dataset: str) -> str:
+    """The estimator on a perfect model: fresh draws of the data set itself (seeds far from the held-out ones)."""
+    seeds = iter(range(50_000, 60_000))
+    q = quality_ratio(lambda n: make_dataset(dataset, n, next(seeds)), dataset)
+    return f"| {dataset} | - | - | - | - | true distribution (calibration) | {fmt(q)} | - | - | - | - | - |"
+
+
 HEADER = (
-    "| data | T | schedule | points x epochs | implementation | ED ratio, ancestral | ED ratio, DDIM | "
+    "| data | T | schedule | points x epochs | seed | implementation | ED ratio, ancestral | ED ratio, DDIM | "
     "NLL bound (nats) | train s | ancestral samples/s | DDIM samples/s |\n"
-    "|---|---|---|---|---|---|---|---|---|---|---|"
+    "|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -178,6 +206,7 @@ def main() -> None:
     parser.add_argument("--datasets", default="moons,circles,rings,gaussians,checkerboard")
     parser.add_argument("--anchor-datasets", default="moons,circles,rings,gaussians,checkerboard",
                         help="data sets that also get the diffusers anchor in the defaults part")  # fmt: skip
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds of the defaults part (comma-separated)")
     parser.add_argument("--grid-epochs", type=int, default=1000)
     parser.add_argument("--grid-points", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1: the two parts can run side by side)")
@@ -189,7 +218,7 @@ def main() -> None:
     epochs = -(-DEFAULT_OPTIMIZER_STEPS // -(-n // DEFAULT_BATCH_SIZE))  # what train() does by default
     grid_n, grid_epochs, grid_steps = args.grid_points, args.grid_epochs, (10, 100, 1000)
     if args.quick:
-        datasets, n, epochs = ["moons", "checkerboard"], 500, 100
+        datasets, n, epochs, args.seeds = ["moons", "checkerboard"], 500, 100, "0"
         grid_n, grid_epochs, grid_steps = 500, 50, (10, 100)
     lines: list[str] = []
     seed = 0
@@ -200,19 +229,30 @@ def main() -> None:
             "",
             HEADER,
         ]
+        seeds = [int(v) for v in args.seeds.split(",")]
+        anchors = args.anchor_datasets.split(",")
         for dataset in datasets:
-            data = make_dataset(dataset, n, seed=seed)
-            held = [make_dataset(dataset, N_EVAL, seed=100 + i) for i in range(3)]
-            floor = noise_floor(dataset, N_EVAL)
-            ours = run_pyroflows(dataset, data, held, floor, 10, "polynomial", epochs, seed)
-            lines.append(row(dataset, 10, "polynomial", epochs, n, ours))
+            lines.append(calibration_row(dataset))
             print(lines[-1], flush=True)
-            betas = ours.pop("ddpm").betas.double()
-            for kwargs in ({"betas": betas}, {}):
-                if (dataset != "moons" and not kwargs) or dataset not in args.anchor_datasets.split(","):
-                    continue  # diffusers' own linear schedule only on two moons (budget)
-                r = run_diffusers(dataset, data, held, floor, 10, "linear", epochs, seed, **kwargs)
-                lines.append(row(dataset, 10, "polynomial" if kwargs else "linear (diffusers)", epochs, n, r))
+            ratios = []
+            for seed in seeds:
+                data = make_dataset(dataset, n, seed=seed)
+                ours = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed)
+                ratios.append(ours["ratio"].ratio)
+                lines.append(row(dataset, 10, "polynomial", epochs, n, ours, seed))
+                print(lines[-1], flush=True)
+                betas = ours.pop("ddpm").betas.double()
+                for kwargs in ({"betas": betas}, {}):
+                    if seed != seeds[0] or (dataset != "moons" and not kwargs) or dataset not in anchors:
+                        continue  # the anchor on the first seed; diffusers' own linear schedule only on two moons
+                    r = run_diffusers(dataset, data, 10, "linear", epochs, seed, **kwargs)
+                    lines.append(row(dataset, 10, "polynomial" if kwargs else "linear (diffusers)", epochs, n, r, seed))
+                    print(lines[-1], flush=True)
+            if len(seeds) > 1:
+                lines.append(
+                    f"| {dataset} | 10 | polynomial | | mean of {len(seeds)} | pyroflows | "
+                    f"**{np.mean(ratios):.2f}** (range {min(ratios):.2f}-{max(ratios):.2f}) | | | | | |"
+                )
                 print(lines[-1], flush=True)
         lines.append("")
     if args.part in ("all", "grid"):
@@ -222,16 +262,14 @@ def main() -> None:
             HEADER,
         ]
         data = make_dataset("moons", grid_n, seed=seed)
-        held = [make_dataset("moons", N_EVAL, seed=100 + i) for i in range(3)]
-        floor = noise_floor("moons", N_EVAL)
         for steps in grid_steps:
             for schedule in ("linear", "polynomial", "cosine"):
-                ours = run_pyroflows("moons", data, held, floor, steps, schedule, grid_epochs, seed)
+                ours = run_pyroflows("moons", data, steps, schedule, grid_epochs, seed)
                 betas = ours.pop("ddpm").betas.double()
                 lines.append(row("moons", steps, schedule, grid_epochs, grid_n, ours))
                 print(lines[-1], flush=True)
                 kwargs = {"betas": betas} if schedule == "polynomial" else {}
-                r = run_diffusers("moons", data, held, floor, steps, schedule, grid_epochs, seed, **kwargs)
+                r = run_diffusers("moons", data, steps, schedule, grid_epochs, seed, **kwargs)
                 lines.append(row("moons", steps, schedule, grid_epochs, grid_n, r))
                 print(lines[-1], flush=True)
         lines.append("")
@@ -247,14 +285,15 @@ def write_section(body: str, part: str) -> None:
     content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{heading}\n\nCommand: `python benchmarks/diffusion.py` (or `--part defaults` and `--part grid` run side by "
-        f"side), {datetime.date(2026, 11, 24).isoformat()}, torch {torch.__version__}, pyro {pyro.__version__}. "
+        f"side), {datetime.date.today().isoformat()}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"{torch.get_num_threads()} torch thread(s). "
         "ED ratio: energy distance (V-statistic over all pairs, 4,000 generated vs 4,000 held-out points, mean "
-        "over 3 independent pairs) divided by the noise floor (the same statistic between two independent true "
-        "samples of 4,000, mean over 3 pairs); 1.0 is perfect. DDIM: deterministic (eta = 0) on K < T steps. "
-        "NLL: negative ELBO per sample in data units on 1,000 held-out points (+- standard error; 4 particles, "
-        "1 at T = 1000). "
-        "Times are seconds on the shared 2-core machine under heavy load from other jobs (load average 6-12): "
-        "compare within a row pair only.\n\n"
+        f"over {PAIRS} independent pairs) divided by the noise floor (the same statistic between two independent "
+        f"true samples of 4,000, mean over {FLOOR_PAIRS} pairs), +- its standard error; 1.0 is perfect, and the "
+        "'true distribution' rows show what the estimator gives a perfect model. DDIM: deterministic (eta = 0) on "
+        "K < T steps. NLL: negative ELBO per sample in data units on 1,000 held-out points (+- standard error; 4 "
+        "particles, 1 at T = 1000). Times are seconds on the shared 2-core machine (other jobs running): compare "
+        "within a row pair only.\n\n"
     )
     pattern = re.compile(rf"{heading}\n.*?(?=\n## |\Z)", re.S)
     match = pattern.search(content)

@@ -12,7 +12,7 @@ Example:
 
 from pyroflows.diffusion.ddpm import DDPM, REVERSE_VARIANCES, NLLEstimate
 from pyroflows.diffusion.forward import forward_marginal, forward_posterior
-from pyroflows.diffusion.metrics import energy_distance
+from pyroflows.diffusion.metrics import QualityRatio, energy_distance, energy_distance_ratio, noise_floor
 from pyroflows.diffusion.networks import MLPNoisePredictor, PostNoisePredictor, SinusoidalEmbedding, make_network
 from pyroflows.diffusion.plots import plot_samples, plot_vector_field
 from pyroflows.diffusion.sampling import SAMPLERS, ancestral_sample, ddim_sample, ddim_timesteps, sample
@@ -54,6 +54,9 @@ __all__ = [
     "sample",
     "SAMPLERS",
     "energy_distance",
+    "energy_distance_ratio",
+    "noise_floor",
+    "QualityRatio",
     "plot_vector_field",
     "plot_samples",
 ]
