@@ -80,9 +80,9 @@ def ddim_steps_for(steps: int) -> int:
     return max(1, min(steps // 2, max(5, steps // 10)))
 
 
-def run_pyroflows(name, data, steps, schedule, epochs, seed):
+def run_pyroflows(name, data, steps, schedule, epochs, seed, parameterization="v"):
     pyro.set_rng_seed(seed)
-    ddpm = DDPM(2, steps=steps, schedule=schedule)
+    ddpm = DDPM(2, steps=steps, schedule=schedule, parameterization=parameterization)
     start = time.perf_counter()
     train(ddpm, data, epochs=epochs, progress=False)
     train_s = time.perf_counter() - start
@@ -95,7 +95,7 @@ def run_pyroflows(name, data, steps, schedule, epochs, seed):
     ddim_s = time.perf_counter() - start
     nll = ddpm.nll(make_dataset(name, 1000, seed=99), num_particles=4 if steps <= 100 else 1)
     return {
-        "impl": "pyroflows",
+        "impl": f"pyroflows ({parameterization})",
         "ratio": quality_ratio(lambda n: ancestral_sample(ddpm, n), name),
         "ratio_ddim": quality_ratio(lambda n: ddim_sample(ddpm, n, sampling_steps=k), name),
         "k": k,
@@ -107,15 +107,16 @@ def run_pyroflows(name, data, steps, schedule, epochs, seed):
     }
 
 
-def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None):
+def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None, prediction_type="epsilon"):
     from diffusers import DDIMScheduler, DDPMScheduler
 
     if betas is not None:
         kwargs = {"trained_betas": betas[1:].tolist()}
-        label = "diffusers (our betas)"
+        label = f"diffusers (our betas, {prediction_type})"
     else:
         kwargs = {"beta_schedule": {"linear": "linear", "cosine": "squaredcos_cap_v2"}[schedule]}
         label = f"diffusers ({kwargs['beta_schedule']})"
+    kwargs["prediction_type"] = prediction_type
     ddpm_s = DDPMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
     ddim_s = DDIMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
     torch.manual_seed(seed)
@@ -136,7 +137,8 @@ def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None):
             y_batch = y[order[i : i + batch]]
             t = torch.randint(0, steps, (len(y_batch),))
             noise = torch.randn_like(y_batch)
-            loss = (net(ddpm_s.add_noise(y_batch, noise, t), t + 1) - noise).pow(2).mean()
+            target = noise if prediction_type == "epsilon" else ddpm_s.get_velocity(y_batch, noise, t)
+            loss = (net(ddpm_s.add_noise(y_batch, noise, t), t + 1) - target).pow(2).mean()
             loss.backward()
             optimizer.step()
             optimizer.zero_grad()
@@ -242,15 +244,22 @@ def main() -> None:
                 lines.append(row(dataset, 10, "polynomial", epochs, n, ours, seed))
                 print(lines[-1], flush=True)
                 betas = ours.pop("ddpm").betas.double()
-                for kwargs in ({"betas": betas}, {}):
-                    if seed != seeds[0] or (dataset != "moons" and not kwargs) or dataset not in anchors:
-                        continue  # the anchor on the first seed; diffusers' own linear schedule only on two moons
+                if dataset == "moons":  # the post's epsilon parameterization side by side
+                    eps = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed, parameterization="eps")
+                    eps.pop("ddpm")
+                    lines.append(row(dataset, 10, "polynomial", epochs, n, eps, seed))
+                    print(lines[-1], flush=True)
+                anchors_here = [{"betas": betas, "prediction_type": "v_prediction"}]
+                if dataset == "moons":  # the epsilon anchors (and diffusers' own linear schedule) on two moons only
+                    anchors_here += [{"betas": betas}, {}]
+                for kwargs in anchors_here if seed == seeds[0] and dataset in anchors else []:
                     r = run_diffusers(dataset, data, 10, "linear", epochs, seed, **kwargs)
-                    lines.append(row(dataset, 10, "polynomial" if kwargs else "linear (diffusers)", epochs, n, r, seed))
+                    label = "polynomial" if "betas" in kwargs else "linear (diffusers)"
+                    lines.append(row(dataset, 10, label, epochs, n, r, seed))
                     print(lines[-1], flush=True)
             if len(seeds) > 1:
                 lines.append(
-                    f"| {dataset} | 10 | polynomial | | mean of {len(seeds)} | pyroflows | "
+                    f"| {dataset} | 10 | polynomial | | mean of {len(seeds)} | pyroflows (v) | "
                     f"**{np.mean(ratios):.2f}** (range {min(ratios):.2f}-{max(ratios):.2f}) | | | | | |"
                 )
                 print(lines[-1], flush=True)
@@ -268,7 +277,7 @@ def main() -> None:
                 betas = ours.pop("ddpm").betas.double()
                 lines.append(row("moons", steps, schedule, grid_epochs, grid_n, ours))
                 print(lines[-1], flush=True)
-                kwargs = {"betas": betas} if schedule == "polynomial" else {}
+                kwargs = {"betas": betas, "prediction_type": "v_prediction"} if schedule == "polynomial" else {}
                 r = run_diffusers("moons", data, steps, schedule, grid_epochs, seed, **kwargs)
                 lines.append(row("moons", steps, schedule, grid_epochs, grid_n, r))
                 print(lines[-1], flush=True)

@@ -17,6 +17,7 @@ _DEFAULT_POINTS = 10000
 
 def register(subparsers: Any) -> None:
     from pyroflows.datasets.toy2d import DATASETS
+    from pyroflows.diffusion.ddpm import PARAMETERIZATIONS
     from pyroflows.diffusion.networks import NETWORKS
     from pyroflows.diffusion.sampling import SAMPLERS
     from pyroflows.diffusion.schedules import SCHEDULES
@@ -42,7 +43,8 @@ def register(subparsers: Any) -> None:
         description=(
             "Train a DDPM on DATA (.npy or .csv of shape (N, D), any scale: it is min-max scaled to [-1, 1] inside "
             "the model) or on a built-in 2-D set (--dataset). Defaults: T = 10, polynomial schedule "
-            "1 - alpha_bar_t = 0.999 (t/T)^2, an MLP with a sinusoidal step embedding, eps-MSE loss, AdamW lr 1e-2, "
+            "1 - alpha_bar_t = 0.999 (t/T)^2, an MLP with a sinusoidal step embedding behind the v skip connection, "
+            "eps-MSE loss, AdamW lr 1e-2, "
             "5,000 optimizer steps on batches of up to 2,048 rows (5,000 full-batch epochs for up to 2,048 rows), "
             "lr annealed to 0, EMA of the weights (1-5 minutes for 10,000 2-D points, measured on a shared 2-core "
             "machine under load)."
@@ -61,6 +63,9 @@ def register(subparsers: Any) -> None:
     train.add_argument("--loss", choices=LOSSES, default="eps-mse", help="eps-mse (default) or the exact bound")
     train.add_argument("--network", choices=sorted(NETWORKS), default="mlp",
                        help="mlp (default) or the post's one-hot network")  # fmt: skip
+    train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="v",
+                       help="v (default: the network predicts v behind a skip connection) or eps (it predicts the "
+                       "noise, as in Ho et al. and the post)")  # fmt: skip
     train.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 1e-2)")
     train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: min(N, 2048))")
     train.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
@@ -142,7 +147,8 @@ def _train(args: argparse.Namespace) -> int:
         source = str(args.data)
     x = torch.as_tensor(data, dtype=torch.get_default_dtype())
     try:
-        ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network)
+        ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network,
+                    parameterization=args.parameterization)  # fmt: skip
         start = time.perf_counter()
         history = train(ddpm, x, loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
                         progress=not args.quiet)  # fmt: skip

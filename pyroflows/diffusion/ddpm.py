@@ -50,9 +50,10 @@ from pyroflows.diffusion.schedules import Schedule, make_schedule
 from pyroflows.errors import CheckpointError, DataError
 from pyroflows.serialization import load_checkpoint, save_checkpoint
 
-__all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES"]
+__all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES", "PARAMETERIZATIONS"]
 
 REVERSE_VARIANCES = ("beta", "posterior")
+PARAMETERIZATIONS = ("v", "eps")
 
 # PyroModule parameters live in Pyro's global parameter store under "<module name>.<attribute>", and a module
 # takes the store's value when the name is already there: two DDPMs with the same name would share weights.
@@ -78,6 +79,20 @@ class DDPM(PyroModule):
     ``diffusers`` does by default: this stops the last reverse steps of a few-step chain from amplifying errors
     of :math:`\epsilon_\theta` by :math:`1/\sqrt{\alpha_t}`.
 
+    The noise predictor is the network :math:`f_\theta` behind a skip connection (``parameterization="v"``,
+    default),
+
+    .. math::
+        \epsilon_\theta(x_t, t) = \sqrt{1 - \bar\alpha_t}\, x_t + \sqrt{\bar\alpha_t}\, f_\theta(x_t, t),
+
+    so :math:`f_\theta` predicts :math:`v = \sqrt{\bar\alpha_t}\,\epsilon - \sqrt{1 - \bar\alpha_t}\, x_0`
+    (Salimans & Ho, 2022) and :math:`\hat x_0 = \sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta`:
+    an error of the network reaches :math:`\hat x_0` undivided by :math:`\sqrt{\bar\alpha_t}`. With the plain
+    :math:`\epsilon_\theta = f_\theta` (``"eps"``, Ho et al. and the post) an error at :math:`t = T` reaches
+    :math:`\hat x_0` multiplied by :math:`1/\sqrt{\bar\alpha_T} \approx 32`, which at T = 10 shows up as the
+    wrong balance between the two moons. Training still minimises Ho et al.'s
+    :math:`\|\epsilon - \epsilon_\theta\|^2` (or the exact bound) either way.
+
     Args:
         data_dim: D, the number of data columns.
         steps: T >= 1.
@@ -88,13 +103,15 @@ class DDPM(PyroModule):
             posterior variance :math:`\tilde\beta_t` (``"posterior"``; :math:`\beta_1` at t = 1, where
             :math:`\tilde\beta_1 = 0`).
         clip_x0: Clip the predicted clean point to [-1, 1].
+        parameterization: ``"v"`` (default: the skip connection above) or ``"eps"`` (the network's output is
+            :math:`\epsilon_\theta`).
         schedule_kwargs: Further arguments of the schedule class.
         network_kwargs: Further arguments of the network class.
         name: Prefix of its parameters in Pyro's parameter store; default a fresh ``"ddpm<k>"`` for each instance,
             so that two models never share weights through the store.
 
     Raises:
-        ValueError: T < 1, unknown schedule, network or reverse variance, or ``data_dim < 1``.
+        ValueError: T < 1, unknown schedule, network, reverse variance or parameterization, or ``data_dim < 1``.
     """
 
     betas: torch.Tensor
@@ -109,6 +126,7 @@ class DDPM(PyroModule):
         network: str = "mlp",
         reverse_variance: str = "beta",
         clip_x0: bool = True,
+        parameterization: str = "v",
         schedule_kwargs: dict[str, Any] | None = None,
         network_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
@@ -118,12 +136,15 @@ class DDPM(PyroModule):
             raise ValueError(f"data_dim: expected a positive integer, got {data_dim!r}")
         if reverse_variance not in REVERSE_VARIANCES:
             raise ValueError(f"reverse_variance: expected one of {REVERSE_VARIANCES}, got {reverse_variance!r}")
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization: expected one of {PARAMETERIZATIONS}, got {parameterization!r}")
         self.schedule = make_schedule(schedule, steps, **(schedule_kwargs or {}))
         if self.schedule.steps != steps:
             raise ValueError(f"steps: the schedule has T = {self.schedule.steps}, but steps = {steps}")
         self.data_dim, self.steps = int(data_dim), self.schedule.steps
         self.network_name, self.network_kwargs = network, dict(network_kwargs or {})
         self.reverse_variance, self.clip_x0 = reverse_variance, bool(clip_x0)
+        self.parameterization = parameterization
         dtype = torch.get_default_dtype()
         self.register_buffer("betas", self.schedule.betas.to(dtype))
         self.register_buffer("alphas", self.schedule.alphas.to(dtype))
@@ -141,15 +162,24 @@ class DDPM(PyroModule):
 
     def predict_noise(self, x_t: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
         r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)``."""
-        return self.network(x_t, self._steps_like(t, x_t))
+        steps = self._steps_like(t, x_t)
+        out = self.network(x_t, steps)
+        if self.parameterization == "eps":
+            return out
+        alpha_bar = self.alpha_bar[steps].unsqueeze(-1)
+        return (1 - alpha_bar).sqrt() * x_t + alpha_bar.sqrt() * out
 
     def predict_x0(self, x_t: torch.Tensor, t: int, eps: torch.Tensor | None = None) -> torch.Tensor:
         r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`, clipped when
-        ``clip_x0``."""
-        if eps is None:
-            eps = self.predict_noise(x_t, t)
+        ``clip_x0``; with ``eps`` omitted and ``parameterization="v"``, the same value computed without the
+        division, :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta(x_t, t)`."""
         alpha_bar = self.alpha_bar[t]
-        x0 = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
+        if eps is None and self.parameterization == "v":
+            x0 = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * self.network(x_t, self._steps_like(t, x_t))
+        else:
+            if eps is None:
+                eps = self.predict_noise(x_t, t)
+            x0 = (x_t - (1 - alpha_bar).sqrt() * eps) / alpha_bar.sqrt()
         return x0.clamp(-1.0, 1.0) if self.clip_x0 else x0
 
     def reverse_mean(self, x_t: torch.Tensor, t: int) -> torch.Tensor:
@@ -254,7 +284,7 @@ class DDPM(PyroModule):
         eps = torch.randn_like(y0)
         alpha_bar = self.alpha_bar[t].unsqueeze(-1)
         x_t = alpha_bar.sqrt() * y0 + (1 - alpha_bar).sqrt() * eps
-        return (self.network(x_t, t) - eps).pow(2).mean()
+        return (self.predict_noise(x_t, t) - eps).pow(2).mean()
 
     # ---------------------------------------------------------------------------------------------- the bound
     def bound_terms(self, x0: Any) -> torch.Tensor:
@@ -323,11 +353,13 @@ class DDPM(PyroModule):
             "network_kwargs": dict(self.network_kwargs),
             "reverse_variance": self.reverse_variance,
             "clip_x0": self.clip_x0,
+            "parameterization": self.parameterization,
         }
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> DDPM:
-        return cls(**config)
+        """Rebuild from :meth:`config`; files written before ``parameterization`` existed get ``"eps"``."""
+        return cls(**{"parameterization": "eps", **config})
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
         """Write the model (architecture, schedule, scaler and weights) with :func:`save_checkpoint`."""
@@ -351,4 +383,5 @@ class DDPM(PyroModule):
 
     def extra_repr(self) -> str:
         return (f"data_dim={self.data_dim}, steps={self.steps}, schedule={self.schedule!r}, "
-                f"reverse_variance={self.reverse_variance!r}, clip_x0={self.clip_x0}")  # fmt: skip
+                f"reverse_variance={self.reverse_variance!r}, clip_x0={self.clip_x0}, "
+                f"parameterization={self.parameterization!r}")  # fmt: skip

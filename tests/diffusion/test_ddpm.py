@@ -41,12 +41,23 @@ def _gauss_kl(m_q, v_q, m_p, v_p):
     return 0.5 * (torch.log(v_p / v_q) + (v_q + (m_q - m_p) ** 2) / v_p - 1).sum(-1)
 
 
+def _eps_by_hand(ddpm, x, t):
+    """epsilon_theta from the raw network: its output ("eps") or the v skip connection ("v")."""
+    with torch.no_grad():
+        out = ddpm.network(x, torch.full((x.shape[0],), t))
+    if ddpm.parameterization == "eps":
+        return out
+    ab = ddpm.alpha_bar[t]
+    return (1 - ab).sqrt() * x + ab.sqrt() * out
+
+
 @pytest.mark.parametrize("reverse_variance", ["beta", "posterior"])
 @pytest.mark.parametrize("clip_x0", [True, False])
-def test_trace_mean_field_elbo_is_the_sum_of_gaussian_kls(reverse_variance, clip_x0):
+@pytest.mark.parametrize("parameterization", ["v", "eps"])
+def test_trace_mean_field_elbo_is_the_sum_of_gaussian_kls(reverse_variance, clip_x0, parameterization):
     torch.set_default_dtype(torch.float64)
     try:
-        ddpm = _fitted(steps=3, reverse_variance=reverse_variance, clip_x0=clip_x0)
+        ddpm = _fitted(steps=3, reverse_variance=reverse_variance, clip_x0=clip_x0, parameterization=parameterization)
         x0 = torch.randn(6, 2) * 3 + 2
         pyro.set_rng_seed(3)
         loss = TraceMeanField_ELBO().loss(ddpm.model, ddpm.guide, x0)
@@ -62,8 +73,7 @@ def test_trace_mean_field_elbo_is_the_sum_of_gaussian_kls(reverse_variance, clip
         for t in (3, 2):
             m_q = (ab[t - 1].sqrt() * b[t] * y0 + a[t].sqrt() * (1 - ab[t - 1]) * x) / (1 - ab[t])
             v_q = (1 - ab[t - 1]) / (1 - ab[t]) * b[t]
-            with torch.no_grad():
-                eps = ddpm.network(x, torch.full((6,), t))
+            eps = _eps_by_hand(ddpm, x, t)
             x0_hat = (x - (1 - ab[t]).sqrt() * eps) / ab[t].sqrt()
             if clip_x0:
                 x0_hat = x0_hat.clamp(-1, 1)
@@ -71,8 +81,7 @@ def test_trace_mean_field_elbo_is_the_sum_of_gaussian_kls(reverse_variance, clip
             v_p = b[t] if reverse_variance == "beta" else v_q
             total = total + _gauss_kl(m_q, v_q, m_p, v_p)
             x = m_q + v_q.sqrt() * torch.randn_like(y0)
-        with torch.no_grad():
-            eps = ddpm.network(x, torch.full((6,), 1))
+        eps = _eps_by_hand(ddpm, x, 1)
         x0_hat = (x - (1 - ab[1]).sqrt() * eps) / ab[1].sqrt()
         if clip_x0:
             x0_hat = x0_hat.clamp(-1, 1)
@@ -131,7 +140,7 @@ def test_predictive_samples_the_model():
 
 
 def test_save_load_round_trip_is_exact(tmp_path):
-    ddpm = _fitted(steps=6, schedule="cosine", network="post", reverse_variance="posterior")
+    ddpm = _fitted(steps=6, schedule="cosine", network="post", reverse_variance="posterior", parameterization="eps")
     path = tmp_path / "m.pt"
     ddpm.save(path)
     again = DDPM.load(path)
@@ -189,6 +198,36 @@ def test_bad_constructor_arguments():
         DDPM(2, network="unet")
     with pytest.raises(ValueError, match="reverse_variance"):
         DDPM(2, reverse_variance="learned")
+    with pytest.raises(ValueError, match="parameterization: expected one of"):
+        DDPM(2, parameterization="x0")
+
+
+@pytest.mark.parametrize("parameterization", ["v", "eps"])
+def test_predicted_x0_and_noise_agree(parameterization):
+    # x_t = sqrt(ab) x0 + sqrt(1 - ab) eps must hold between predict_x0 and predict_noise whatever the network.
+    torch.set_default_dtype(torch.float64)
+    try:
+        ddpm = _fitted(steps=10, clip_x0=False, parameterization=parameterization)
+        x = torch.randn(8, 2)
+        for t in (1, 5, 10):
+            ab = ddpm.alpha_bar[t]
+            x0, eps = ddpm.predict_x0(x, t), ddpm.predict_noise(x, t)
+            assert torch.allclose(ab.sqrt() * x0 + (1 - ab).sqrt() * eps, x, atol=1e-10)
+            assert torch.allclose(ddpm.predict_x0(x, t, eps=eps), x0, atol=1e-9)
+        if parameterization == "v":  # the network's output is v = sqrt(ab) eps - sqrt(1 - ab) x0
+            ab = ddpm.alpha_bar[10]
+            v = ddpm.network(x, torch.full((8,), 10))
+            assert torch.allclose(ab.sqrt() * ddpm.predict_noise(x, 10) - (1 - ab).sqrt() * ddpm.predict_x0(x, 10), v)
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_files_without_a_parameterization_load_as_eps(tmp_path):
+    # Models saved before the option existed predicted epsilon directly.
+    config = _fitted(parameterization="eps").config()
+    del config["parameterization"]
+    assert DDPM.from_config(config).parameterization == "eps"
+    assert DDPM(2).parameterization == "v"
 
 
 def test_unfitted_model_refuses_to_sample():

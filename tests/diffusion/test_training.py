@@ -20,16 +20,17 @@ def test_short_training_improves_the_energy_distance():
     assert after < 0.25 * before, (before, after)
 
 
-def test_elbo_training_lowers_the_bound():
+@pytest.mark.parametrize("parameterization", ["v", "eps"])
+def test_elbo_training_lowers_the_bound(parameterization):
     data = make_dataset("circles", 128, seed=0)
-    ddpm = DDPM(2, steps=4, network_kwargs={"hidden": 16})
+    ddpm = DDPM(2, steps=4, network_kwargs={"hidden": 16}, parameterization=parameterization)
     ddpm.scaler.fit(torch.as_tensor(data, dtype=torch.float32))
     pyro.set_rng_seed(0)
     before = ddpm.nll(data, num_particles=4)
-    history = train(ddpm, data, loss="elbo", epochs=40, lr=1e-2, progress=False, seed=0)
+    history = train(ddpm, data, loss="elbo", epochs=80, lr=1e-2, progress=False, seed=0)
     pyro.set_rng_seed(0)
     after = ddpm.nll(data, num_particles=4)
-    assert len(history) == 40
+    assert len(history) == 80
     # Same rows and seed before and after: the drop is far above the Monte Carlo noise of 4 particles.
     assert after.nll < before.nll - 0.2, (before, after)
 
