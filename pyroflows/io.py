@@ -128,10 +128,11 @@ def check_finite(array: np.ndarray, *, name: str = "data") -> None:
         raise DataError(f"{name}: {rows.size} row(s) hold NaN or inf, e.g. rows {rows[:5].tolist()}")
 
 
-def check_output_path(path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def check_output_path(path: str | os.PathLike, *, overwrite: bool = False, make_parents: bool = True) -> Path:
     """Check that ``path`` may be written: refuse to replace an existing file unless ``overwrite``.
 
-    Creates missing parent directories.
+    Creates missing parent directories unless ``make_parents`` is false (for checks made before work that may
+    still fail, so that a failed command leaves nothing behind).
 
     Raises:
         DataError: ``path`` exists (and ``overwrite`` is false) or is a directory.
@@ -146,7 +147,8 @@ def check_output_path(path: str | os.PathLike, *, overwrite: bool = False) -> Pa
         raise DataError(f"{path}: is a directory, expected a file path")
     if path.exists() and not overwrite:
         raise DataError(f"{path}: already exists; pass --force (overwrite=True) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if make_parents:
+        path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
 

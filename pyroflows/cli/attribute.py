@@ -213,13 +213,14 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"several images share the name {duplicates[0]!r}; their outputs would collide")
     if args.steps < 1 or args.beta < 0:
         raise DataError("--steps must be at least 1 and --beta non-negative")
-    args.out.mkdir(parents=True, exist_ok=True)
+    if args.out.exists() and not args.out.is_dir():
+        raise DataError(f"--out {args.out}: is a file, expected a directory")
     outputs = []
-    for stem in stems:  # refuse before computing anything
+    for stem in stems:  # refuse before computing anything; the directory is made only once the maps exist
         outputs.append(
             (
-                check_output_path(args.out / f"{stem}.npy", overwrite=args.force),
-                check_output_path(args.out / f"{stem}.png", overwrite=args.force),
+                check_output_path(args.out / f"{stem}.npy", overwrite=args.force, make_parents=False),
+                check_output_path(args.out / f"{stem}.png", overwrite=args.force, make_parents=False),
             )
         )
     seed_everything(args.seed)
@@ -237,6 +238,7 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"--target must be a class index in [0, {n_classes}), got {args.target}")
     target = predicted if args.target is None else torch.full_like(predicted, args.target)
     maps = bottleneck.attribute(images, target).detach()
+    args.out.mkdir(parents=True, exist_ok=True)
     summary = []
     for image, heatmap, (npy, png), path, pred, tgt in zip(
         images, maps, outputs, args.images, predicted.tolist(), target.tolist(), strict=True

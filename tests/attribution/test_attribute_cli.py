@@ -57,7 +57,12 @@ def test_attribute_refuses_bad_data_files(tmp_path, capsys):
     assert "corrupt.npy: not a readable numeric .npy file" in capsys.readouterr().err
     np.save(tmp_path / "nan.npy", np.full((3, 1, 56, 56), np.nan, np.float32))
     assert main([*argv, str(tmp_path / "nan.npy")]) == 2
+    assert not (tmp_path / "o").exists()  # a failed command leaves no output directory behind
     assert "nan.npy: expected finite inputs [N, ...]" in capsys.readouterr().err
+    (tmp_path / "file").write_text("mine")
+    assert main(["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "file")]) == 2
+    assert "is a file, expected a directory" in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "mine"
 
 
 def test_attribute_with_a_user_model(tmp_path, capsys):
