@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 from torch import nn
@@ -128,3 +129,24 @@ def batched_forward(model: nn.Module | Callable[[torch.Tensor], torch.Tensor], x
     if batch_size < 1:
         raise DataError(f"batch_size must be a positive integer, got {batch_size}")
     return torch.cat([model(x[s]) for s in chunks(x.shape[0], batch_size)])
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Seed torch's generators for the block, then give the caller back its own CPU and CUDA generator states.
+
+    ``torch.manual_seed`` seeds every CUDA device too, so every CUDA device's state is forked with the CPU's.
+
+    Example:
+        >>> before = torch.random.get_rng_state()
+        >>> with seeded(0):
+        ...     a = torch.rand(2)
+        >>> with seeded(0):
+        ...     b = torch.rand(2)
+        >>> bool((a == b).all()), bool((torch.random.get_rng_state() == before).all())
+        (True, True)
+    """
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        yield

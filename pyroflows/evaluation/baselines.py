@@ -44,6 +44,7 @@ import torch
 from torch import nn
 
 from pyroflows.errors import DataError, PyroflowsError
+from pyroflows.evaluation._utils import seeded
 
 __all__ = [
     "AttributeFn",
@@ -197,8 +198,7 @@ def _smoothgrad(method: Any, inputs: torch.Tensor, target: torch.Tensor, context
     from captum.attr import NoiseTunnel
 
     spread = float(inputs.max() - inputs.min()) or 1.0
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(context.seed)
+    with seeded(context.seed):
         return NoiseTunnel(method).attribute(
             inputs,
             nt_type="smoothgrad",
@@ -320,8 +320,7 @@ def _per_sample(context: MethodContext) -> AttributeFn:
             raise DataError("the per-sample bottleneck needs context.layer and context.data (images to estimate on)")
         accepted = inspect.signature(PerSampleBottleneck).parameters
         options = {"beta": 10.0, **{k: v for k, v in context.options.items() if k in accepted}}
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(context.seed)
+        with seeded(context.seed):
             bottleneck = PerSampleBottleneck(model, context.layer, **options).estimate(context.data)
             return bottleneck.attribute(inputs, target).detach()
 

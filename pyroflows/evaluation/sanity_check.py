@@ -29,7 +29,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows.errors import DataError
-from pyroflows.evaluation._utils import check_inputs_and_maps
+from pyroflows.evaluation._utils import check_inputs_and_maps, seeded
 
 __all__ = ["SanityCheck", "cascading_randomization", "randomizable_layers", "map_ssim", "minmax_normalize"]
 
@@ -103,8 +103,7 @@ def map_ssim(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 
 def _reinitialize(module: nn.Module, seed: int) -> None:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
         else:
