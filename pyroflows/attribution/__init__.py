@@ -20,7 +20,12 @@ from pyroflows.attribution.models import (
     load_bundled_model,
     load_bundled_readout,
 )
-from pyroflows.attribution.per_sample import ClosedFormKLELBO, PerSampleBottleneck, SharedNoiseNormal
+from pyroflows.attribution.per_sample import (
+    ClosedFormKLELBO,
+    MaskedFeatureNormal,
+    PerSampleBottleneck,
+    SharedNoiseNormal,
+)
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
 
@@ -43,4 +48,5 @@ __all__ = [
     "lambda_from_alpha",
     "ClosedFormKLELBO",
     "SharedNoiseNormal",
+    "MaskedFeatureNormal",
 ]
