@@ -319,9 +319,12 @@ class LayerSplit:
 
     def _tail_for(self, head: HeadOutput) -> nn.Module:
         """The plain tail, or the optimised one for this head's inputs (built on first use, checked once)."""
-        if not self.optimize_tail or _has_hooks(self._tail):
+        if not self.optimize_tail:
             return self._tail
         if head.tail_module is None:
+            if _has_hooks(self._tail):  # checked once per head(): hooks should see the modules they were put on
+                head.tail_module = self._tail
+                return self._tail
             with torch.no_grad():
                 head.tail_module = optimize_tail(self._tail, head.features.ndim)
                 if not self._optimized_checked:

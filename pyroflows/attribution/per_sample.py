@@ -110,6 +110,32 @@ def _kl_shared_noise_normal(p: SharedNoiseNormal, q: dist.Normal) -> torch.Tenso
     return (0.5 * (var_ratio + t1 - 1 - var_ratio.log())).expand(shape)
 
 
+class _SharedNoiseSample(torch.autograd.Function):
+    """``z[p, i] = loc[i] + eps[p, 0] * scale[i]`` for noise copies ``p`` and images ``i``.
+
+    The same values as ``torch.addcmul(loc, eps, scale)``; the backward sums the gradient over the copies one copy
+    at a time, instead of autograd's copy-sized product ``grad * eps`` followed by two reductions over the copies
+    (memory-bound work on tensors ``batch_size`` times the feature maps' size).
+    """
+
+    @staticmethod
+    def forward(ctx: Any, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(eps)
+        return torch.addcmul(loc, eps, scale)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        (eps,) = ctx.saved_tensors
+        grad_loc = grad[0].clone() if ctx.needs_input_grad[0] else None
+        grad_scale = grad[0] * eps[0] if ctx.needs_input_grad[1] else None
+        for p in range(1, grad.shape[0]):
+            if grad_loc is not None:
+                grad_loc.add_(grad[p])
+            if grad_scale is not None:
+                grad_scale.addcmul_(grad[p], eps[p])
+        return grad_loc, grad_scale, None
+
+
 class MaskedFeatureNormal(TorchDistribution):
     r"""Independent Normals over a whole feature map (the event), counting only its active units.
 
@@ -191,6 +217,9 @@ class MaskedFeatureNormal(TorchDistribution):
             if eps.ndim >= 4 and self.loc.stride(-3) == 1 and self.loc.shape[-3] > 1:
                 # loc is channels_last: lay the same numbers out in its order, so the sample is channels_last too.
                 eps = eps.movedim(-3, -1).contiguous().movedim(-1, -3)
+            loc, scale = self._params
+            if axis == 1 and loc.shape == scale.shape == self.loc.shape[1:]:  # copies x images x feature map
+                return _SharedNoiseSample.apply(loc, scale, eps)
         else:
             eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
         return torch.addcmul(self.loc, eps, self.scale)

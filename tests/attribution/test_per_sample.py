@@ -383,3 +383,19 @@ def test_masked_feature_normal_equals_pyros_masked_composition():
     value = ours[0].rsample()
     torch.testing.assert_close(ours[0].log_prob(value), pyros[0].log_prob(value))
     assert ours[0].batch_shape == (7, 3) and ours[0].event_shape == (4, 5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shared_noise_sample_matches_addcmul_values_and_gradients(channels_last):
+    from pyroflows.attribution.per_sample import _SharedNoiseSample
+
+    torch.manual_seed(4)
+    loc, scale = torch.randn(3, 4, 5, 6, dtype=torch.float64), torch.rand(3, 4, 5, 6, dtype=torch.float64) + 0.1
+    if channels_last:
+        loc, scale = (t.contiguous(memory_format=torch.channels_last) for t in (loc, scale))
+    loc.requires_grad_(), scale.requires_grad_()
+    eps, weights = torch.randn(7, 1, 4, 5, 6, dtype=torch.float64), torch.randn(7, 3, 4, 5, 6, dtype=torch.float64)
+    ours, expected = _SharedNoiseSample.apply(loc, scale, eps), torch.addcmul(loc, eps, scale)
+    torch.testing.assert_close(ours, expected)
+    grads = torch.autograd.grad((ours * weights).sum(), (loc, scale))
+    torch.testing.assert_close(grads, torch.autograd.grad((expected * weights).sum(), (loc, scale)))
