@@ -592,7 +592,7 @@ class PerSampleBottleneck(BottleneckBase):
             ``[N, C, *spatial]`` non-negative capacity (zero for inactive units).
         """
         features, one_minus_lambda = self._optimise(inputs, target)
-        return self._capacity(features, one_minus_lambda)
+        return self._capacity(features, one_minus_lambda).contiguous()  # the optimised path works in channels_last
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, *, upsample: bool = True) -> torch.Tensor:
         """Attribution maps in bits per input pixel (Captum's ``attribute`` contract).
