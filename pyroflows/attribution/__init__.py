@@ -7,11 +7,13 @@
   its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
 * Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
   :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
-  (reaching a layer without modifying the model), :class:`ClosedFormKLELBO`.
+  (reaching a layer without modifying the model), :func:`optimize_tail` (the tail rebuilt for many forward and
+  backward passes), :class:`ClosedFormKLELBO`, :class:`MaskedFeatureNormal` (the bottleneck's :math:`Z`, whose KL
+  is computed once per image, not once per noise copy).
 """
 
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
-from pyroflows.attribution.hooks import LayerSplit, frozen, resolve_layer
+from pyroflows.attribution.hooks import LayerSplit, frozen, optimize_tail, resolve_layer
 from pyroflows.attribution.models import (
     BUNDLED_LAYER,
     BUNDLED_READOUT_LAYERS,
@@ -49,4 +51,5 @@ __all__ = [
     "ClosedFormKLELBO",
     "SharedNoiseNormal",
     "MaskedFeatureNormal",
+    "optimize_tail",
 ]
