@@ -7,11 +7,13 @@
   its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
 * Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
   :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
-  (reaching a layer without modifying the model), :class:`ClosedFormKLELBO`.
+  (reaching a layer without modifying the model), :func:`optimize_tail` (the tail rebuilt for many forward and
+  backward passes), :class:`ClosedFormKLELBO`, :class:`MaskedFeatureNormal` (the bottleneck's :math:`Z`, whose KL
+  is computed once per image, not once per noise copy).
 """
 
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
-from pyroflows.attribution.hooks import LayerSplit, frozen, resolve_layer
+from pyroflows.attribution.hooks import LayerSplit, frozen, optimize_tail, resolve_layer
 from pyroflows.attribution.models import (
     BUNDLED_LAYER,
     BUNDLED_READOUT_LAYERS,
@@ -20,7 +22,12 @@ from pyroflows.attribution.models import (
     load_bundled_model,
     load_bundled_readout,
 )
-from pyroflows.attribution.per_sample import ClosedFormKLELBO, PerSampleBottleneck, SharedNoiseNormal
+from pyroflows.attribution.per_sample import (
+    ClosedFormKLELBO,
+    MaskedFeatureNormal,
+    PerSampleBottleneck,
+    SharedNoiseNormal,
+)
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
 
@@ -43,4 +50,6 @@ __all__ = [
     "lambda_from_alpha",
     "ClosedFormKLELBO",
     "SharedNoiseNormal",
+    "MaskedFeatureNormal",
+    "optimize_tail",
 ]

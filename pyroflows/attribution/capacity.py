@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -60,12 +61,14 @@ def per_element_capacity(
     return kl.clamp_min(0.0)  # rounding can leave -1e-8 where the KL is zero
 
 
+@functools.lru_cache(maxsize=32)  # built once per (sigma, dtype, device), not at every optimisation step; read-only
 def _gaussian_kernel_1d(sigma: float, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     # The official implementation's kernel size: 2 * round(2 sigma) + 1 taps (5 for sigma = 1).
     half = int(round(2 * sigma))
-    x = torch.arange(-half, half + 1, dtype=dtype, device=device)
-    kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-    return kernel / kernel.sum()
+    with torch.inference_mode(False), torch.no_grad():  # a cached tensor must be usable under autograd later
+        x = torch.arange(-half, half + 1, dtype=dtype, device=device)
+        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
+        return kernel / kernel.sum()
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

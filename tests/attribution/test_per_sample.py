@@ -261,3 +261,141 @@ def test_closed_form_kl_elbo_equals_trace_mean_field_elbo():
         if elbo is ClosedFormKLELBO:
             ours = value
     assert ours == pytest.approx(value, rel=1e-6)
+
+
+class _BatchNormNet(nn.Module):
+    """Conv + BatchNorm blocks, ReLUs before max-pools and a residual branch: what the optimised tail rewrites."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.conv1, self.bn1 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.conv2, self.bn2 = nn.Conv2d(8, 8, 3, padding=1), nn.BatchNorm2d(8)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(8 * 4 * 4, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.pool(torch.relu(self.bn1(self.conv1(x))))
+        y = self.bn2(self.conv2(y)) + self.pool(x)
+        return self.fc(torch.flatten(self.pool(torch.relu(y)), 1))
+
+
+def _batch_norm_net():
+    torch.manual_seed(0)
+    model = _BatchNormNet()
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):  # non-trivial running statistics and affine parameters
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+def _snapshot(model):
+    return (
+        {k: v.clone() for k, v in model.state_dict().items()},
+        [(p.requires_grad, p.is_contiguous(), p.stride()) for p in model.parameters()],
+        [m.training for m in model.modules()],
+        [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks)) for m in model.modules()],
+    )
+
+
+def _same(a, b):
+    return a[0].keys() == b[0].keys() and all(torch.equal(a[0][k], b[0][k]) for k in a[0]) and a[1:] == b[1:]
+
+
+def test_optimised_tail_gives_the_same_maps_and_leaves_the_model_untouched():
+    model = _batch_norm_net().train()
+    model.stem.eval()  # a deliberately mixed state must come back as it was
+    before = _snapshot(model)
+    data, inputs, target = torch.randn(64, 1, 16, 16), torch.randn(3, 1, 16, 16), torch.tensor([0, 2, 1])
+    maps = {}
+    for optimize in (True, False):
+        bottleneck = PerSampleBottleneck(model, "stem.1", steps=5, optimize_tail=optimize).estimate(data)
+        pyro.set_rng_seed(7)
+        maps[optimize] = bottleneck.attribute(inputs, target)
+        assert bottleneck.split.optimize_tail is optimize  # the check against the plain tail passed
+        assert _same(_snapshot(model), before)
+    assert maps[True].abs().sum() > 0
+    torch.testing.assert_close(maps[True], maps[False], rtol=1e-4, atol=1e-4 * float(maps[False].max()))
+
+
+def test_optimize_tail_folds_batch_norm_moves_relus_and_keeps_values_and_gradients():
+    from torch import fx
+
+    from pyroflows.attribution.hooks import optimize_tail
+
+    model = _batch_norm_net().eval()
+    before = _snapshot(model)
+    traced = fx.symbolic_trace(model)
+    fast = optimize_tail(traced, 4)
+    kinds = [type(fast.get_submodule(n.target)) for n in fast.graph.nodes if n.op == "call_module"]
+    assert nn.BatchNorm2d not in kinds and kinds.count(nn.Conv2d) == 3
+    # relu before the first pool now comes after it; the stem's ReLU feeds two users and stays put.
+    order = [n.target for n in fast.graph.nodes if n.op in ("call_module", "call_function")]
+    assert order.index("pool") < order.index(torch.relu)
+    x = torch.randn(5, 1, 16, 16, dtype=torch.float32)
+    x1, x2 = x.clone().requires_grad_(), x.clone().requires_grad_()
+    out_fast, out_plain = fast(x1), model(x2)
+    torch.testing.assert_close(out_fast, out_plain, rtol=1e-5, atol=1e-5)
+    out_fast.logsumexp(-1).sum().backward()
+    out_plain.logsumexp(-1).sum().backward()
+    torch.testing.assert_close(x1.grad, x2.grad, rtol=1e-4, atol=1e-6)
+    assert _same(_snapshot(model), before)
+    # The modules that are not folded are shared, not copied.
+    assert fast.get_submodule("fc") is model.fc and fast.get_submodule("pool") is model.pool
+
+
+def test_optimised_tail_is_skipped_while_the_tail_has_hooks():
+    model = _batch_norm_net().eval()
+    seen = []
+    handle = model.conv2.register_forward_hook(lambda _m, _i, out: seen.append(out.shape[0]))
+    try:
+        bottleneck = PerSampleBottleneck(model, "stem.1", steps=2, batch_size=3).estimate(torch.randn(16, 1, 16, 16))
+        bottleneck.attribute(torch.randn(2, 1, 16, 16), 0)
+    finally:
+        handle.remove()
+    assert 6 in seen  # the user's hook saw the tail run on 3 copies of 2 images, as without the optimisation
+
+
+def test_masked_feature_normal_equals_pyros_masked_composition():
+    from torch.distributions import kl_divergence
+
+    from pyroflows.attribution.per_sample import MaskedFeatureNormal
+
+    torch.manual_seed(2)
+    loc = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
+    scale = (torch.rand(3, 4, 5, dtype=torch.float64) + 0.1).requires_grad_()
+    mu, sigma = torch.randn(4, 5, dtype=torch.float64), torch.rand(4, 5, dtype=torch.float64) + 0.5
+    active = torch.rand(4, 5) > 0.3
+    ours = MaskedFeatureNormal(loc, scale, active, 2).expand([7, 3]), MaskedFeatureNormal(mu, sigma, active, 2)
+    pyros = dist.Normal(loc, scale).mask(active).to_event(2).expand([7, 3]), dist.Normal(mu, sigma).mask(active)
+    pyros = pyros[0], pyros[1].to_event(2).expand([7, 3])
+    ours = ours[0], ours[1].expand([7, 3])
+    kl, expected = kl_divergence(*ours), kl_divergence(*pyros)
+    assert kl.shape == (7, 3)
+    torch.testing.assert_close(kl, expected)
+    grads = torch.autograd.grad(kl.sum(), (loc, scale))
+    torch.testing.assert_close(grads, torch.autograd.grad(expected.sum(), (loc, scale)))
+    value = ours[0].rsample()
+    torch.testing.assert_close(ours[0].log_prob(value), pyros[0].log_prob(value))
+    assert ours[0].batch_shape == (7, 3) and ours[0].event_shape == (4, 5)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_shared_noise_sample_matches_addcmul_values_and_gradients(channels_last):
+    from pyroflows.attribution.per_sample import _SharedNoiseSample
+
+    torch.manual_seed(4)
+    loc, scale = torch.randn(3, 4, 5, 6, dtype=torch.float64), torch.rand(3, 4, 5, 6, dtype=torch.float64) + 0.1
+    if channels_last:
+        loc, scale = (t.contiguous(memory_format=torch.channels_last) for t in (loc, scale))
+    loc.requires_grad_(), scale.requires_grad_()
+    eps, weights = torch.randn(7, 1, 4, 5, 6, dtype=torch.float64), torch.randn(7, 3, 4, 5, 6, dtype=torch.float64)
+    ours, expected = _SharedNoiseSample.apply(loc, scale, eps), torch.addcmul(loc, eps, scale)
+    torch.testing.assert_close(ours, expected)
+    grads = torch.autograd.grad((ours * weights).sum(), (loc, scale))
+    torch.testing.assert_close(grads, torch.autograd.grad((expected * weights).sum(), (loc, scale)))
