@@ -89,8 +89,9 @@ class DDPM(PyroModule):
     (Salimans & Ho, 2022) and :math:`\hat x_0 = \sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta`:
     an error of the network reaches :math:`\hat x_0` undivided by :math:`\sqrt{\bar\alpha_t}`. With the plain
     :math:`\epsilon_\theta = f_\theta` (``"eps"``, Ho et al. and the post) an error at :math:`t = T` reaches
-    :math:`\hat x_0` multiplied by :math:`1/\sqrt{\bar\alpha_T} \approx 32`, which at T = 10 shows up as the
-    wrong balance between the two moons. Training still minimises Ho et al.'s
+    :math:`\hat x_0` multiplied by :math:`1/\sqrt{\bar\alpha_T} \approx 32` (at T = 10 with the default
+    schedule). On two moons at T = 10 the benchmark measured the two level within its error (see
+    ``benchmarks/RESULTS.md``); ``"v"`` is the default for its conditioning. Training still minimises Ho et al.'s
     :math:`\|\epsilon - \epsilon_\theta\|^2` (or the exact bound) either way.
 
     Args:
