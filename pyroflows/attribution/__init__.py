@@ -26,7 +26,6 @@ from pyroflows.attribution.per_sample import (
     ClosedFormKLELBO,
     MaskedFeatureNormal,
     PerSampleBottleneck,
-    SharedNoiseNormal,
 )
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
@@ -49,7 +48,6 @@ __all__ = [
     "gaussian_blur",
     "lambda_from_alpha",
     "ClosedFormKLELBO",
-    "SharedNoiseNormal",
     "MaskedFeatureNormal",
     "optimize_tail",
 ]

@@ -49,65 +49,7 @@ from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import DataError
 
-__all__ = ["PerSampleBottleneck", "BottleneckBase", "SharedNoiseNormal", "MaskedFeatureNormal", "ClosedFormKLELBO"]
-
-
-class SharedNoiseNormal(dist.Normal):
-    r"""A Normal whose reparameterised samples use the same standard-normal draw for every image of a batch.
-
-    :math:`Z = \mathrm{loc} + \varepsilon \cdot \mathrm{scale}` with :math:`\varepsilon` drawn once per noise copy
-    and broadcast along the images dimension (the one left of the ``feature_rank`` rightmost dimensions). Each
-    image still sees independent noise across copies and steps; sharing it across images makes the random numbers
-    an image receives independent of which other images share its batch, so a batch of images gives the same maps
-    as one image at a time. Densities and KL divergences are those of :class:`pyro.distributions.Normal`.
-
-    Example:
-        >>> d = SharedNoiseNormal(torch.zeros(3, 2), torch.ones(3, 2), feature_rank=1)
-        >>> z = d.rsample()
-        >>> bool((z[0] == z[1]).all())
-        True
-    """
-
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, feature_rank: int, validate_args: Any = None) -> None:
-        self.feature_rank = feature_rank
-        super().__init__(loc, scale, validate_args=validate_args)
-
-    def expand(self, batch_shape: Any, _instance: Any = None) -> SharedNoiseNormal:
-        new = self._get_checked_instance(SharedNoiseNormal, _instance)
-        new.feature_rank = self.feature_rank
-        return super().expand(batch_shape, _instance=new)
-
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 (torch's signature)
-        shape = list(self._extended_shape(sample_shape))
-        axis = len(shape) - self.feature_rank - 1
-        if axis >= 0:
-            shape[axis] = 1
-        eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return self.loc + eps * self.scale
-
-
-def _compact(*tensors: torch.Tensor) -> tuple[list[torch.Tensor], torch.Size]:
-    """Drop the dimensions along which every tensor is a broadcast (stride-0) view; returns them and the full shape."""
-    shape = torch.broadcast_shapes(*(t.shape for t in tensors))
-    tensors = [t.expand(shape) for t in tensors]
-    index = tuple(
-        slice(0, 1) if size > 1 and all(t.stride(d) == 0 for t in tensors) else slice(None)
-        for d, size in enumerate(shape)
-    )
-    return [t[index] for t in tensors], shape
-
-
-@register_kl(SharedNoiseNormal, dist.Normal)
-def _kl_shared_noise_normal(p: SharedNoiseNormal, q: dist.Normal) -> torch.Tensor:
-    """Normal-Normal KL computed once per distinct parameter, then broadcast.
-
-    Under vectorised particles both distributions are expanded over the noise copies, where their parameters (and
-    so the KL) are the same; torch's generic rule would compute it once per copy.
-    """
-    (p_loc, p_scale, q_loc, q_scale), shape = _compact(p.loc, p.scale, q.loc, q.scale)
-    var_ratio = (p_scale / q_scale).square()
-    t1 = ((p_loc - q_loc) / q_scale).square()
-    return (0.5 * (var_ratio + t1 - 1 - var_ratio.log())).expand(shape)
+__all__ = ["PerSampleBottleneck", "BottleneckBase", "MaskedFeatureNormal", "ClosedFormKLELBO"]
 
 
 class _SharedNoiseSample(torch.autograd.Function):
@@ -152,7 +94,9 @@ class MaskedFeatureNormal(TorchDistribution):
         active: Boolean mask of the units that count, broadcastable to the feature map.
         event_dim: Number of rightmost dimensions forming the feature map.
         shared_noise: Draw the standard-normal noise once per noise copy and broadcast it over the images
-            dimension (the one left of the feature map), as :class:`SharedNoiseNormal` does.
+            dimension (the one left of the feature map). Each image still sees independent noise across copies and
+            steps; sharing it across images makes the random numbers an image receives independent of which other
+            images share its batch, so a batch of images gives the same maps as one image at a time.
 
     Example:
         >>> from torch.distributions import kl_divergence

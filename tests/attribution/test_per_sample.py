@@ -230,14 +230,24 @@ def test_elbo_is_the_paper_loss():
 
 
 def test_compact_kl_for_expanded_distributions_equals_torch():
-    from pyroflows.attribution.per_sample import SharedNoiseNormal
+    from pyroflows.attribution.per_sample import MaskedFeatureNormal
 
     loc, scale = torch.randn(3, 4, 5), torch.rand(3, 4, 5) + 0.1
     mu, sigma = torch.randn(4, 5), torch.rand(4, 5) + 0.5
-    p = SharedNoiseNormal(loc, scale, feature_rank=2).expand([7, 3, 4, 5])
-    q = dist.Normal(mu, sigma).expand([7, 3, 4, 5])
-    expected = torch.distributions.kl_divergence(dist.Normal(loc, scale).expand([7, 3, 4, 5]), q)
-    assert torch.allclose(torch.distributions.kl_divergence(p, q), expected, atol=1e-6)
+    everywhere = torch.ones(4, 5, dtype=torch.bool)
+    p = MaskedFeatureNormal(loc, scale, everywhere, 2, shared_noise=True).expand([7, 3])
+    q = MaskedFeatureNormal(mu, sigma, everywhere, 2).expand([7, 3])
+    expected = torch.distributions.kl_divergence(dist.Normal(loc, scale).expand([7, 3, 4, 5]), dist.Normal(mu, sigma))
+    assert torch.allclose(torch.distributions.kl_divergence(p, q), expected.sum((-2, -1)), atol=1e-5)
+
+
+def test_shared_noise_is_the_same_for_every_image_of_a_copy():
+    from pyroflows.attribution.per_sample import MaskedFeatureNormal
+
+    d = MaskedFeatureNormal(torch.zeros(3, 2), torch.ones(3, 2), torch.ones(2, dtype=torch.bool), 1, shared_noise=True)
+    z = d.expand([5, 3]).rsample()
+    assert bool((z[:, 0] == z[:, 1]).all()) and bool((z[:, 1] == z[:, 2]).all())
+    assert not bool((z[0] == z[1]).all())  # independent across copies
 
 
 def test_closed_form_kl_elbo_equals_trace_mean_field_elbo():
