@@ -12,6 +12,7 @@ training images; the shipped readout; ``Saliency`` is the absolute gradient; ran
 from __future__ import annotations
 
 import argparse
+import datetime
 import sys
 import time
 from pathlib import Path
@@ -72,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write and not args.quick:
         section = (
             "## Attribution: bounding box\n\n"
-            f"Command: `python benchmarks/attribution_bbox.py --n {n}` (date 2026-11-24, {total:.0f} s). Bundled CNN "
+            f"Command: `python benchmarks/attribution_bbox.py --n {n}` (date {datetime.date.today()}, {total:.0f} s). "
+            "Bundled CNN "
             f"(held-out accuracy 95.2%), {n} held-out cluttered digits, target = true label; the per-sample "
             f"bottleneck at `{BUNDLED_LAYER}` with the paper's settings, statistics from {n_estimate} training "
             "images (the seconds include the estimate).\n\n" + table + "\n"

@@ -10,6 +10,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
 import re
 import sys
 import tempfile
@@ -53,7 +54,8 @@ def main() -> None:
     body = (
         f"{SECTION}\n\n"
         f"Command: `{command}` (equivalently `pyroflows evaluate --n-images {n_images} --out DIR`), "
-        f"2026-11-24, {seconds:.0f} s wall time on the shared 2-core machine for {len(methods)} methods on {n} "
+        f"{datetime.date.today()}, {seconds:.0f} s wall time on the shared 2-core machine for {len(methods)} methods "
+        f"on {n} "
         "held-out cluttered digits (correctly classified; target = label), 20 Sensitivity-N masks for each "
         "of 6 n per tile size, sanity "
         "check on 8 of them. Higher is better for degradation, bbox and sensitivity_n; lower for sanity_ssim "

@@ -14,6 +14,7 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import datetime
 import math
 import re
 import time
@@ -132,7 +133,8 @@ def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: in
     lines = [
         SECTION,
         "",
-        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}` (date 2026-11-24). Each target: "
+        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}` (date {datetime.date.today()}). "
+        "Each target: "
         f"{n_train:,} training points (10% held out for early stopping), {n_test:,} fresh test points. "
         "KL = held-out NLL minus the true density's NLL on the same test points (a paired Monte Carlo estimate of "
         "KL(target || model) in nats; 0 is perfect; the exact entropies are in `pyroflows.datasets.bounded`). "
