@@ -181,7 +181,7 @@ def test_two_flows_do_not_share_parameters():
         pyro.sample("a", a(), obs=y)
         pyro.sample("b", b(), obs=y)
 
-    model()
+    pyro.poutine.trace(model).get_trace()
     names = list(pyro.get_param_store().keys())
     assert len(names) == len(set(names)) == len(list(a.parameters())) + len(list(b.parameters()))
 
