@@ -220,8 +220,10 @@ def main() -> None:
     epochs = -(-DEFAULT_OPTIMIZER_STEPS // -(-n // DEFAULT_BATCH_SIZE))  # what train() does by default
     grid_n, grid_epochs, grid_steps = args.grid_points, args.grid_epochs, (10, 100, 1000)
     if args.quick:
+        global N_EVAL, PAIRS, FLOOR_PAIRS  # the estimator's sizes too: most of a quick run was spent scoring
         datasets, n, epochs, args.seeds = ["moons", "checkerboard"], 500, 100, "0"
         grid_n, grid_epochs, grid_steps = 500, 50, (10, 100)
+        N_EVAL, PAIRS, FLOOR_PAIRS = 500, 3, 6
     lines: list[str] = []
     seed = 0
     if args.part in ("all", "defaults"):
