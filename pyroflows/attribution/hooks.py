@@ -291,10 +291,7 @@ class LayerSplit:
         """Compare the split network with the whole model once; fall back to re-running it if they differ."""
         self._checked = True
         try:
-            split = self._tail(head.features, *head.carried)
-            whole = self.model(head.inputs)
-            ok = isinstance(whole, torch.Tensor) and split.shape == whole.shape
-            ok = ok and torch.allclose(split, whole, rtol=1e-4, atol=1e-5 * (1 + float(whole.abs().max())))
+            ok = _same_output(self._tail(head.features, *head.carried), self.model(head.inputs))
         except Exception as exc:
             self._warn_fallback(f"the split graph failed on real inputs ({type(exc).__name__}: {str(exc)[:120]})")
             return
@@ -319,34 +316,40 @@ class LayerSplit:
 
     def _tail_for(self, head: HeadOutput) -> nn.Module:
         """The plain tail, or the optimised one for this head's inputs (built on first use, checked once)."""
-        if not self.optimize_tail:
-            return self._tail
-        if head.tail_module is None:
+        if self.optimize_tail and head.tail_module is None:
             if _has_hooks(self._tail):  # checked once per head(): hooks should see the modules they were put on
                 head.tail_module = self._tail
-                return self._tail
-            with torch.no_grad():
-                head.tail_module = optimize_tail(self._tail, head.features.ndim)
+            else:
+                with torch.no_grad():
+                    head.tail_module = optimize_tail(self._tail, head.features.ndim)
                 if not self._optimized_checked:
-                    self._optimized_checked = True
-                    try:
-                        plain = self._tail(head.features, *head.carried)
-                        fast = head.tail_module(head.features, *head.carried)
-                        tol = 1e-5 * (1 + float(plain.abs().max()))
-                        ok = fast.shape == plain.shape and torch.allclose(fast, plain, rtol=1e-4, atol=tol)
-                        why = "its output differs from the plain tail's"
-                    except Exception as exc:
-                        ok, why = False, f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
-                    if not ok:
-                        warnings.warn(
-                            f"the optimised tail after {self.layer_name!r} is not used: {why}",
-                            UserWarning,
-                            stacklevel=4,
-                        )
-                        self.optimize_tail = False
-                        head.tail_module = None
-                        return self._tail
-        return head.tail_module
+                    self._check_optimized(head)
+        return head.tail_module if self.optimize_tail else self._tail
+
+    def _check_optimized(self, head: HeadOutput) -> None:
+        """Compare the optimised tail with the plain one once; stop optimising if they differ."""
+        self._optimized_checked = True
+        try:
+            with torch.no_grad():
+                plain = self._tail(head.features, *head.carried)
+                ok = _same_output(head.tail_module(head.features, *head.carried), plain)
+            why = "its output differs from the plain tail's"
+        except Exception as exc:
+            ok, why = False, f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
+        if not ok:
+            warnings.warn(f"the optimised tail after {self.layer_name!r} is not used: {why}", UserWarning, stacklevel=5)
+            self.optimize_tail = False
+            head.tail_module = None
+
+
+def _same_output(candidate: torch.Tensor, reference: Any) -> bool:
+    """Whether ``candidate`` equals the tensor ``reference`` up to float rounding (the splits' one-time checks)."""
+    atol = 1e-5 * (1 + float(reference.abs().max())) if isinstance(reference, torch.Tensor) else 0.0
+    return (
+        isinstance(reference, torch.Tensor)
+        and candidate.shape == reference.shape
+        and torch.allclose(candidate, reference, rtol=1e-4, atol=atol)
+    )
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
@@ -409,15 +412,13 @@ def optimize_tail(tail: fx.GraphModule, feature_ndim: int) -> fx.GraphModule:
     graph = _copy_graph(tail.graph)
     modules = dict(tail.named_modules())
     root: dict[str, Any] = {}
+    calls: dict[str, int] = {}  # how often each module is called: a shared convolution is not folded
     for node in graph.nodes:
         if node.op == "call_module":
             root[node.target] = modules[node.target]
+            calls[node.target] = calls.get(node.target, 0) + 1
         elif node.op == "get_attr":
             root[node.target] = operator.attrgetter(node.target)(tail)
-    calls: dict[str, int] = {}
-    for node in graph.nodes:
-        if node.op == "call_module":
-            calls[node.target] = calls.get(node.target, 0) + 1
 
     for node in list(graph.nodes):
         if node.op != "call_module" or type(modules[node.target]) not in _CONV_BN or not node.args:

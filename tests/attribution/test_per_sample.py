@@ -333,6 +333,32 @@ def test_optimised_tail_gives_the_same_maps_and_leaves_the_model_untouched():
     torch.testing.assert_close(maps[True], maps[False], rtol=1e-4, atol=1e-4 * float(maps[False].max()))
 
 
+def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch):
+    import pyroflows.attribution.hooks as hooks
+
+    model = _batch_norm_net()
+    data, inputs, target = torch.randn(64, 1, 16, 16), torch.randn(2, 1, 16, 16), torch.tensor([0, 2])
+    plain = PerSampleBottleneck(model, "stem.1", steps=3, optimize_tail=False).estimate(data)
+    pyro.set_rng_seed(7)
+    expected = plain.attribute(inputs, target)
+
+    class Doubled(nn.Module):  # a broken rewrite: every logit doubled (a shift would leave the loss as it is)
+        def __init__(self, tail):
+            super().__init__()
+            self.tail = tail
+
+        def forward(self, *args):
+            return 2.0 * self.tail(*args)
+
+    monkeypatch.setattr(hooks, "optimize_tail", lambda tail, ndim: Doubled(tail))
+    bottleneck = PerSampleBottleneck(model, "stem.1", steps=3).estimate(data)
+    pyro.set_rng_seed(7)
+    with pytest.warns(UserWarning, match="optimised tail after 'stem.1' is not used: its output differs"):
+        maps = bottleneck.attribute(inputs, target)
+    assert bottleneck.split.optimize_tail is False
+    torch.testing.assert_close(maps, expected, rtol=0, atol=0)  # the plain tail ran every step
+
+
 def test_optimize_tail_folds_batch_norm_moves_relus_and_keeps_values_and_gradients():
     from torch import fx
 
