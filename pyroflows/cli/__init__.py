@@ -40,13 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyroflows {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"pyroflows.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pyroflows.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"pyroflows.cli.{name}").register(subparsers)
     return parser
 
 

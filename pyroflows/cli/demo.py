@@ -41,12 +41,7 @@ def run(args: argparse.Namespace) -> int:
     fast = args.fast or smoke_mode()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in _DEMO_MODULES:
-        try:
-            module = importlib.import_module(f"pyroflows.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pyroflows.cli.{name}":
-                raise
-            continue
+        module = importlib.import_module(f"pyroflows.cli.{name}")
         if not hasattr(module, "run_demo"):
             continue
         pyro.clear_param_store()
