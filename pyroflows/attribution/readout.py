@@ -316,6 +316,7 @@ class ReadoutBottleneck(BottleneckBase):
         device = _model_device(self.model)
         if device is not None:
             inputs = inputs.to(device)
+        self.split.refresh()  # forward may read Python-level state that changed since the last call
         with frozen(self.model), torch.no_grad():
             features = self.split.head(inputs).features
             self._statistics_like(features)
