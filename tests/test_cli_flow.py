@@ -88,7 +88,7 @@ def test_fit_rejects_data_outside_the_bounds_naming_rows(tmp_path, capsys):
         ("ok", ["--low", "a", "--high", "3"], "--low: expected a number"),
         ("missing", [], "no such file"),
         ("corrupt", [], "not a readable .npy file"),
-        ("ok", ["--epochs", "0"], "--epochs must be a positive integer"),
+        ("ok", ["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
         ("ok", ["--transform", "autoregressive"], "needs data with 2 or more columns"),
     ],
 )
@@ -121,7 +121,7 @@ def test_score_and_sample_bad_files(model, tmp_path, capsys):
         ["flow", "sample", str(tmp_path / "no.pt"), "-n", "3", "--out", "s.npy"], capsys
     )
     err = _error(["flow", "sample", str(model), "-n", "0", "--out", str(tmp_path / "s.npy")], capsys)
-    assert "-n must be a positive integer" in err
+    assert "argument -n: expected an integer >= 1" in err
     np.save(tmp_path / "wide.npy", np.ones((5, 2)))
     assert "expected shape (N, 1)" in _error(["flow", "score", str(model), str(tmp_path / "wide.npy")], capsys)
 

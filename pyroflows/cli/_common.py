@@ -24,7 +24,8 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message: str) -> Any:  # noqa: D102 - argparse's hook
         message = " ".join(message.split())
-        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+        command = self.prog.split(" ", 1)[1] + ": " if " " in self.prog else ""
+        self.exit(2, f"pyroflows: error: {command}{message} (see '{self.prog} --help')\n")
 
 
 def int_arg(*, low: int | None = None, high: int | None = None) -> Callable[[str], int]:
