@@ -101,3 +101,21 @@ def test_demo_fast(tmp_path):
     lines = run_demo(tmp_path, fast=True)
     assert any("energy distance / noise floor" in line for line in lines)
     assert (tmp_path / "ddpm_moons.pt").exists() and (tmp_path / "ddpm_moons.png").exists()
+
+
+def test_nll_of_one_row_is_valid_json(trained, tmp_path, capsys):
+    root, model, data = trained
+    np.save(tmp_path / "one.npy", data[:1])
+    capsys.readouterr()
+    assert main(["diffusion", "nll", str(model), str(tmp_path / "one.npy"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)  # strict JSON: no NaN
+    assert payload["n"] == 1 and payload["se"] is None and np.isfinite(payload["nll"])
+
+
+def test_a_diverged_training_is_a_failure_naming_the_step_and_nothing_is_saved(tmp_path, capsys):
+    out = tmp_path / "big" / "m.pt"
+    argv = ["diffusion", "train", "--dataset", "moons", "--n-points", "100", "--epochs", "5", "--out", str(out)]
+    err = _error([*argv, "--lr", "1e30", "--quiet"], capsys)
+    assert "the training diverged at optimizer step" in err and "loss nan" in err
+    assert not (tmp_path / "big").exists()
+    assert "argument --lr: expected a finite number > 0, got 0" in _error([*argv, "--lr", "0"], capsys)
