@@ -112,6 +112,8 @@ def evaluate_bundled(
     model = _load_model(model_spec, trust_model_file)
     if layer is None and model_spec != "bundled" and {"per-sample", "readout"} & set(methods):
         raise DataError("--layer NAME is needed to put the bottleneck into a model given by --model PATH")
+    if layer is not None and not layer.strip():
+        raise DataError("--layer: expected a dotted module name, got an empty string")
     given_layer = layer is not None
     layer = layer or BUNDLED_LAYER
     if given_layer or {"per-sample", "readout"} & set(methods):
