@@ -500,7 +500,8 @@ def test_attribute(assets, data):
 def test_evaluate(assets, data):
     def base(work):
         return ["evaluate", "--methods", "random", "--n-images", "2", "--n-masks", "3", "--sensitivity-steps", "1",
-                "--sanity-images", "1", "--estimation-images", "10", "--no-progress", "--out", str(work / "ev")]  # fmt: skip
+                "--sanity-images", "1", "--estimation-images", "10", "--no-progress",
+                "--out", str(work / "ev")]  # fmt: skip
 
     def methods(draw, work, argv):
         return _set(argv, "--methods", draw(st.sampled_from(["", ",", " , ", "nope", "random,nope", "Saliency"])))
