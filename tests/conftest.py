@@ -18,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
     slow = config.getoption("--runslow")
     settings.register_profile(
         "pyroflows-cli",
-        max_examples=150 if slow else 12,
+        max_examples=100 if slow else 12,
         deadline=None,
         derandomize=not slow,  # the default run is the same on every machine; --runslow explores new cases
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
