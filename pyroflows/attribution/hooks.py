@@ -188,6 +188,22 @@ class LayerSplit:
             except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
                 self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
 
+    def refresh(self) -> None:
+        """Trace the split again, so that Python-level state the model's ``forward`` reads (a flag, a mode, a
+        list of active branches) is taken as it is now rather than as it was at construction; the first head
+        after a refresh is compared with the whole model again. The bottlenecks call it at each ``attribute``."""
+        if self.mode != "graph":
+            return
+        try:
+            with frozen(self.model):
+                self._build_graph_split()
+        except _SplitError:
+            raise
+        except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
+            self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
+            return
+        self._checked = False
+
     def _warn_fallback(self, why: str) -> None:
         self.mode = "rerun"
         warnings.warn(

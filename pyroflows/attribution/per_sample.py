@@ -48,6 +48,7 @@ from pyroflows.attribution.capacity import NATS_PER_BIT, lambda_from_alpha, per_
 from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import DataError
+from pyroflows.validation import check_float, check_int
 
 __all__ = ["PerSampleBottleneck", "BottleneckBase", "MaskedFeatureNormal", "ClosedFormKLELBO"]
 
@@ -265,8 +266,7 @@ class BottleneckBase:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta}")
+        beta = check_float(beta, "beta", low=0)  # NaN or inf would give all-NaN maps
         if min_std <= 0:
             raise ValueError(f"min_std must be positive, got {min_std}")
         if sigma is not None and sigma < 0:
@@ -346,16 +346,28 @@ class BottleneckBase:
         device = _model_device(self.model)
         if device is not None:
             inputs = inputs.to(device)
+        self.split.refresh()  # forward may read Python-level state that changed since the last call
         head = self.split.head(inputs)
         n = inputs.shape[0]
+        with torch.no_grad():
+            logits = self.split.tail(head.features, head)
         if target is None:
-            with torch.no_grad():
-                target = self.split.tail(head.features, head).argmax(-1)
-        target = torch.as_tensor(target, device=inputs.device).long()
+            target = logits.argmax(-1)
+        target = torch.as_tensor(target, device=inputs.device)
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise DataError(f"target must hold class indices (integers), got dtype {target.dtype}")
+        target = target.long()
         if target.ndim == 0:
             target = target.expand(n)
         if target.shape != (n,):
             raise DataError(f"target must be an int or a tensor [{n}], got shape {list(target.shape)}")
+        classes = logits.shape[-1]
+        outside = ((target < 0) | (target >= classes)).nonzero().flatten()
+        if outside.numel():
+            raise DataError(
+                f"target must be a class index in [0, {classes}); got {target[outside[:5]].tolist()} for input(s) "
+                f"{outside[:5].tolist()}"
+            )
         return head, target
 
     def _capacity(self, features: torch.Tensor, one_minus_lambda: torch.Tensor) -> torch.Tensor:
@@ -483,8 +495,9 @@ class PerSampleBottleneck(BottleneckBase):
             graph_split=graph_split,
             optimize_tail=optimize_tail,
         )
-        if steps < 1 or batch_size < 1:
-            raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
+        steps = check_int(steps, "steps", low=1)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        lr = check_float(lr, "lr", low=0, low_open=True)
         self.steps = int(steps)
         self.lr = float(lr)
         self.batch_size = int(batch_size)

@@ -43,7 +43,7 @@ from pyroflows.attribution.hooks import frozen, resolve_layer
 from pyroflows.attribution.per_sample import BottleneckBase, ClosedFormKLELBO, _batches, _model_device
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.serialization import check_config, load_checkpoint, save_checkpoint
 
 __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
@@ -316,6 +316,7 @@ class ReadoutBottleneck(BottleneckBase):
         device = _model_device(self.model)
         if device is not None:
             inputs = inputs.to(device)
+        self.split.refresh()  # forward may read Python-level state that changed since the last call
         with frozen(self.model), torch.no_grad():
             features = self.split.head(inputs).features
             self._statistics_like(features)
@@ -363,23 +364,34 @@ class ReadoutBottleneck(BottleneckBase):
             CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
         """
         checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
-        config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
-        layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
+        check_config(path, checkpoint["config"])
+        try:
+            config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
+            layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {exc})") from exc
         try:
             readout = cls(model, layer, readout_layers, graph_split=graph_split, **config)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
-        device = _model_device(model)
-        readout._set_statistics(state["mean"], state["std"], state["active"], checkpoint["extra"].get("n_samples", 0))
-        n = len(readout_layers)
-        readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
-        readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
-        network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
-        in_channels = network_state["layers.0.weight"].shape[1]
-        readout.network = ReadoutNetwork(in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha)
-        readout.network.load_state_dict(network_state)
-        readout.network.eval()
-        if device is not None:
-            readout.network.to(device)
+        try:
+            device = _model_device(model)
+            n_samples = checkpoint["extra"].get("n_samples", 0)
+            readout._set_statistics(state["mean"], state["std"], state["active"], n_samples)
+            n = len(readout_layers)
+            readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
+            readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
+            network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+            in_channels = network_state["layers.0.weight"].shape[1]
+            readout.network = ReadoutNetwork(
+                in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha
+            )
+            readout.network.load_state_dict(network_state)
+            readout.network.eval()
+            if device is not None:
+                readout.network.to(device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            message = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {message})") from exc
         readout.history = list(checkpoint["extra"].get("history", []))
         return readout

@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
 
-from pyroflows.cli._common import add_parser, print_json, seed_everything
-from pyroflows.errors import DataError
+from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
+from pyroflows.errors import DataError, NumericalError
 
 __all__ = ["register", "run_demo"]
 
 _DEFAULT_POINTS = 10000
+#: Most samples one ``diffusion sample`` draws.
+MAX_SAMPLES = 100_000_000
+_STEPS = int_arg(low=1, high=100_000)
+_ROWS = int_arg(low=1, high=10**8)
+_LR = float_arg(low=0, low_open=True)
+#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
+DEMO_OUTPUTS = ("ddpm_moons.pt", "ddpm_moons.png")
 
 
 def register(subparsers: Any) -> None:
@@ -53,12 +61,12 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("data", nargs="?", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
     train.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in 2-D data set instead of DATA")
-    train.add_argument("--n-points", type=int, default=_DEFAULT_POINTS,
+    train.add_argument("--n-points", type=int_arg(low=2, high=10**8), default=_DEFAULT_POINTS,
                        help=f"points drawn for --dataset (default {_DEFAULT_POINTS})")  # fmt: skip
     train.add_argument("--out", type=Path, required=True, metavar="MODEL", help="output model file (.pt)")
-    train.add_argument("--steps", type=int, default=10, metavar="T", help="diffusion steps T (default 10)")
+    train.add_argument("--steps", type=_STEPS, default=10, metavar="T", help="diffusion steps T (default 10)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), default="polynomial", help="variance schedule")
-    train.add_argument("--epochs", type=int, default=None, metavar="E",
+    train.add_argument("--epochs", type=_ROWS, default=None, metavar="E",
                        help="training epochs (default: as many as give 5,000 optimizer steps)")  # fmt: skip
     train.add_argument("--loss", choices=LOSSES, default="eps-mse", help="eps-mse (default) or the exact bound")
     train.add_argument("--network", choices=sorted(NETWORKS), default="mlp",
@@ -66,9 +74,9 @@ def register(subparsers: Any) -> None:
     train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="v",
                        help="v (default: the network predicts v behind a skip connection) or eps (it predicts the "
                        "noise, as in Ho et al. and the post)")  # fmt: skip
-    train.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 1e-2)")
-    train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: min(N, 2048))")
-    train.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    train.add_argument("--lr", type=_LR, default=1e-2, help="AdamW learning rate (default 1e-2)")
+    train.add_argument("--batch-size", type=_ROWS, default=None, help="rows per step (default: min(N, 2048))")
+    train.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     train.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train)
@@ -81,12 +89,12 @@ def register(subparsers: Any) -> None:
         example="pyroflows diffusion sample ddpm.pt -n 1000 --out samples.npy --sampler ddim --sampling-steps 5",
     )
     sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
-    sample.add_argument("-n", type=int, required=True, metavar="N", help="number of samples")
+    sample.add_argument("-n", type=_ROWS, required=True, metavar="N", help="number of samples")
     sample.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
     sample.add_argument("--sampler", choices=SAMPLERS, default="ancestral", help="ancestral (default) or ddim")
-    sample.add_argument("--sampling-steps", type=int, default=None, metavar="K",
+    sample.add_argument("--sampling-steps", type=_STEPS, default=None, metavar="K",
                         help="DDIM sub-sequence length K <= T (default T)")  # fmt: skip
-    sample.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    sample.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=_sample)
 
@@ -102,8 +110,8 @@ def register(subparsers: Any) -> None:
     )
     nll.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
     nll.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
-    nll.add_argument("--particles", type=int, default=16, help="guide draws per row (default 16)")
-    nll.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    nll.add_argument("--particles", type=_STEPS, default=16, help="guide draws per row (default 16)")
+    nll.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     nll.add_argument("--json", action="store_true", help='print {"nll": ..., "se": ..., "n": ...}')
     nll.set_defaults(handler=_nll)
 
@@ -131,15 +139,9 @@ def _train(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.dataset is None):
         raise DataError("give either DATA (a .npy/.csv file) or --dataset NAME, not both and not neither")
-    if args.steps < 1:
-        raise DataError(f"--steps: the number of diffusion steps T must be at least 1, got {args.steps}")
-    if args.epochs is not None and args.epochs < 1:
-        raise DataError(f"--epochs: expected at least 1, got {args.epochs}")
     check_output_path(args.out, overwrite=args.force)
     seed_everything(args.seed)
     if args.dataset is not None:
-        if args.n_points < 2:
-            raise DataError(f"--n-points: expected at least 2, got {args.n_points}")
         data = make_dataset(args.dataset, args.n_points, seed=args.seed)
         source = f"--dataset {args.dataset}"
     else:
@@ -169,10 +171,9 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from pyroflows.diffusion import DDPM, sample
-    from pyroflows.io import check_output_path, save_array
+    from pyroflows.io import check_output_path, check_output_suffix, save_array
 
-    if args.n < 1:
-        raise DataError(f"-n: expected a positive number of samples, got {args.n}")
+    check_output_suffix(args.out)
     check_output_path(args.out, overwrite=args.force)
     ddpm = DDPM.load(args.model)
     seed_everything(args.seed)
@@ -180,6 +181,9 @@ def _sample(args: argparse.Namespace) -> int:
         samples = sample(ddpm, args.n, sampler=args.sampler, sampling_steps=args.sampling_steps)
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    if not bool(samples.isfinite().all()):
+        raise NumericalError(f"{args.model}: the model drew NaN or infinite samples (a diverged training?); "
+                             "nothing was written")  # fmt: skip
     save_array(args.out, samples.double().numpy(), overwrite=args.force)
     steps = ddpm.steps if args.sampler == "ancestral" else (args.sampling_steps or ddpm.steps)
     print(f"wrote {args.n} samples ({args.sampler}, {steps} network evaluations each) to {args.out}")
@@ -191,14 +195,16 @@ def _nll(args: argparse.Namespace) -> int:
 
     ddpm = DDPM.load(args.model)
     data = _load_data(args.data, ddpm.data_dim)
-    if args.particles < 1:
-        raise DataError(f"--particles: expected at least 1, got {args.particles}")
     seed_everything(args.seed)
     estimate = ddpm.nll(data, num_particles=args.particles)
+    if not math.isfinite(estimate.nll):
+        raise NumericalError(f"{args.model}: the negative ELBO of {args.data} is not finite ({estimate.nll})")
+    se = estimate.se if math.isfinite(estimate.se) else None  # one row has no standard error
     if args.json:
-        print_json({"nll": estimate.nll, "se": estimate.se, "n": estimate.n})
+        print_json({"nll": estimate.nll, "se": se, "n": estimate.n})
     else:
-        print(f"negative ELBO: {estimate.nll:.4f} +- {estimate.se:.4f} nats per sample (n = {estimate.n})")
+        spread = f"+- {se:.4f}" if se is not None else "(no standard error from one row)"
+        print(f"negative ELBO: {estimate.nll:.4f} {spread} nats per sample (n = {estimate.n})")
     return 0
 
 
@@ -220,8 +226,8 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
         plot_samples,
         train,
     )
+    from pyroflows.io import save_figure
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     n, epochs, n_eval, pairs, floor_pairs = (300, 40, 300, 3, 3) if fast else (_DEFAULT_POINTS, None, 4000, 10, 30)
     data = torch.as_tensor(make_dataset("moons", n, seed=0), dtype=torch.get_default_dtype())
     held_out = make_dataset("moons", n_eval, seed=10)
@@ -243,7 +249,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     plot_samples(held_out, ax=axes[0], title="held-out data")
     plot_samples(ancestral, ax=axes[1], title="ancestral, 10 steps")
     plot_samples(ddim, ax=axes[2], title="DDIM, 5 steps")
-    fig.savefig(out_dir / "ddpm_moons.png", dpi=80)
+    save_figure(fig, out_dir / "ddpm_moons.png", overwrite=True, dpi=80)
     plt.close(fig)
     return [
         f"DDPM (T = 10, polynomial schedule) trained on {n} two-moons points, {epochs} epochs in {seconds:.1f} s",

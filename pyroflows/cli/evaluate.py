@@ -7,11 +7,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pyroflows.cli._common import add_parser, print_json, seed_everything
+from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_everything
+from pyroflows.cli._model_file import TRUST_HELP, check_model_runs
 from pyroflows.errors import DataError
+from pyroflows.io import save_figure
 
 #: Files ``pyroflows evaluate`` writes into ``--out`` (the sensitivity plots follow ``--sensitivity-tiles``).
 _FIXED_OUTPUTS = ("table.md", "table.csv", "degradation_8.png", "degradation_14.png", "sanity_check.png", "maps.png")
+#: Everything ``evaluate`` writes (``pyroflows demo`` checks them before any work).
+DEMO_OUTPUTS = (*_FIXED_OUTPUTS, "sensitivity_n_1.png", "sensitivity_n_8.png")
+_COUNT = int_arg(low=1, high=100_000)
 
 
 def register(subparsers: Any) -> None:
@@ -33,23 +38,26 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--model",
         default="bundled",
-        help="'bundled' (default) or a model saved with torch.save(model, PATH) taking 1 x 56 x 56 digits "
-        "(loading runs code from the file: only use files you trust)",
+        help="'bundled' (default), or a model taking 1 x 56 x 56 digits: a torch.export program (.pt2), a "
+        "TorchScript file (gradient methods only: it takes no hooks), or with --trust-model-file a whole-model "
+        "pickle (loading a pickle runs code from the file: only use files you trust)",
     )
+    parser.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
     parser.add_argument("--layer", default=None, help="bottleneck layer (default: the bundled model's features.6)")
     parser.add_argument(
         "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names (default: all)"
     )
-    parser.add_argument("--n-images", type=int, default=24, help="held-out images to evaluate on (default 24)")
-    parser.add_argument("--n-masks", type=int, default=20, help="Sensitivity-N masks per n (default 20)")
+    parser.add_argument("--n-images", type=_COUNT, default=24, help="held-out images to evaluate on (default 24)")
+    parser.add_argument("--n-masks", type=int_arg(low=3, high=100_000), default=20,
+                        help="Sensitivity-N masks per n, at least 3 for a correlation (default 20)")  # fmt: skip
     parser.add_argument(
-        "--sensitivity-steps", type=int, default=6, help="log-spaced n per Sensitivity-N tile size (default 6)"
+        "--sensitivity-steps", type=_COUNT, default=6, help="log-spaced n per Sensitivity-N tile size (default 6)"
     )
-    parser.add_argument("--sanity-images", type=int, default=8, help="images for the sanity check (default 8)")
+    parser.add_argument("--sanity-images", type=_COUNT, default=8, help="images for the sanity check (default 8)")
     parser.add_argument(
-        "--estimation-images", type=int, default=1000, help="training images to estimate the bottleneck on"
+        "--estimation-images", type=_COUNT, default=1000, help="training images to estimate the bottleneck on"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -57,11 +65,11 @@ def register(subparsers: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _load_model(spec: str):
+def _load_model(spec: str, trust: bool = False):
     from pyroflows.attribution import load_bundled_model
-    from pyroflows.cli.attribute import _load_user_model
+    from pyroflows.cli._model_file import load_model_file
 
-    return load_bundled_model() if spec == "bundled" else _load_user_model(Path(spec))
+    return load_bundled_model() if spec == "bundled" else load_model_file(Path(spec), trust=trust)
 
 
 def evaluate_bundled(
@@ -78,6 +86,7 @@ def evaluate_bundled(
     seed: int = 0,
     force: bool = False,
     progress: bool = True,
+    trust_model_file: bool = False,
 ):
     """Run the protocol on held-out cluttered digits and write the table and plots; returns the table."""
     import matplotlib
@@ -87,24 +96,37 @@ def evaluate_bundled(
     import torch
 
     from pyroflows.attribution import BUNDLED_LAYER
+    from pyroflows.attribution.hooks import resolve_layer
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.evaluation import MethodContext, available_methods, evaluate_methods
-    from pyroflows.io import check_output_path
+    from pyroflows.io import atomic_outputs, check_output_dir
 
+    if not methods:
+        raise DataError("--methods: no method given; choose from " + ", ".join(available_methods()))
     unknown = [m for m in methods if m not in available_methods()]
     if unknown:
         raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
     if n_images < 1:
         raise DataError(f"--n-images must be at least 1, got {n_images}")
-    outputs = [*_FIXED_OUTPUTS, "sensitivity_n_1.png", "sensitivity_n_8.png"]
-    for name in outputs:
-        check_output_path(out / name, overwrite=force)
-    model = _load_model(model_spec)
+    check_output_dir(out, DEMO_OUTPUTS, overwrite=force)
+    model = _load_model(model_spec, trust_model_file)
     if layer is None and model_spec != "bundled" and {"per-sample", "readout"} & set(methods):
         raise DataError("--layer NAME is needed to put the bottleneck into a model given by --model PATH")
+    if layer is not None and not layer.strip():
+        raise DataError("--layer: expected a dotted module name, got an empty string")
+    given_layer = layer is not None
     layer = layer or BUNDLED_LAYER
+    if given_layer or {"per-sample", "readout"} & set(methods):
+        try:
+            resolve_layer(model, layer)
+        except ValueError as exc:
+            raise DataError(f"--layer: {exc}") from exc
+        if isinstance(model, torch.jit.ScriptModule):
+            raise DataError(f"{model_spec}: a TorchScript model takes no hooks, so layer methods cannot run on it; "
+                            "save a torch.export program (.pt2)")  # fmt: skip
     # Draw a few more test images than needed and keep the correctly classified ones.
     pool = make_cluttered_digits(max(2 * n_images, n_images + 20), split="test", seed=seed)
+    check_model_runs(model, pool.images, what=f"--model {model_spec}")
     with torch.no_grad():
         correct = (model(pool.images).argmax(1) == pool.labels).nonzero().flatten()[:n_images]
     if len(correct) == 0:
@@ -116,14 +138,15 @@ def evaluate_bundled(
         model, inputs, labels, methods, boxes=boxes, context=context, n_masks=n_masks,
         sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, seed=seed, progress=progress,
     )  # fmt: skip
-    (out / "table.md").write_text(table.to_markdown())
-    table.to_csv(out / "table.csv")
-    table.save_plots(out)
-    _plot_maps(table, inputs, out / "maps.png", plt)
+    with atomic_outputs(overwrite=force) as outputs:  # the table and every plot, or nothing
+        outputs.write(out / "table.md", lambda tmp: tmp.write_text(table.to_markdown(), encoding="utf-8"))
+        table.to_csv(out / "table.csv", outputs=outputs)
+        table.save_plots(out, outputs=outputs)
+        _plot_maps(table, inputs, out / "maps.png", plt, outputs)
     return table, len(correct)
 
 
-def _plot_maps(table, inputs, path: Path, plt) -> None:
+def _plot_maps(table, inputs, path: Path, plt, outputs) -> None:
     shown = [r for r in table.results.values() if r.maps is not None]
     columns = min(4, inputs.shape[0])
     figure, axes = plt.subplots(columns, len(shown) + 1, figsize=(1.6 * (len(shown) + 1), 1.7 * columns))
@@ -137,8 +160,10 @@ def _plot_maps(table, inputs, path: Path, plt) -> None:
     for ax in axes.flat:
         ax.set_axis_off()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        save_figure(figure, path, outputs=outputs, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -149,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
         args.out, model_spec=args.model, layer=args.layer, methods=methods, n_images=args.n_images,
         n_masks=args.n_masks, sensitivity_steps=args.sensitivity_steps,
         sanity_images=args.sanity_images, estimation_images=args.estimation_images,
-        seed=args.seed, force=args.force, progress=not args.no_progress,
+        seed=args.seed, force=args.force, progress=not args.no_progress, trust_model_file=args.trust_model_file,
     )  # fmt: skip
     seconds = time.perf_counter() - start
     if args.json:

@@ -47,8 +47,8 @@ from pyroflows.diffusion.forward import forward_marginal, forward_posterior
 from pyroflows.diffusion.networks import make_network
 from pyroflows.diffusion.scaler import MinMaxScaler
 from pyroflows.diffusion.schedules import Schedule, make_schedule
-from pyroflows.errors import CheckpointError, DataError
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.errors import DataError
+from pyroflows.serialization import restore_module, save_checkpoint
 
 __all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES", "PARAMETERIZATIONS"]
 
@@ -374,12 +374,7 @@ class DDPM(PyroModule):
         Raises:
             CheckpointError: missing, corrupt, or not a DDPM file.
         """
-        payload = load_checkpoint(path, kind="DDPM")
-        try:
-            model = cls.from_config(dict(payload["config"]))
-            model.load_state_dict(payload["state_dict"])
-        except (TypeError, ValueError, KeyError, RuntimeError) as exc:
-            raise CheckpointError(f"{path}: corrupt DDPM model file ({exc})") from exc
+        model, _ = restore_module(path, kind="DDPM", build=cls.from_config)
         return model
 
     def extra_repr(self) -> str:

@@ -8,6 +8,8 @@ weights, copied into the network at the end, makes few-step sampling much more s
 Example:
     >>> import torch
     >>> from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.errors import NumericalError
+from pyroflows.validation import check_float
     >>> ddpm = DDPM(data_dim=2, steps=5)
     >>> history = train(ddpm, torch.randn(64, 2), epochs=3, progress=False)
     >>> len(history)
@@ -16,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -25,6 +28,8 @@ from pyro.infer import SVI, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
 from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.errors import NumericalError
+from pyroflows.validation import check_float
 
 __all__ = ["train", "LOSSES", "DEFAULT_OPTIMIZER_STEPS", "DEFAULT_BATCH_SIZE"]
 
@@ -77,12 +82,16 @@ def train(
 
     Raises:
         ValueError: unknown loss, ``epochs < 1``, bad ``batch_size``.
-        DataError: bad data (see :meth:`DDPM.as_data`, :meth:`MinMaxScaler.fit`).
+        DataError: bad data (see :meth:`DDPM.as_data`, :meth:`MinMaxScaler.fit`), or ``lr`` not a finite
+            positive number.
+        NumericalError: the training diverged (a loss or a weight became NaN or infinite); the message names the
+            optimizer step and the loss. The model is left as it was when it diverged: do not save it.
     """
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"epochs: expected at least 1, got {epochs}")
+    lr = check_float(lr, "lr", low=0, low_open=True)
     if lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule: expected 'cosine' or 'constant', got {lr_schedule!r}")
     if batch_size is not None and int(batch_size) < 1:
@@ -129,8 +138,14 @@ def train(
         total = 0.0
         for start in range(0, n, batch):
             x_batch = x if order is None else x[order[start : start + batch]]
-            total += svi.step(x_batch) * x_batch.shape[0]
+            value = svi.step(x_batch)
             step += 1
+            if not math.isfinite(value):
+                raise NumericalError(
+                    f"the training diverged at optimizer step {step} of {total_steps} (epoch {len(history) + 1}): "
+                    f"{loss} loss {value}; try a smaller learning rate than {lr:g}"
+                )
+            total += value * x_batch.shape[0]
             if lr_schedule == "cosine":
                 optimizer.step()
             if ema is not None:
@@ -145,5 +160,11 @@ def train(
         with torch.no_grad():
             for average, p in zip(ema, params, strict=True):
                 p.copy_(average)
+    bad = [name for name, p in ddpm.network.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NumericalError(
+            f"the training diverged: after {step} optimizer steps (last {loss} loss {history[-1]:.4g}) the weights "
+            f"{bad[:3]} hold NaN or infinity; try a smaller learning rate than {lr:g}"
+        )
     ddpm.eval()
     return history

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -109,14 +110,24 @@ class EvaluationTable:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
-    def to_csv(self, path: str | Path) -> None:
-        """Write the table as CSV (full precision)."""
+    def to_csv(self, path: str | Path, *, overwrite: bool = True, outputs: Any = None) -> None:
+        """Write the table as CSV (full precision), atomically (:func:`pyroflows.io.atomic_write`; staged in
+        ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        from pyroflows.io import atomic_write
+
         columns = self.columns()
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows():
-                writer.writerow({c: row.get(c, "") for c in columns})
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                for row in self.rows():
+                    writer.writerow({c: row.get(c, "") for c in columns})
+
+        if outputs is not None:
+            outputs.write(path, write)
+        else:
+            atomic_write(path, write, overwrite=overwrite)
 
     def plot_degradation(self, tile_size: int = 8, ax=None):
         """Normalised MoRF (solid) and LeRF (dashed) curves averaged over images, one colour per method."""
@@ -174,9 +185,13 @@ class EvaluationTable:
         ax.legend(fontsize=7)
         return ax
 
-    def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14)) -> list[Path]:
-        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``."""
+    def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14), *, overwrite: bool = True,
+                   outputs: Any = None) -> list[Path]:  # fmt: skip
+        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
+        atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
         import matplotlib.pyplot as plt
+
+        from pyroflows.io import save_figure
 
         directory = Path(directory)
         paths = []
@@ -188,8 +203,10 @@ class EvaluationTable:
             figure, ax = plt.subplots(figsize=(7, 4.5))
             draw(ax)
             figure.tight_layout()
-            figure.savefig(directory / filename, dpi=110)
-            plt.close(figure)
+            try:
+                save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
+            finally:
+                plt.close(figure)
             paths.append(directory / filename)
         return paths
 
