@@ -123,8 +123,9 @@ class TwistedSMC(Messenger):
         ess_threshold: Resample a system when its effective sample size is below this fraction of P (1.0:
             at every step; 0: never).
         denoise_last: Set the missing coordinates of ``x_0`` to the decoder's mean instead of sampling them.
-        record: Keep, for each site, the model's mean, the incremental log-weights and the ancestors in
-            :attr:`records` (for checks and plots).
+        record: Keep, for each site, its step ``t``, the model's mean and variance (after resampling), the
+            incremental log-weights, the ancestors and the proposed value in :attr:`records` (for checks and plots;
+            ``"smc"`` only).
     """
 
     def __init__(
@@ -170,11 +171,13 @@ class TwistedSMC(Messenger):
         loc = base.loc.reshape(self.batch, self.particles, -1)
         variance = (base.scale**2).expand_as(base.loc).reshape(self.batch, self.particles, -1)
         a, v = self._levels(t)
+        # One normal draw per coordinate and step, and none at a denoised last step: a row with every entry missing
+        # then uses the random numbers of ancestral_sample, and is the same draw.
+        last = t == 0 and self.denoise_last
         if self.method == "replace":
-            value = loc + variance.sqrt() * torch.randn_like(loc)
-            if t == 0 and self.denoise_last:
-                value = loc
-            noisy_y = a * self.y + v.sqrt() * torch.randn_like(loc)
+            noise = None if last else torch.randn_like(loc)
+            value = loc if noise is None else loc + variance.sqrt() * noise
+            noisy_y = a * self.y if noise is None else a * self.y + v.sqrt() * noise
             value = torch.where(self.mask.bool(), noisy_y, value)
         else:
             # The incremental weight depends on x_{t+1} only: reweight and resample before moving.
@@ -204,13 +207,14 @@ class TwistedSMC(Messenger):
                                      torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
             obs_variance = variance * v / (variance + v)
             obs_mean = (v * loc + variance * a * self.y) / (variance + v)
-            value = loc + variance.sqrt() * torch.randn_like(loc)
-            if t == 0 and self.denoise_last:
-                value = loc
-            observed = obs_mean + obs_variance.sqrt() * torch.randn_like(loc)
+            noise = None if last else torch.randn_like(loc)
+            value = loc if noise is None else loc + variance.sqrt() * noise
+            observed = obs_mean if noise is None else obs_mean + obs_variance.sqrt() * noise
             value = torch.where(self.mask.bool(), observed, value)
             if t > 0:
                 self._log_twist = self._twist(value, t)
+            if self.record:
+                self.records[-1]["value"] = value.clone()
         msg["value"] = value.reshape(base.loc.shape)
         msg["done"] = True
 
