@@ -22,7 +22,13 @@ __all__ = ["load_array", "save_array", "check_output_path", "check_finite", "par
 _SUFFIXES = (".npy", ".csv")
 
 
-def _read_csv(path: Path) -> np.ndarray:
+def _cell(value: str, allow_missing: bool) -> float:
+    if allow_missing and not value.strip():
+        return float("nan")
+    return float(value)
+
+
+def _read_csv(path: Path, allow_missing: bool = False) -> np.ndarray:
     with open(path, encoding="utf-8") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     if not lines:
@@ -31,12 +37,12 @@ def _read_csv(path: Path) -> np.ndarray:
     rows = []
     start = 0
     try:
-        [float(v) for v in lines[0].split(delimiter)]
+        [_cell(v, allow_missing) for v in lines[0].split(delimiter)]
     except ValueError:
         start = 1  # a header line
     for lineno, line in enumerate(lines[start:], start=start + 1):
         try:
-            rows.append([float(v) for v in line.split(delimiter)])
+            rows.append([_cell(v, allow_missing) for v in line.split(delimiter)])
         except ValueError as exc:
             raise DataError(f"{path}: line {lineno} is not numeric ({line[:60]!r})") from exc
     if not rows:
@@ -48,7 +54,9 @@ def _read_csv(path: Path) -> np.ndarray:
     return array[:, 0] if array.shape[1] == 1 else array
 
 
-def load_array(path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bool = True) -> np.ndarray:
+def load_array(
+    path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bool = True, allow_missing: bool = False
+) -> np.ndarray:
     """Load a numeric array from ``.npy`` or ``.csv``, checking that it is finite and well shaped.
 
     Args:
@@ -57,6 +65,8 @@ def load_array(path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bo
         ndim: If 2, the result is always ``(N, D)``: a 1-D array becomes ``(N, 1)`` when ``allow_1d`` is true.
             If 1, a ``(N, 1)`` array becomes ``(N,)``. ``None`` keeps the stored shape.
         allow_1d: With ``ndim=2``, whether a 1-D input is accepted (as one column) or rejected.
+        allow_missing: Accept NaN (and, in a ``.csv`` file, empty cells, read as NaN) as missing entries; inf is
+            still an error.
 
     Returns:
         A float64 array.
@@ -89,7 +99,7 @@ def load_array(path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bo
         array = np.asarray(array, dtype=np.float64)
     else:
         try:
-            array = _read_csv(path)
+            array = _read_csv(path, allow_missing)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not a text .csv file") from exc
     if array.size == 0:
@@ -108,7 +118,10 @@ def load_array(path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bo
             raise DataError(f"{path}: expected shape (N,), got {array.shape}")
     elif array.ndim not in (1, 2):
         raise DataError(f"{path}: expected shape (N,) or (N, D), got {array.shape}")
-    check_finite(array, name=str(path))
+    if allow_missing:
+        check_finite(np.nan_to_num(array, nan=0.0, posinf=np.inf, neginf=-np.inf), name=str(path))
+    else:
+        check_finite(array, name=str(path))
     return array
 
 

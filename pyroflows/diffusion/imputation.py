@@ -227,8 +227,9 @@ class TwistedSMC(Messenger):
         return final[torch.arange(self.batch, device=final.device), index]
 
     def evidence(self) -> torch.Tensor:
-        r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units), up to the
-        normaliser of the initial twist (which is :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y; 0, 2 - \bar\alpha_T)`)."""
+        r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units), as the
+        increments' running mean over particles; it includes the first site's constant
+        :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`."""
         return self.log_evidence + torch.logsumexp(self.log_weights, -1) - math.log(self.particles)
 
 
@@ -241,7 +242,7 @@ def _as_partial_data(ddpm: DDPM, x: Any) -> torch.Tensor:
         try:
             tensor = torch.as_tensor(np.asarray(x, dtype=np.float64))
         except (TypeError, ValueError) as exc:
-            raise DataError(f"x: expected a numeric array of shape (N, {ddpm.data_dim}) with NaN where missing") from exc
+            raise DataError(f"x: expected a numeric array of shape (N, {ddpm.data_dim}), NaN where missing") from exc
     if tensor.dim() != 2 or tensor.shape[1] != ddpm.data_dim:
         raise DataError(f"x: expected shape (N, {ddpm.data_dim}) with NaN where missing, got {tuple(tensor.shape)}")
     if tensor.shape[0] == 0:

@@ -81,7 +81,9 @@ class MLPNoisePredictor(nn.Module):
         self.num_classes = int(num_classes)
         if self.num_classes:
             # Step features and label features are summed before the SiLU, as in class-conditional U-Nets.
-            self.step_features = nn.Sequential(SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden))
+            self.step_features = nn.Sequential(
+                SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden)
+            )
             self.label_embedding = nn.Embedding(self.num_classes + 1, hidden)
         else:
             self.embedding = nn.Sequential(SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden),

@@ -128,7 +128,8 @@ def train(
     else:
         optimizer = pyro.optim.AdamW(optim_args)
     if loss == "eps-mse":
-        svi = SVI(ddpm.model, ddpm.guide, optimizer, loss=lambda model, guide, x0, labels=None: ddpm.eps_mse(x0, labels))
+        svi = SVI(ddpm.model, ddpm.guide, optimizer,
+                  loss=lambda model, guide, x0, labels=None: ddpm.eps_mse(x0, labels))  # fmt: skip
     else:
         elbo = TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=False)
 

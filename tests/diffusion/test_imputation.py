@@ -142,8 +142,11 @@ def test_fully_adapted_weight_equals_the_generic_importance_weight(float64):
     normal = torch.distributions.Normal
     q_var = s2 * v1 / (s2 + v1)
     q_mean = (v1 * mu[:, 0] + s2 * a1 * y[0, 0]) / (s2 + v1)
-    generic = (normal(mu[:, 0], s2.sqrt()).log_prob(x1[:, 0]) + normal(a1 * y[0, 0], v1.sqrt()).log_prob(x1[:, 0])
-               - normal(q_mean, q_var.sqrt()).log_prob(x1[:, 0]) - normal(a2 * y[0, 0], v2.sqrt()).log_prob(x2[:, 0]))  # fmt: skip
+    model_step = normal(mu[:, 0], s2.sqrt()).log_prob(x1[:, 0])
+    twist_1 = normal(a1 * y[0, 0], v1.sqrt()).log_prob(x1[:, 0])
+    proposal = normal(q_mean, q_var.sqrt()).log_prob(x1[:, 0])
+    twist_2 = normal(a2 * y[0, 0], v2.sqrt()).log_prob(x2[:, 0])
+    generic = model_step + twist_1 - proposal - twist_2
     assert torch.allclose(handler.records[1]["log_increment"][0], generic, atol=1e-10)
 
 
