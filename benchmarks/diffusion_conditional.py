@@ -424,7 +424,8 @@ def write_section(body: str) -> None:
     content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{HEADING}\n\nCommand: `python benchmarks/diffusion_conditional.py` (or `--part labels,impute` and "
-        f"`--part moons` run side by side), {datetime.date.today().isoformat()}, torch {torch.__version__}, pyro {pyro.__version__}, "
+        f"`--part moons` run side by side), {datetime.date.today().isoformat()}, torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, "
         "1 torch thread per part, on the shared 2-core machine under load (times: compare within a row only).\n\n"
     )
     pattern = re.compile(rf"{re.escape(HEADING)}\n.*?(?=\n## |\Z)", re.S)
