@@ -372,6 +372,12 @@ def main() -> None:
     parser.add_argument("--part", default="all", help="all, or a comma-separated list of labels, impute, moons")
     parser.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--moons-epochs",
+        type=int,
+        default=1000,
+        help="epochs of the two-moons part (default 1000: 5,000 optimizer steps, the defaults)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -389,6 +395,7 @@ def main() -> None:
         "pairs": 20,
         "floor_pairs": 50,
     }
+    cfg["moons_epochs"] = args.moons_epochs
     if args.quick:
         seeds = seeds[:1]
         cfg.update(
