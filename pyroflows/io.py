@@ -42,6 +42,12 @@ __all__ = [
 _SUFFIXES = (".npy", ".csv")
 
 
+def _cell(value: str, allow_missing: bool) -> float:
+    if allow_missing and not value.strip():
+        return float("nan")
+    return float(value)
+
+
 class HeaderWarning(UserWarning):
     """A ``.csv`` file's first line was taken as a header (the warning names the line), not as data."""
 
@@ -62,7 +68,7 @@ def _is_header(line: str, delimiter: str | None) -> bool:
     return True
 
 
-def _read_csv(path: Path, header: bool | None = None) -> np.ndarray:
+def _read_csv(path: Path, header: bool | None = None, allow_missing: bool = False) -> np.ndarray:
     with open(path, encoding="utf-8") as handle:
         lines = [line.strip() for line in handle if line.strip()]
     if not lines:
@@ -72,7 +78,7 @@ def _read_csv(path: Path, header: bool | None = None) -> np.ndarray:
     if header is None:
         start = 0
         try:
-            [float(v) for v in lines[0].split(delimiter)]
+            [_cell(v, allow_missing) for v in lines[0].split(delimiter)]
         except ValueError:
             if not _is_header(lines[0], delimiter):
                 raise DataError(
@@ -86,7 +92,7 @@ def _read_csv(path: Path, header: bool | None = None) -> np.ndarray:
         start = int(bool(header))
     for lineno, line in enumerate(lines[start:], start=start + 1):
         try:
-            rows.append([float(v) for v in line.split(delimiter)])
+            rows.append([_cell(v, allow_missing) for v in line.split(delimiter)])
         except ValueError as exc:
             raise DataError(f"{path}: line {lineno} is not numeric ({line[:60]!r})") from exc
     if not rows:
@@ -99,7 +105,12 @@ def _read_csv(path: Path, header: bool | None = None) -> np.ndarray:
 
 
 def load_array(
-    path: str | os.PathLike, *, ndim: int | None = None, allow_1d: bool = True, header: bool | None = None
+    path: str | os.PathLike,
+    *,
+    ndim: int | None = None,
+    allow_1d: bool = True,
+    header: bool | None = None,
+    allow_missing: bool = False,
 ) -> np.ndarray:
     """Load a numeric array from ``.npy`` or ``.csv``, checking that it is finite and well shaped.
 
@@ -112,6 +123,8 @@ def load_array(
         header: For ``.csv``: ``True`` skips the first line, ``False`` reads it as data, ``None`` (default) skips it
             only if it looks like column names (no field starts like a number), with a :class:`HeaderWarning`
             naming the line; a corrupt first row such as ``1.5x`` is an error, never a silent header.
+        allow_missing: Accept NaN (and, in a ``.csv`` file, empty cells, read as NaN) as missing entries; inf is
+            still an error.
 
     Returns:
         A float64 array.
@@ -144,7 +157,7 @@ def load_array(
         array = np.asarray(array, dtype=np.float64)
     else:
         try:
-            array = _read_csv(path, header)
+            array = _read_csv(path, header, allow_missing)
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not a text .csv file") from exc
     if array.size == 0:
@@ -163,7 +176,10 @@ def load_array(
             raise DataError(f"{path}: expected shape (N,), got {array.shape}")
     elif array.ndim not in (1, 2):
         raise DataError(f"{path}: expected shape (N,) or (N, D), got {array.shape}")
-    check_finite(array, name=str(path))
+    if allow_missing:
+        check_finite(np.nan_to_num(array, nan=0.0, posinf=np.inf, neginf=-np.inf), name=str(path))
+    else:
+        check_finite(array, name=str(path))
     return array
 
 

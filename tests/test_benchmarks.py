@@ -1,9 +1,9 @@
 """The benchmark scripts still run (``--quick --no-write``), so they do not rot between benchmark runs.
 
 Their figures are not checked here (they are for ``benchmarks/RESULTS.md``); what is checked is that each script
-finishes, prints its table and leaves ``RESULTS.md`` untouched. The two fastest (bounding box, diffusion: about
-30 s together) run by default; the others take 30-40 s each even in quick mode on two cores and run with
-``--runslow``.
+finishes, prints its table and leaves ``RESULTS.md`` untouched. The fastest (bounding box, diffusion, conditional
+diffusion: about 60 s together) run by default; the others take 30-40 s each even in quick mode on two cores and
+run with ``--runslow``.
 """
 
 from __future__ import annotations
@@ -51,6 +51,11 @@ def test_attribution_speed_benchmark_runs():
 def test_diffusion_benchmark_runs():
     out = _run_quick("diffusion.py", timeout=600)
     assert "| moons | 10 | polynomial |" in out and "diffusers" in out
+
+
+def test_diffusion_conditional_benchmark_runs():
+    out = _run_quick("diffusion_conditional.py", timeout=600)
+    assert "| 2-D mixture | 0 |" in out and "smc 128" in out and "null label" in out
 
 
 @pytest.mark.slow
