@@ -123,7 +123,9 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict
     return payload
 
 
-def check_config(path: str | os.PathLike, config: Any, limits: Mapping[str, tuple[int, int]] | None = None) -> None:
+def check_config(
+    path: str | os.PathLike, config: Any, limits: Mapping[str, tuple[int, int]] | None = None, *, kind: str = ""
+) -> None:
     """Reject a checkpoint ``config`` whose size-like settings are out of range, before anything is built.
 
     Args:
@@ -131,6 +133,7 @@ def check_config(path: str | os.PathLike, config: Any, limits: Mapping[str, tupl
         config: The saved constructor arguments.
         limits: Allowed ``(low, high)`` per key (default :data:`CONFIG_LIMITS`); any other integer must be
             below :data:`MAX_CONFIG_INT` in absolute value.
+        kind: The model's kind, for the message.
 
     Raises:
         CheckpointError: naming the setting, its value and the allowed range.
@@ -142,6 +145,7 @@ def check_config(path: str | os.PathLike, config: Any, limits: Mapping[str, tupl
         pyroflows.errors.CheckpointError: m.pt: corrupt model file: num_layers = 1000000000 is outside [0, 1000]
     """
     limits = CONFIG_LIMITS if limits is None else limits
+    what = f"{path}: corrupt {kind + ' ' if kind else ''}model file"
 
     def visit(value: Any, key: str) -> None:
         if isinstance(value, Mapping):
@@ -151,17 +155,17 @@ def check_config(path: str | os.PathLike, config: Any, limits: Mapping[str, tupl
             for v in value:
                 visit(v, key)
         elif isinstance(value, float) and key in limits and not value.is_integer():
-            raise CheckpointError(f"{path}: corrupt model file: {key} = {value!r} is not an integer")
+            raise CheckpointError(f"{what}: {key} = {value!r} is not an integer")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
             if key in limits:
                 low, high = limits[key]
                 if not low <= value <= high:
-                    raise CheckpointError(f"{path}: corrupt model file: {key} = {value!r} is outside [{low}, {high}]")
+                    raise CheckpointError(f"{what}: {key} = {value!r} is outside [{low}, {high}]")
             elif isinstance(value, int) and abs(value) > MAX_CONFIG_INT:
-                raise CheckpointError(f"{path}: corrupt model file: {key} = {value!r} is implausibly large")
+                raise CheckpointError(f"{what}: {key} = {value!r} is implausibly large")
 
     if not isinstance(config, Mapping):
-        raise CheckpointError(f"{path}: corrupt model file (config is a {type(config).__name__}, not a dict)")
+        raise CheckpointError(f"{what} (config is a {type(config).__name__}, not a dict)")
     visit(config, "config")
 
 
@@ -192,7 +196,7 @@ def restore_module(
         torch.Size([1, 2])
     """
     checkpoint = load_checkpoint(path, kind=kind)
-    check_config(path, checkpoint["config"], limits)
+    check_config(path, checkpoint["config"], limits, kind=kind)
     state = checkpoint["state_dict"]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: corrupt {kind} model file (its state_dict is not a dict of tensors)")

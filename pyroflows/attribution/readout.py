@@ -364,7 +364,7 @@ class ReadoutBottleneck(BottleneckBase):
             CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
         """
         checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
-        check_config(path, checkpoint["config"])
+        check_config(path, checkpoint["config"], kind="ReadoutBottleneck")
         try:
             config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
             layer, readout_layers = config.pop("layer"), config.pop("readout_layers")

@@ -10,8 +10,6 @@ step, so one network learns both the conditional and the unconditional model tha
 Example:
     >>> import torch
     >>> from pyroflows.diffusion.ddpm import DDPM
-from pyroflows.errors import NumericalError
-from pyroflows.validation import check_float
     >>> ddpm = DDPM(data_dim=2, steps=5)
     >>> history = train(ddpm, torch.randn(64, 2), epochs=3, progress=False)
     >>> len(history)
