@@ -744,6 +744,8 @@ class PerSampleBottleneck(BottleneckBase):
         self.initial_alpha = float(initial_alpha)
         self.progress = progress
         self.history: list[float] = []
+        #: Optional prior mask ``[N, 1 | C, *positions]`` in ``[0, 1]`` multiplying :math:`\lambda` (channels first).
+        self.lambda_prior: torch.Tensor | None = None
 
     def _optimise(self, inputs: torch.Tensor, target: Any, args: tuple[Any, ...] = ()):
         """Optimise one :math:`\\alpha` per image; returns :math:`R`, :math:`1 - \\lambda` and the call."""
@@ -763,7 +765,7 @@ class PerSampleBottleneck(BottleneckBase):
 
             def guide(features: torch.Tensor, target: torch.Tensor) -> None:
                 alpha = pyro.param("alpha", initial)
-                one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
+                one_minus_lambda = self._one_minus_lambda(alpha)
                 with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
                     pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, True))
 
@@ -777,7 +779,16 @@ class PerSampleBottleneck(BottleneckBase):
                 for _ in tqdm(range(self.steps), disable=not self.progress, desc="bottleneck"):
                     self.history.append(svi.step(features, target) / n)
                 alpha = pyro.param("alpha").detach()
-            return features, lambda_from_alpha(alpha, self.sigma), call
+            return features, self._one_minus_lambda(alpha), call
+
+    def _one_minus_lambda(self, alpha: torch.Tensor) -> torch.Tensor:
+        r""":math:`1 - \lambda`, with :math:`\lambda = p \cdot \mathrm{blur}(\mathrm{sigmoid}(\alpha))` under a prior
+        mask :math:`p \in [0, 1]` (``lambda_prior``, set by :class:`~pyroflows.attribution.InputBottleneck`)."""
+        one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
+        if self.lambda_prior is None:
+            return one_minus_lambda
+        prior = self.lambda_prior.to(alpha)
+        return (1.0 - prior * (1.0 - one_minus_lambda)).clamp_min(torch.finfo(alpha.dtype).tiny)
 
     def _capacity_call(self, inputs: Any, target: Any, args: tuple[Any, ...]) -> tuple[torch.Tensor, BottleneckCall]:
         features, one_minus_lambda, call = self._optimise(inputs, target, args)
