@@ -129,7 +129,9 @@ class InputBottleneck(Attribution):
         self.input_bottleneck = PerSampleBottleneck(
             target_model, target_layer, beta=input_beta, steps=input_steps, sigma=input_sigma,
             channel_dim=default_dim if input_channel_dim is None else input_channel_dim, padding_mask=padding_mask,
-            **{k: v for k, v in options.items() if k != "optimize_tail"},
+            # The input stage's tail is the whole model: re-running it is the split's cost too, and quiet.
+            **{k: v for k, v in options.items() if k not in ("optimize_tail", "graph_split")},
+            graph_split=False,
         )  # fmt: skip
 
     def has_convergence_delta(self) -> bool:

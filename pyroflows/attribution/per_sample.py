@@ -309,7 +309,8 @@ class BottleneckBase(LayerAttribution):
             -1 for batch-first transformer features ``[N, L, C]``). A wrong one is refused with a
             :class:`~pyroflows.errors.DataError` where the input's length shows it.
         padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` mask, True at padded positions
-            (PyTorch's ``src_key_padding_mask``): padded positions are left out of the statistics, carry no
+            (PyTorch's ``src_key_padding_mask``), or a function ``(inputs, args) -> [N, L]`` (e.g.
+            ``lambda tokens, args: tokens == 0``): padded positions are left out of the statistics, carry no
             information loss and get zero in the maps.
     """
 
@@ -337,8 +338,13 @@ class BottleneckBase(LayerAttribution):
             raise ValueError(f"sigma must be non-negative, got {sigma}")
         if isinstance(channel_dim, bool) or not isinstance(channel_dim, int) or channel_dim == 0:
             raise DataError(f"channel_dim must be a non-zero integer axis (0 is the batch), got {channel_dim!r}")
-        if padding_mask is not None and (isinstance(padding_mask, bool) or not isinstance(padding_mask, int)):
-            raise DataError(f"padding_mask must be an index into additional_forward_args, got {padding_mask!r}")
+        if padding_mask is not None and not callable(padding_mask) and (
+            isinstance(padding_mask, bool) or not isinstance(padding_mask, int)
+        ):
+            raise DataError(
+                "padding_mask must be an index into additional_forward_args or a function (inputs, args) -> [N, L], "
+                f"got {padding_mask!r}"
+            )
         self.model = model
         self.split = LayerSplit(model, layer, graph_split=graph_split, optimize_tail=optimize_tail)
         LayerAttribution.__init__(self, model, self.split.layer)
@@ -376,7 +382,12 @@ class BottleneckBase(LayerAttribution):
         check_layout(raw.shape, axis, self.channel_dim, inputs, self.layer_name)
         features = to_channels_first(raw, axis)
         padding = None
-        if self.padding_mask is not None:
+        if callable(self.padding_mask):
+            if features.ndim != 3:
+                raise DataError(f"a padding mask needs sequence features [N, C, L], got {list(features.shape)}")
+            mask = self.padding_mask(inputs, args)
+            padding = padding_to_positions(mask, features.shape[0], features.shape[2])
+        elif self.padding_mask is not None:
             if self.padding_mask >= len(args) or self.padding_mask < -len(args):
                 raise DataError(
                     f"padding_mask={self.padding_mask} indexes additional_forward_args, which holds {len(args)} "

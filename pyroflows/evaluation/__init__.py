@@ -8,11 +8,16 @@ curve per example: :func:`degradation_curves` / :func:`degradation_score` (MoRF/
 
 from pyroflows.evaluation.baselines import (
     DEFAULT_METHODS,
+    SEQUENCE_METHODS,
     AttributeFn,
+    ConfiguredAttribution,
+    RandomAttribution,
     MethodContext,
     MethodNotSupported,
     available_methods,
     make_attribute_fn,
+    make_attribution,
+    readout_for_model,
     reduce_channels,
     register_method,
 )
@@ -36,6 +41,11 @@ from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity
 
 __all__ = [
     "AttributeFn",
+    "ConfiguredAttribution",
+    "RandomAttribution",
+    "SEQUENCE_METHODS",
+    "make_attribution",
+    "readout_for_model",
     "DEFAULT_METHODS",
     "DegradationCurves",
     "EvaluationTable",
