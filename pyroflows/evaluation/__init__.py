@@ -37,6 +37,7 @@ from pyroflows.evaluation.sanity_check import (
     minmax_normalize,
     randomizable_layers,
 )
+from pyroflows.evaluation.span import span_score, top1_hit
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, pearson_rows, sensitivity_n
 
 __all__ = [
@@ -72,4 +73,6 @@ __all__ = [
     "reduce_channels",
     "register_method",
     "sensitivity_n",
+    "span_score",
+    "top1_hit",
 ]

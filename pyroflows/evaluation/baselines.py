@@ -435,7 +435,7 @@ def _occlusion_window(window: int | None) -> Callable[[nn.Module, MethodContext]
             def options(x: torch.Tensor) -> dict[str, Any]:
                 dim = _embedding(model, context).embedding_dim
                 mask = torch.arange(x.shape[1], device=x.device)[None, :, None].expand(1, x.shape[1], dim)
-                return {"layer_mask": mask, "layer_baselines": 0.0, "perturbations_per_eval": per_eval}
+                return {"layer_mask": mask, "layer_baselines": 0.0}  # one perturbation per pass: Captum expands no target here
 
             return ConfiguredAttribution(
                 LayerFeatureAblation(model, _embedding(model, context)), options=options,
