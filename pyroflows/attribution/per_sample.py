@@ -374,6 +374,18 @@ class BottleneckBase(LayerAttribution):
     # -- the layer, in the canonical layout -------------------------------------------------------------------
     def _run_head(self, inputs: torch.Tensor, args: tuple[Any, ...] = ()) -> BottleneckCall:
         """The head for a batch; features moved to ``[N, C, *positions]``, the padding mask checked."""
+        mask = None
+        if callable(self.padding_mask):
+            mask = self.padding_mask(inputs, args)
+        elif self.padding_mask is not None:
+            if self.padding_mask >= len(args) or self.padding_mask < -len(args):
+                raise DataError(
+                    f"padding_mask={self.padding_mask} indexes additional_forward_args, which holds {len(args)} "
+                    "values; pass the mask there"
+                )
+            mask = args[self.padding_mask]
+        if mask is not None:  # checked before the model sees it
+            mask = padding_to_positions(mask, inputs.shape[0], torch.as_tensor(mask).shape[-1])
         head = self.split.head(inputs, *args)
         raw = head.features
         if not isinstance(raw, torch.Tensor):
@@ -382,20 +394,10 @@ class BottleneckBase(LayerAttribution):
         check_layout(raw.shape, axis, self.channel_dim, inputs, self.layer_name)
         features = to_channels_first(raw, axis)
         padding = None
-        if callable(self.padding_mask):
+        if mask is not None:
             if features.ndim != 3:
                 raise DataError(f"a padding mask needs sequence features [N, C, L], got {list(features.shape)}")
-            mask = self.padding_mask(inputs, args)
             padding = padding_to_positions(mask, features.shape[0], features.shape[2])
-        elif self.padding_mask is not None:
-            if self.padding_mask >= len(args) or self.padding_mask < -len(args):
-                raise DataError(
-                    f"padding_mask={self.padding_mask} indexes additional_forward_args, which holds {len(args)} "
-                    "values; pass the mask there"
-                )
-            if features.ndim != 3:
-                raise DataError(f"a padding mask needs sequence features [N, C, L], got {list(features.shape)}")
-            padding = padding_to_positions(args[self.padding_mask], features.shape[0], features.shape[2])
         return BottleneckCall(inputs, tuple(args), head, features, padding)
 
     def _run_tail(self, z: torch.Tensor, call: BottleneckCall) -> torch.Tensor:
