@@ -583,7 +583,7 @@ class BottleneckBase(LayerAttribution):
                 return maps
             if tuple(maps.shape[1:]) != tuple(inputs.shape[2:]):
                 raise DataError("output='input' needs the maps on the input's positions (upsample=True)")
-            return maps.unsqueeze(1).expand_as(inputs).to(inputs.dtype if inputs.is_floating_point() else maps.dtype)
+            return maps.unsqueeze(1).expand_as(inputs).contiguous()
         if output == "layer":
             return from_channels_first(capacity, self._axis(call))
         raise DataError(f"output must be 'map', 'input' or 'layer', got {output!r}")
