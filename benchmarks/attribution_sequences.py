@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> int:
     lines = []
     for task in ("motifs", "keywords"):
         runs = [_measure(task, n, seed, estimation, epochs) for seed in range(seeds)]
-        lines += [f"### {task}", "", "| method | span score | top-1 hit rate | seconds per sequence |", "|---|---|---|---|"]
+        lines += [
+            f"### {task}",
+            "",
+            "| method | span score | top-1 hit rate | seconds per sequence |",
+            "|---|---|---|---|",
+        ]
         for name in SEQUENCE_METHODS:
             values = torch.tensor([run[name] for run in runs], dtype=torch.float64)  # [seeds, 3]
             mean, std = values.mean(0), values.std(0) if seeds > 1 else torch.zeros(3)
@@ -75,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             "KeywordTransformer (bottlenecks after `encoder.layers.0`, `channel_dim=-1`, padding left out); "
             f"{n} held-out sequences per seed, {seeds} seeds (data draw, statistics draw, method seed); mean +- "
             "standard deviation over seeds. Every method at its registry defaults (per-sample beta 10, 10 steps; "
-            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, on the 2,000 training sequences (motifs: their positives)).\n\n"
-            + "\n".join(lines)
+            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, on the 2,000 training sequences "
+            "(motifs: their positives)).\n\n" + "\n".join(lines)
         )
         _write_section(section, "## Attribution: sequence tasks")
     return 0

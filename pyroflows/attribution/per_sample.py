@@ -35,6 +35,8 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from captum.attr import LayerAttribution
+from captum.log import log_usage
 from pyro import poutine
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.infer import SVI, TraceMeanField_ELBO
@@ -44,9 +46,6 @@ from torch import nn
 from torch.distributions import constraints, register_kl
 from torch.distributions.utils import _standard_normal, broadcast_all
 from tqdm.auto import tqdm
-
-from captum.attr import LayerAttribution
-from captum.log import log_usage
 
 from pyroflows.attribution.capacity import NATS_PER_BIT, lambda_from_alpha, per_element_capacity
 from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
@@ -262,8 +261,10 @@ def _model_device(model: nn.Module) -> torch.device | None:
 def _forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
     if additional_forward_args is None:
         return ()
-    return tuple(additional_forward_args) if isinstance(additional_forward_args, (tuple, list)) else (
-        additional_forward_args,
+    return (
+        tuple(additional_forward_args)
+        if isinstance(additional_forward_args, (tuple, list))
+        else (additional_forward_args,)
     )
 
 
@@ -338,8 +339,10 @@ class BottleneckBase(LayerAttribution):
             raise ValueError(f"sigma must be non-negative, got {sigma}")
         if isinstance(channel_dim, bool) or not isinstance(channel_dim, int) or channel_dim == 0:
             raise DataError(f"channel_dim must be a non-zero integer axis (0 is the batch), got {channel_dim!r}")
-        if padding_mask is not None and not callable(padding_mask) and (
-            isinstance(padding_mask, bool) or not isinstance(padding_mask, int)
+        if (
+            padding_mask is not None
+            and not callable(padding_mask)
+            and (isinstance(padding_mask, bool) or not isinstance(padding_mask, int))
         ):
             raise DataError(
                 "padding_mask must be an index into additional_forward_args or a function (inputs, args) -> [N, L], "
@@ -461,9 +464,7 @@ class BottleneckBase(LayerAttribution):
                     sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in batch_args))
                 bar.update(x.shape[0])
             bar.close()
-            self._set_statistics(
-                stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count
-            )
+            self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
             if sample is not None:
                 self._measure_receptive_field(*sample)
         return self

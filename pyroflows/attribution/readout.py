@@ -244,7 +244,9 @@ class ReadoutBottleneck(BottleneckBase):
                 call = self._run_head(x, args)
                 bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
                 for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
-                    padded = call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+                    padded = (
+                        call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+                    )
                     stats.update(feature, ~call.padding[:, None, :] if padded else None)
                 if sample is None:
                     sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))

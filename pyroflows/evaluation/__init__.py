@@ -11,9 +11,9 @@ from pyroflows.evaluation.baselines import (
     SEQUENCE_METHODS,
     AttributeFn,
     ConfiguredAttribution,
-    RandomAttribution,
     MethodContext,
     MethodNotSupported,
+    RandomAttribution,
     available_methods,
     make_attribute_fn,
     make_attribution,
@@ -37,8 +37,8 @@ from pyroflows.evaluation.sanity_check import (
     minmax_normalize,
     randomizable_layers,
 )
-from pyroflows.evaluation.span import span_score, top1_hit
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, pearson_rows, sensitivity_n
+from pyroflows.evaluation.span import span_score, top1_hit
 
 __all__ = [
     "AttributeFn",

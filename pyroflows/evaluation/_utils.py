@@ -118,9 +118,7 @@ def baseline_images(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
     """
     if is_tokens(inputs):
         if isinstance(baseline, str) or (isinstance(baseline, float) and not float(baseline).is_integer()):
-            raise DataError(
-                f"token inputs need an integer baseline token id (e.g. the padding id 0), got {baseline!r}"
-            )
+            raise DataError(f"token inputs need an integer baseline token id (e.g. the padding id 0), got {baseline!r}")
         return torch.as_tensor(baseline, device=inputs.device).to(inputs.dtype).expand_as(inputs)
     if isinstance(baseline, str):
         if baseline == "mean":

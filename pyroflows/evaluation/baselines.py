@@ -1,8 +1,8 @@
 """One registry of attribution methods, the bottlenecks and the Captum baselines, behind one signature.
 
-The registry maps a name to a factory ``factory(model, context)`` of a Captum ``Attribution`` (:func:`make_attribution`):
-every member, the bottlenecks included, is called as ``attribute(inputs, target=..., additional_forward_args=...)``
-and returns one value per input position, ``[N, H, W]`` for images, ``[N, L]`` for sequences and token ids (token
+The registry maps a name to a factory ``factory(model, context)`` of a Captum ``Attribution``
+(:func:`make_attribution`): every member, the bottlenecks included, is called as ``attribute(inputs, target=...,
+additional_forward_args=...)`` and returns one value per input position, ``[N, H, W]`` for images, ``[N, L]`` for sequences and token ids (token
 methods work on the embedding layer). :func:`make_attribute_fn` turns a name into ``attribute_fn(model, inputs,
 target)``, building the method for each model it is given, so the same function attributes the intact model and
 the randomised copies of the sanity check.
@@ -55,7 +55,6 @@ from captum.attr import Attribution
 from torch import nn
 
 from pyroflows.attribution.layout import is_token_input
-
 from pyroflows.errors import DataError, PyroflowsError
 from pyroflows.evaluation._utils import seeded
 
@@ -435,7 +434,10 @@ def _occlusion_window(window: int | None) -> Callable[[nn.Module, MethodContext]
             def options(x: torch.Tensor) -> dict[str, Any]:
                 dim = _embedding(model, context).embedding_dim
                 mask = torch.arange(x.shape[1], device=x.device)[None, :, None].expand(1, x.shape[1], dim)
-                return {"layer_mask": mask, "layer_baselines": 0.0}  # one perturbation per pass: Captum expands no target here
+                return {
+                    "layer_mask": mask,
+                    "layer_baselines": 0.0,
+                }  # one perturbation per pass: Captum expands no target here
 
             return ConfiguredAttribution(
                 LayerFeatureAblation(model, _embedding(model, context)), options=options,
@@ -639,7 +641,6 @@ def _lrp_blockers(model: nn.Module) -> list[str]:
     return sorted(set(blockers))
 
 
-
 def _register_defaults() -> None:
     from captum.attr import GuidedBackprop
 
@@ -650,9 +651,7 @@ def _register_defaults() -> None:
         "integrated-gradients", _integrated_gradients,
         "Integrated Gradients from a zero input (LayerIntegratedGradients from padding for tokens), 50 steps",
     )  # fmt: skip
-    register_method(
-        "guided-backprop", lambda m, c: ConfiguredAttribution(GuidedBackprop(m)), "guided backpropagation"
-    )
+    register_method("guided-backprop", lambda m, c: ConfiguredAttribution(GuidedBackprop(m)), "guided backpropagation")
     register_method("lrp", lambda m, c: _LRP(m), "LRP, epsilon rule (Captum)")
     for window in (8, 14):
         register_method(

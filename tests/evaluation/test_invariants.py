@@ -47,7 +47,10 @@ def _image_case():
 
 def _sequence_case():
     g = torch.Generator().manual_seed(2)
-    onehot = lambda n: nn.functional.one_hot(torch.randint(0, 4, (n, 24), generator=g), 4).permute(0, 2, 1).float()
+
+    def onehot(n):
+        return nn.functional.one_hot(torch.randint(0, 4, (n, 24), generator=g), 4).permute(0, 2, 1).float()
+
     context = MethodContext(layer="1", data=onehot(40), options={"steps": 3, "input_steps": 3, "window": 3})
     return _seq_cnn(), onehot(3), torch.tensor([1, 0, 1]), context
 
@@ -67,9 +70,7 @@ SEQUENCE = ["random", "saliency", "integrated-gradients", "deeplift", "gradient-
             "per-sample", "input-bottleneck"]  # fmt: skip
 TOKENS = ["random", "saliency", "integrated-gradients", "gradient-x-input", "occlusion", "per-sample",
           "input-bottleneck"]  # fmt: skip
-CASES = (
-    [("image", m) for m in IMAGE] + [("sequence", m) for m in SEQUENCE] + [("tokens", m) for m in TOKENS]
-)
+CASES = [("image", m) for m in IMAGE] + [("sequence", m) for m in SEQUENCE] + [("tokens", m) for m in TOKENS]
 BUILD = {"image": _image_case, "sequence": _sequence_case, "tokens": _token_case}
 
 
@@ -142,6 +143,9 @@ def test_bottlenecks_with_captum_infidelity_and_sensitivity_max():
         score = infidelity(model, perturb, x, attributions, target=target, n_perturb_samples=4)
         assert score.shape == (3,) and torch.isfinite(score).all()
         sens = sensitivity_max(
-            lambda inputs, **kw: method.attribute(inputs, output="input", **kw), x, target=target, n_perturb_samples=2
+            lambda inputs, method=method, **kw: method.attribute(inputs, output="input", **kw),
+            x,
+            target=target,
+            n_perturb_samples=2,
         )
         assert sens.shape == (3,) and torch.isfinite(sens).all() and (sens >= 0).all()
