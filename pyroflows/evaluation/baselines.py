@@ -1,11 +1,11 @@
 """One registry of attribution methods, the bottlenecks and the Captum baselines, behind one signature.
 
 The registry maps a name to a factory ``factory(model, context)`` of a Captum ``Attribution``
-(:func:`make_attribution`): every member, the bottlenecks included, is called as ``attribute(inputs, target=...,
-additional_forward_args=...)`` and returns one value per input position, ``[N, H, W]`` for images, ``[N, L]`` for sequences and token ids (token
-methods work on the embedding layer). :func:`make_attribute_fn` turns a name into ``attribute_fn(model, inputs,
-target)``, building the method for each model it is given, so the same function attributes the intact model and
-the randomised copies of the sanity check.
+(:func:`make_attribution`): every member, the bottlenecks included, is called as
+``attribute(inputs, target=..., additional_forward_args=...)`` and returns one value per input position,
+``[N, H, W]`` for images, ``[N, L]`` for sequences and token ids (token methods work on the embedding layer).
+:func:`make_attribute_fn` turns a name into ``attribute_fn(model, inputs, target)``, building the method for each
+model it is given, so the same function attributes the intact model and the randomised copies of the sanity check.
 Multi-channel attributions ``[N, C, H, W]`` are reduced to ``[N, H, W]`` by summing over channels with their sign
 (for the one-channel digits that is the map itself): methods whose sign carries meaning (Integrated Gradients,
 guided backprop, LRP) keep it, and Saliency and SmoothGrad are absolute gradients by definition.

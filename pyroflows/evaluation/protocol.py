@@ -73,7 +73,7 @@ class MethodEvaluation:
         for tile, curves in self.degradation.items():
             row[f"degradation_{tile}"] = curves.score()
         row["bbox"] = float(torch.nanmean(self.bbox)) if self.bbox is not None else math.nan
-        if self.span is not None:
+        if self.span is not None and self.top1 is not None:
             row["span"] = float(self.span.mean())
             row["top1"] = float(self.top1.mean())
         means = [result.mean() for result in self.sensitivity.values()]
