@@ -63,3 +63,10 @@ def test_diffusion_conditional_benchmark_runs():
 def test_benchmark_runs(script):
     out = _run_quick(script, timeout=1800)
     assert "|---" in out
+
+
+@pytest.mark.slow
+def test_attribution_sequences_benchmark_runs():
+    out = _run_quick("attribution_sequences.py", timeout=600)
+    for method in ("| saliency", "| integrated-gradients", "| per-sample", "| input-bottleneck", "| readout"):
+        assert method in out

@@ -36,6 +36,11 @@ with --trust-model-file, because loading it runs code from the file (only use fi
 must be importable). TorchScript modules take no hooks, so the bottleneck cannot be put into them. A model given
 by PATH needs --layer and --data (a .npy of inputs [N, ...] to estimate the layer's
 statistics; the paper uses ~10,000) and, for --method readout, --readout (a file saved by ReadoutBottleneck.save).
+
+Sequences: DATA.npy holding [N, C, L] float sequences or [N, L] integer token ids, with --model motifs or keywords
+(the shipped sequence models) or a model file whose --data has that form; --channel-dim -1 for batch-first
+transformer layers [N, L, C]. Writes DIR/<name>.npy (maps [N, L], bits per input position) and DIR/<name>.png (the
+maps over the sequence). Example: pyroflows attribute seqs.npy --model motifs --out maps
 """
 
 
@@ -74,6 +79,11 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    parser.add_argument(
+        "--channel-dim", type=int, default=None,
+        help="sequences: axis of the layer's channels (1 for [N, C, L]; -1 for batch-first transformer features)",
+    )  # fmt: skip
+    parser.add_argument("--pad-id", type=int, default=None, help="token inputs: padding id, left out of the maps")
     parser.set_defaults(handler=run)
 
 
@@ -232,6 +242,10 @@ def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: st
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``pyroflows attribute``."""
+    from pyroflows.cli.attribute_sequences import is_sequence_request, run_sequences
+
+    if is_sequence_request(args):
+        return run_sequences(args)
     stems = [p.stem for p in args.images]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:

@@ -33,7 +33,16 @@ def register(subparsers: Any) -> None:
             "Writes table.md, table.csv and PNG plots to --out. Only images the model classifies correctly are "
             "used, and the target is their label. Methods: " + ", ".join(DEFAULT_METHODS) + "."
         ),
-        example="pyroflows evaluate --methods saliency,grad-cam,per-sample --n-images 20 --out evaluation",
+        example="pyroflows evaluate --methods saliency,grad-cam,per-sample --n-images 20 --out evaluation\n"
+        "  pyroflows evaluate --task motifs --n-images 50 --out motifs",
+    )
+    parser.add_argument(
+        "--task",
+        choices=("digits", "motifs", "keywords"),
+        default="digits",
+        help="digits (default: cluttered digits and the bundled CNN), motifs (planted DNA motifs and the shipped 1-D "
+        "CNN) or keywords (keyword tokens and the shipped transformer): the sequence tasks report the span score "
+        "and the top-1 hit rate instead of the bounding box, with the sequence methods by default",
     )
     parser.add_argument(
         "--model",
@@ -45,7 +54,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--trust-model-file", action="store_true", help=TRUST_HELP)
     parser.add_argument("--layer", default=None, help="bottleneck layer (default: the bundled model's features.6)")
     parser.add_argument(
-        "--methods", default=",".join(DEFAULT_METHODS), help="comma-separated method names (default: all)"
+        "--methods", default=None, help="comma-separated method names (default: all of the task's methods)"
     )
     parser.add_argument("--n-images", type=_COUNT, default=24, help="held-out images to evaluate on (default 24)")
     parser.add_argument("--n-masks", type=int_arg(low=3, high=100_000), default=20,
@@ -166,17 +175,69 @@ def _plot_maps(table, inputs, path: Path, plt, outputs) -> None:
         plt.close(figure)
 
 
+def evaluate_sequences(
+    out: Path, *, task: str, methods: list[str], n_images: int, n_masks: int, sensitivity_steps: int,
+    sanity_images: int, estimation_images: int, seed: int, force: bool, progress: bool,
+):  # fmt: skip
+    """Run the protocol on a shipped sequence task and write the table, the plots and ``maps.png``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pyroflows.evaluation import available_methods
+    from pyroflows.evaluation.sequence_tasks import evaluate_sequence_task
+    from pyroflows.io import check_output_path
+
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
+    if n_images < 1:
+        raise DataError(f"--n-images must be at least 1, got {n_images}")
+    for name in ("table.md", "table.csv", "maps.png", "sanity_check.png"):
+        check_output_path(out / name, overwrite=force)
+    table, setup = evaluate_sequence_task(
+        task, methods, n=n_images, estimation=estimation_images, seed=seed, n_masks=n_masks,
+        sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, progress=progress,
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "table.md").write_text(table.to_markdown())
+    table.to_csv(out / "table.csv")
+    table.save_plots(out, tile_sizes=setup.degradation_tiles)
+    from pyroflows.cli.attribute_sequences import plot_sequence_maps
+
+    shown = {r.method: r.maps for r in table.results.values() if r.maps is not None}
+    plot_sequence_maps(out / "maps.png", setup.inputs[:4], shown, spans=setup.spans[:4], plt=plt)
+    return table, len(setup.target)
+
+
 def run(args: argparse.Namespace) -> int:
+    from pyroflows.evaluation import DEFAULT_METHODS, SEQUENCE_METHODS
+
     seed_everything(args.seed)
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    default = DEFAULT_METHODS if args.task == "digits" else SEQUENCE_METHODS
+    methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
     start = time.perf_counter()
+    if args.task != "digits":
+        if args.model != "bundled" or args.layer is not None:
+            raise DataError("--model and --layer apply to --task digits; the sequence tasks use their shipped models")
+        table, n = evaluate_sequences(
+            args.out, task=args.task, methods=methods, n_images=args.n_images, n_masks=args.n_masks,
+            sensitivity_steps=args.sensitivity_steps, sanity_images=args.sanity_images,
+            estimation_images=args.estimation_images, seed=args.seed, force=args.force,
+            progress=not args.no_progress,
+        )  # fmt: skip
+        return _report(args, table, n, time.perf_counter() - start)
     table, n = evaluate_bundled(
         args.out, model_spec=args.model, layer=args.layer, methods=methods, n_images=args.n_images,
         n_masks=args.n_masks, sensitivity_steps=args.sensitivity_steps,
         sanity_images=args.sanity_images, estimation_images=args.estimation_images,
         seed=args.seed, force=args.force, progress=not args.no_progress, trust_model_file=args.trust_model_file,
     )  # fmt: skip
-    seconds = time.perf_counter() - start
+    return _report(args, table, n, time.perf_counter() - start)
+
+
+def _report(args: argparse.Namespace, table: Any, n: int, seconds: float) -> int:
     if args.json:
         print_json({"images": n, "seconds": seconds, "rows": table.rows(), "out": str(args.out)})
     else:
