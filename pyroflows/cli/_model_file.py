@@ -66,8 +66,11 @@ def load_model_file(path: str | Path, *, trust: bool = False) -> torch.nn.Module
         or any(n.split("/", 1)[-1].startswith("models/") and n.endswith(".json") for n in names)
     ):
         try:
-            program = torch.export.load(path)
-            model: torch.nn.Module = torch.export.unflatten(program)
+            with warnings.catch_warnings():  # torch's own deprecation notices from its pytree internals
+                warnings.simplefilter("ignore", FutureWarning)
+                warnings.simplefilter("ignore", DeprecationWarning)
+                program = torch.export.load(path)
+                model: torch.nn.Module = torch.export.unflatten(program)
         except Exception as exc:
             message = " ".join(str(exc).split())[:200]
             raise CheckpointError(

@@ -30,11 +30,13 @@ def test_attribute_a_user_sequence_model_and_refuse_a_wrong_channel_dim(tmp_path
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv1d(4, 6, 5, padding=2), nn.ReLU(), nn.AdaptiveMaxPool1d(1), nn.Flatten(),
                           nn.Linear(6, 2))  # fmt: skip
-    torch.save(model, tmp_path / "model.pt")
     data = make_motif_sequences(40, length=30, seed=1).inputs
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    program = torch.export.export(model.eval(), (data[:2],), dynamic_shapes=({0: batch},))
+    torch.export.save(program, tmp_path / "model.pt2")
     np.save(tmp_path / "train.npy", data.numpy())
     np.save(tmp_path / "x.npy", data[:2].numpy())
-    base = ["attribute", str(tmp_path / "x.npy"), "--model", str(tmp_path / "model.pt"), "--layer", "1",
+    base = ["attribute", str(tmp_path / "x.npy"), "--model", str(tmp_path / "model.pt2"), "--layer", "1",
             "--data", str(tmp_path / "train.npy"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
     assert main([*base, "--channel-dim", "-1"]) == 2
     err = capsys.readouterr().err
