@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from pyroflows.cli._common import print_json, seed_everything
-from pyroflows.errors import DataError
-from pyroflows.io import check_output_path
+from pyroflows.errors import DataError, NumericalError
+from pyroflows.io import AtomicOutputs, atomic_outputs, check_output_dir, save_array, save_figure
 
 __all__ = ["is_sequence_request", "run_sequences", "load_sequences", "plot_sequence_maps"]
 
@@ -97,8 +97,12 @@ def _setup(args: argparse.Namespace):
     return model, bottleneck, data
 
 
-def plot_sequence_maps(path: Path, inputs: torch.Tensor, maps: dict[str, torch.Tensor], *, spans=None, plt=None):
-    """One panel per sequence: each method's map over the positions (the known span shaded, when given)."""
+def plot_sequence_maps(path: Path, inputs: torch.Tensor, maps: dict[str, torch.Tensor], *, spans=None, plt=None,
+                       outputs: AtomicOutputs | None = None, overwrite: bool = False):  # fmt: skip
+    """One panel per sequence: each method's map over the positions (the known span shaded, when given).
+
+    The figure is written atomically (into the ``outputs`` group when given).
+    """
     if plt is None:
         import matplotlib
 
@@ -119,41 +123,44 @@ def plot_sequence_maps(path: Path, inputs: torch.Tensor, maps: dict[str, torch.T
     axes[0, 0].legend(fontsize=6, ncol=4)
     axes[-1, 0].set_xlabel("position (maps min-max scaled per sequence)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    try:
+        save_figure(figure, path, outputs=outputs, overwrite=overwrite, dpi=100)
+    finally:
+        plt.close(figure)
 
 
 def run_sequences(args: argparse.Namespace) -> int:
     """Handler of ``pyroflows attribute`` in sequence mode."""
     if args.steps < 1 or args.beta < 0:
         raise DataError("--steps must be at least 1 and --beta non-negative")
-    if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"--out {args.out}: is a file, expected a directory")
     stems = [p.stem for p in args.images]
     if len(set(stems)) != len(stems):
         raise DataError("several data files share a name; their outputs would collide")
-    outputs = [
-        (check_output_path(args.out / f"{s}.npy", overwrite=args.force, make_parents=False),
-         check_output_path(args.out / f"{s}.png", overwrite=args.force, make_parents=False))
-        for s in stems
-    ]  # fmt: skip
+    check_output_dir(args.out, [f"{stem}{suffix}" for stem in stems for suffix in (".npy", ".png")],
+                     overwrite=args.force)  # fmt: skip
+    outputs = [(args.out / f"{s}.npy", args.out / f"{s}.png") for s in stems]
     batches = [load_sequences(p) for p in args.images]
     seed_everything(args.seed)
     start = time.perf_counter()
     model, bottleneck, data = _setup(args)
-    summary: list[dict[str, Any]] = []
-    for path, x, (npy, png) in zip(args.images, batches, outputs, strict=True):
+    results = []
+    for path, x in zip(args.images, batches, strict=True):
         if x.shape[1:] != data.shape[1:] or x.dtype.is_floating_point != data.dtype.is_floating_point:
             raise DataError(f"{path}: sequences {list(x.shape)} do not match the model's inputs {list(data.shape)}")
         with torch.no_grad():
             predicted = model(x).argmax(-1)
         target = predicted if args.target is None else torch.full_like(predicted, args.target)
         maps = bottleneck.attribute(x, target).detach()
-        args.out.mkdir(parents=True, exist_ok=True)
-        np.save(npy, maps.numpy().astype(np.float32))
-        plot_sequence_maps(png, x, {"per-sample": maps})
-        summary.append({"data": str(path), "sequences": int(x.shape[0]), "npy": str(npy), "png": str(png),
-                        "peak_positions": maps.argmax(1).tolist()[:10]})  # fmt: skip
+        if not bool(torch.isfinite(maps).all()):
+            raise NumericalError(f"the attribution maps of {path} hold NaN or infinity; nothing was written")
+        results.append(maps)
+    summary: list[dict[str, Any]] = []
+    with atomic_outputs(overwrite=args.force) as group:  # every map and plot, or none
+        for path, x, maps, (npy, png) in zip(args.images, batches, results, outputs, strict=True):
+            save_array(npy, maps.numpy().astype(np.float32), outputs=group)
+            plot_sequence_maps(png, x, {"per-sample": maps}, outputs=group)
+            summary.append({"data": str(path), "sequences": int(x.shape[0]), "npy": str(npy), "png": str(png),
+                            "peak_positions": maps.argmax(1).tolist()[:10]})  # fmt: skip
     seconds = time.perf_counter() - start
     if args.json:
         print_json({"layer": bottleneck.layer_name, "seconds": seconds, "files": summary})

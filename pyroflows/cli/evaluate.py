@@ -187,27 +187,29 @@ def evaluate_sequences(
 
     from pyroflows.evaluation import available_methods
     from pyroflows.evaluation.sequence_tasks import evaluate_sequence_task
-    from pyroflows.io import check_output_path
+    from pyroflows.io import atomic_outputs, check_output_dir
 
+    if not methods:
+        raise DataError("--methods: no method given; choose from " + ", ".join(available_methods()))
     unknown = [m for m in methods if m not in available_methods()]
     if unknown:
         raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
     if n_images < 1:
         raise DataError(f"--n-images must be at least 1, got {n_images}")
-    for name in ("table.md", "table.csv", "maps.png", "sanity_check.png"):
-        check_output_path(out / name, overwrite=force)
+    check_output_dir(out, ["table.md", "table.csv", "maps.png", "sanity_check.png"], overwrite=force)
     table, setup = evaluate_sequence_task(
         task, methods, n=n_images, estimation=estimation_images, seed=seed, n_masks=n_masks,
         sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, progress=progress,
     )  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "table.md").write_text(table.to_markdown())
-    table.to_csv(out / "table.csv")
-    table.save_plots(out, tile_sizes=setup.degradation_tiles)
     from pyroflows.cli.attribute_sequences import plot_sequence_maps
 
     shown = {r.method: r.maps for r in table.results.values() if r.maps is not None}
-    plot_sequence_maps(out / "maps.png", setup.inputs[:4], shown, spans=setup.spans[:4], plt=plt)
+    with atomic_outputs(overwrite=force) as outputs:  # the table and every plot, or nothing
+        outputs.write(out / "table.md", lambda tmp: tmp.write_text(table.to_markdown(), encoding="utf-8"))
+        table.to_csv(out / "table.csv", outputs=outputs)
+        table.save_plots(out, tile_sizes=setup.degradation_tiles, outputs=outputs)
+        plot_sequence_maps(out / "maps.png", setup.inputs[:4], shown, spans=setup.spans[:4], plt=plt,
+                           outputs=outputs)  # fmt: skip
     return table, len(setup.target)
 
 
@@ -216,7 +218,7 @@ def run(args: argparse.Namespace) -> int:
 
     seed_everything(args.seed)
     default = DEFAULT_METHODS if args.task == "digits" else SEQUENCE_METHODS
-    methods = [m.strip() for m in (args.methods or ",".join(default)).split(",") if m.strip()]
+    methods = [m.strip() for m in (",".join(default) if args.methods is None else args.methods).split(",") if m.strip()]
     start = time.perf_counter()
     if args.task != "digits":
         if args.model != "bundled" or args.layer is not None:
