@@ -52,7 +52,7 @@ def register(subparsers: Any) -> None:
         "--transform",
         choices=("radial", "spline", "autoregressive"),
         default=None,
-        help="flow layers (default: radial for one column, autoregressive for several)",
+        help="flow layers (default: spline for one column, autoregressive for several)",
     )
     fit.add_argument("--layers", type=int, default=None, help="number of flow layers (default: per transform)")
     fit.add_argument(
@@ -250,7 +250,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
         # jumps nor the behaviour at the bounds are drawn as straight segments between distant grid points.
         width = 1.5
         near = width * np.geomspace(1e-7, 0.05, 200)
-        grid_np = np.unique(np.concatenate([np.linspace(1.0, 2.5, 4001), 1.0 + near, 2.5 - near]))
+        grid_np = np.unique(np.concatenate([np.linspace(1.0, 2.5, 4001)[1:-1], 1.0 + near, 2.5 - near]))
         grid = torch.as_tensor(grid_np, dtype=torch.float64)[:, None]
         with torch.no_grad():
             density = flow().log_prob(grid).exp().numpy()

@@ -146,7 +146,7 @@ def fit(
     final_lr_fraction: float = 0.01,
     heldout_fraction: float = 0.1,
     eval_every: int = 20,
-    patience: int = 500,
+    patience: int = DEFAULT_STEPS,
     seed: int | None = None,
     progress: bool = True,
 ) -> FitResult:
@@ -158,8 +158,10 @@ def fit(
     has not improved for ``patience`` steps, and the parameters of the best evaluation are then restored if they beat
     the last ones on the held-out points by more than two standard errors (a small held-out split cannot tell apart
     evaluations closer than that, and picking the luckiest of many would overfit the split). When the budget runs out
-    while the held-out NLL is still improving (the last parameters beat those of ``patience`` steps earlier by more
-    than two standard errors), a :class:`ConvergenceWarning` says so and ``converged`` is False.
+    while the held-out NLL is still improving (the last parameters beat those of a quarter of the budget earlier by
+    more than two standard errors), a :class:`ConvergenceWarning` says so and ``converged`` is False. By default
+    ``patience`` is the whole budget: the learning rate has decayed by the end, and the last parameters are kept unless
+    an earlier evaluation was significantly better.
 
     Args:
         flow: The flow to train (its bounds must contain every point); a :class:`~pyroflows.flows.SegmentFlow`
@@ -246,7 +248,7 @@ def fit(
     best = smoothed = math.inf
     since_best = 0
     history: list[torch.Tensor] = []  # held-out log-densities of the recent evaluations, for the convergence check
-    lookback = max(1, patience // eval_every)
+    lookback = max(1, steps // (4 * eval_every))  # the convergence check looks at the last quarter of the budget
     start = time.perf_counter()
     bar = tqdm(total=steps, desc="fit", disable=not progress, leave=False)
     while result.steps < steps:
