@@ -247,14 +247,14 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         """Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
 
         The prior is Laplace with scale :math:`b` = ``tail_prior`` on each log tail slope :math:`\\ell_\\pm`:
-        :math:`\\log p = -\\sum |\\ell_\\pm| / b` (up to a constant). Its kink at :math:`\\ell = 0` keeps a slope at
-        exactly 1 (a finite, non-zero density at that bound, set by the spline) unless the data's gradient exceeds
-        :math:`1/b` nats per unit, which a density that really vanishes or diverges at the bound gives within a few
-        hundred points; near-boundary noise from a few points does not move it.
+        :math:`\\log p = -\\sum |\\ell_\\pm| / b` (up to a constant). Its kink at :math:`\\ell = 0` holds a slope at
+        exactly 1 (a finite, non-zero density at that bound, set by the spline's end derivative) unless the data pull
+        on it by more than :math:`1/b` nats per unit of :math:`\\ell`, as a density that truly vanishes or diverges
+        at the bound does.
 
         Example:
-            >>> CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior().item()
-            0.0
+            >>> float(CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior()) == 0.0  # slopes start at 1
+            True
         """
         scale = self.config.get("tail_prior")
         tails = self.layers[0] if self.config["tail_slopes"] and len(self.layers) else None

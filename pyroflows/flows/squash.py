@@ -115,7 +115,7 @@ class IntervalSquashTransform(Transform):
         )
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return self.high * torch.sigmoid(x) + self.low * torch.sigmoid(-x)
+        return self.high.to(x) * torch.sigmoid(x) + self.low.to(x) * torch.sigmoid(-x)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         low, high = self.low.to(y), self.high.to(y)
