@@ -112,7 +112,7 @@ def main() -> None:
     parser.add_argument("--only", choices=("table", "draws"), default=None, help="run one part only")
     args = parser.parse_args()
     if args.only != "table":
-        draws_table = draws_and_seeds(args.quick)
+        draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write))
         print(draws_table)
         if not args.no_write and not args.quick:
             write_section(draws_table, DRAWS_SECTION)
@@ -153,7 +153,7 @@ def _window_mean(flow: CompactFlow, a: float, b: float, cells: int = 4000) -> fl
         return flow().log_prob(((edges[1:] + edges[:-1]) / 2)[:, None]).exp().mean().item()
 
 
-def draws_and_seeds(quick: bool) -> str:
+def draws_and_seeds(quick: bool, figure: bool = True) -> str:
     """The default fit over independent data draws and seeds: the piecewise-uniform target and Beta(2, 5)."""
     target = BOUNDED_TARGETS["piecewise"]()
     draws, seeds, n_train, n_test = ((1, 2), (0,), 2000, 10000) if quick else ((1, 2, 3, 4, 5), (0, 1, 2), 5000, 50000)
@@ -194,7 +194,8 @@ def draws_and_seeds(quick: bool) -> str:
                          "warned": bool(caught), **ratios})  # fmt: skip
             print(f"piecewise draw {draw} seed {seed}: KL {kl:.4f}, " +
                   ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) + f", {seconds:.1f} s", flush=True)  # fmt: skip
-    _bounds_figure(near / width, curves, quick)
+    if figure:
+        _bounds_figure(near / width, curves)
 
     beta, n_beta = stats.beta(2, 5), 200 if quick else 1000
     optimum = float(beta.entropy())  # the lowest expected NLL: H(Beta(2, 5)) = -0.4845
@@ -268,7 +269,7 @@ def draws_and_seeds(quick: bool) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _bounds_figure(distance: np.ndarray, curves: list, quick: bool) -> None:
+def _bounds_figure(distance: np.ndarray, curves: list) -> None:
     """Learned density near each bound for every run, on a log scale of the distance to the bound."""
     try:
         import matplotlib
@@ -289,7 +290,7 @@ def _bounds_figure(distance: np.ndarray, curves: list, quick: bool) -> None:
     axes[0].legend(loc="upper left")
     fig.suptitle("piecewise-uniform target: learned density near the bounds, every draw and seed")
     fig.tight_layout()
-    fig.savefig(Path(__file__).with_name("flows_bounds_quick.png" if quick else "flows_bounds.png"), dpi=100)
+    fig.savefig(Path(__file__).with_name("flows_bounds.png"), dpi=100)
     plt.close(fig)
 
 
