@@ -67,7 +67,8 @@ class AutoCompactFlow(AutoGuide):
         self, model: Callable, *, transform: str = "spline", init_loc_fn: Callable | None = None, **flow_kwargs: Any
     ):
         self._transform = transform
-        self._flow_kwargs = flow_kwargs
+        # The guide keeps the spline it was measured with (benchmarks/flows.py, Beta-Binomial): Pyro's fixed ends.
+        self._flow_kwargs = {"ends": "fixed", **flow_kwargs} if transform == "spline" else flow_kwargs
         super().__init__(model)
 
     def _setup_prototype(self, *args: Any, **kwargs: Any) -> None:
