@@ -6,9 +6,11 @@ logit space, squashed onto the bounds by a transform whose codomain is the inter
 """
 
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow, default_transform
+from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
 from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
 from pyroflows.flows.fit import FitResult, check_data, fit
 from pyroflows.flows.guide import AutoCompactFlow, interval_bounds
+from pyroflows.flows.half_line import HalfLineSquashTransform
 from pyroflows.flows.radial import Radial, radial
 from pyroflows.flows.segment import OnSegment, SegmentDistribution, SegmentFlow
 from pyroflows.flows.sigmoid_spline import SigmoidSpline, sigmoid_spline
@@ -19,7 +21,9 @@ __all__ = [
     "AutoCompactFlow",
     "BoundedTransformedDistribution",
     "CompactFlow",
+    "ConditionalCompactFlow",
     "FitResult",
+    "HalfLineSquashTransform",
     "IntervalSquashTransform",
     "OnSegment",
     "Radial",
@@ -27,6 +31,7 @@ __all__ = [
     "SegmentFlow",
     "SigmoidSpline",
     "TwoSlopeAffine",
+    "check_context",
     "check_data",
     "default_transform",
     "fit",

@@ -106,8 +106,14 @@ def _significantly_better(candidate: torch.Tensor, incumbent: torch.Tensor, z: f
     return bool(diff.mean() > z * diff.std() / math.sqrt(diff.numel()))
 
 
-def _log_probs(flow: CompactFlow, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
+def _log_probs(
+    flow: CompactFlow, x: torch.Tensor, batch: int = 65536, context: torch.Tensor | None = None
+) -> torch.Tensor:
     with torch.no_grad():
+        if context is not None:  # a ConditionalCompactFlow: one distribution per chunk of context rows
+            return torch.cat(
+                [flow(context[i : i + batch]).log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)]
+            )
         d = flow()
         return torch.cat([d.log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
@@ -124,6 +130,7 @@ def fit(
     patience: int = 50,
     seed: int | None = None,
     progress: bool = True,
+    context: torch.Tensor | np.ndarray | None = None,
 ) -> FitResult:
     """Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
 
@@ -144,12 +151,17 @@ def fit(
         patience: Epochs without held-out improvement before stopping.
         seed: Seeds Pyro's RNG (split, minibatches) when given.
         progress: Show a tqdm progress bar.
+        context: For a :class:`~pyroflows.flows.ConditionalCompactFlow`: the features of each data row, shape
+            ``(N, context_dim)`` (rows aligned with ``data``); the same split, minibatches and early stopping then
+            fit :math:`p(y \\mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
 
     Returns:
         A :class:`FitResult` with the loss history.
 
     Raises:
-        DataError: bad data (see :func:`check_data`) or fewer than 2 points.
+        DataError: bad data (see :func:`check_data`), fewer than 2 points, or a bad ``context`` (see
+            :func:`~pyroflows.flows.conditional.check_context`; also a conditional flow without one or a context for
+            an unconditional flow).
         ValueError: a bad argument.
 
     Example:
@@ -165,6 +177,7 @@ def fit(
     if not 0 <= heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must lie in [0, 1), got {heldout_fraction}")
     x = check_data(flow, data)
+    c = _fit_context(flow, context, x.shape[0])
     if x.shape[0] < 2:
         raise DataError(f"data: need at least 2 points to fit, got {x.shape[0]}")
     if seed is not None:
@@ -172,17 +185,20 @@ def fit(
     perm = torch.randperm(x.shape[0], device=x.device)
     n_heldout = int(round(heldout_fraction * x.shape[0]))
     heldout, train = x[perm[:n_heldout]], x[perm[n_heldout:]]
+    c_heldout, c_train = (None, None) if c is None else (c[perm[:n_heldout]], c[perm[n_heldout:]])
+    if c_train is not None and not bool(flow.context_scaling_set):
+        flow.set_context_scaling(c_train)
     n = train.shape[0]
     batch = min(batch_size, n)
     steps_per_epoch = math.ceil(n / batch)
     decay = final_lr_fraction ** (1.0 / max(1, epochs * steps_per_epoch))
 
-    def model(points: torch.Tensor) -> None:
-        d = flow()
+    def model(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
+        d = flow() if ctx is None else None
         with pyro.plate("data", points.shape[0], subsample_size=batch) as idx:
-            pyro.sample("obs", d, obs=points[idx])
+            pyro.sample("obs", d if ctx is None else flow(ctx[idx]), obs=points[idx])
 
-    def guide(points: torch.Tensor) -> None:
+    def guide(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         pass
 
     svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}), Trace_ELBO())
@@ -194,13 +210,13 @@ def fit(
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
     for epoch in bar:
         flow.train()
-        total = sum(svi.step(train) for _ in range(steps_per_epoch))
+        total = sum(svi.step(train, c_train) for _ in range(steps_per_epoch))
         result.train_nll.append(total / (steps_per_epoch * n))
         if not n_heldout:
             bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
             continue
         flow.eval()
-        log_probs = _log_probs(flow, heldout)
+        log_probs = _log_probs(flow, heldout, context=c_heldout)
         nll = -log_probs.mean().item()
         result.heldout_nll.append(nll)
         # Epoch-to-epoch jitter of the iterates is as large as the gains late in training; a smoothed curve decides
@@ -218,15 +234,27 @@ def fit(
             break
     bar.close()
     if n_heldout:
-        final_log_probs = _log_probs(flow, heldout)
+        final_log_probs = _log_probs(flow, heldout, context=c_heldout)
         # Go back to the best epoch only when the held-out data say it is better than the last parameters by more
         # than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
         if best_log_probs is not None and _significantly_better(best_log_probs, final_log_probs):
             flow.load_state_dict(best_state)
         else:
             result.best_epoch = len(result.heldout_nll) - 1
-        result.best_heldout_nll = -_log_probs(flow, heldout).mean().item()
+        result.best_heldout_nll = -_log_probs(flow, heldout, context=c_heldout).mean().item()
     else:
         result.best_epoch = epochs - 1
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fit_context(flow: CompactFlow, context: torch.Tensor | np.ndarray | None, rows: int) -> torch.Tensor | None:
+    """The checked context of a conditional flow (``None`` for an unconditional one)."""
+    from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
+
+    conditional = isinstance(flow, ConditionalCompactFlow)
+    if conditional and context is None:
+        raise DataError("context: a ConditionalCompactFlow needs the features of each data row (context=...)")
+    if not conditional and context is not None:
+        raise DataError(f"context: given, but {type(flow).__name__} is not conditional; use ConditionalCompactFlow")
+    return check_context(flow, context, rows=rows) if conditional else None
