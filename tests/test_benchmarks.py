@@ -58,3 +58,10 @@ def test_diffusion_benchmark_runs():
 def test_benchmark_runs(script):
     out = _run_quick(script, timeout=1800)
     assert "|---" in out
+
+
+@pytest.mark.slow
+def test_conditional_flows_benchmark_runs():
+    out = _run_quick("conditional_flows.py", timeout=1800)
+    for model in ("ConditionalCompactFlow (defaults)", "(a) Beta regression", "(d) zuko conditional NSF"):
+        assert f"| {model}" in out
