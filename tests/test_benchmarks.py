@@ -70,3 +70,10 @@ def test_attribution_sequences_benchmark_runs():
     out = _run_quick("attribution_sequences.py", timeout=600)
     for method in ("| saliency", "| integrated-gradients", "| per-sample", "| input-bottleneck", "| readout"):
         assert method in out
+
+
+@pytest.mark.slow
+def test_conditional_flows_benchmark_runs():
+    out = _run_quick("conditional_flows.py", timeout=1800)
+    for model in ("ConditionalCompactFlow (defaults)", "(a) Beta regression", "(d) zuko conditional NSF"):
+        assert f"| {model}" in out

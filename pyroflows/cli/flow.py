@@ -45,9 +45,15 @@ def register(subparsers: Any) -> None:
         description=(
             "Fit a CompactFlow on [low, high] to DATA (.npy or .csv, shape (N,) or (N, D)) by maximum likelihood "
             "with Pyro SVI, a 10%% held-out split and early stopping, and save it to MODEL. Points outside the "
-            "bounds are an error (the model would give them zero density)."
+            "bounds are an error (the model would give them zero density). --low -inf or --high inf gives a "
+            "one-sided support [low, inf) / (-inf, high]. With --context FEATURES (.npy/.csv of shape (N, K), rows "
+            "aligned with DATA) it fits a ConditionalCompactFlow p(y | x) instead."
         ),
-        example="pyroflows flow fit data.npy --low 1 --high 2.5 --out flow.pt",
+        example=(
+            "pyroflows flow fit data.npy --low 1 --high 2.5 --out flow.pt\n"
+            "  pyroflows flow fit y.npy --context x.npy --low 0 --high 1 --out cond.pt\n"
+            "  pyroflows flow fit durations.npy --low 0 --high inf --out positive.pt"
+        ),
     )
     fit.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv file, shape (N,) or (N, D)")
     fit.add_argument("--low", required=True, help="lower bound; comma-separated, one per column, for D > 1")
@@ -68,6 +74,13 @@ def register(subparsers: Any) -> None:
         help="maximum optimiser steps, whatever the number of points (default 2000); a warning says when the "
         "held-out NLL was still improving at the end",
     )
+    fit.add_argument(
+        "--context",
+        type=Path,
+        default=None,
+        metavar="FEATURES",
+        help="features of each DATA row (.npy/.csv, shape (N, K)): fit a conditional flow p(y | x)",
+    )
     fit.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     fit.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -80,34 +93,50 @@ def register(subparsers: Any) -> None:
         help="mean negative log-likelihood of data under a saved flow",
         description=(
             "Print the mean negative log-likelihood (nats per point) of DATA under MODEL. Points outside the "
-            "model's support have zero likelihood: they are an error naming how many and which rows."
+            "model's support have zero likelihood: they are an error naming how many and which rows. A "
+            "conditional model needs --context FEATURES (one row of K features per DATA row) and scores "
+            "-log p(y_i | x_i)."
         ),
-        example="pyroflows flow score flow.pt test.npy --json",
+        example=(
+            "pyroflows flow score flow.pt test.npy --json\n  pyroflows flow score cond.pt y.npy --context x.npy --json"
+        ),
     )
     score.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'pyroflows flow fit'")
     score.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv file, shape (N,) or (N, D)")
     score.add_argument("--json", action="store_true", help='print {"nll": ..., "n": ...}')
+    score.add_argument(
+        "--context", type=Path, default=None, metavar="FEATURES", help="features of each DATA row (conditional models)"
+    )
     score.set_defaults(handler=score_command)
 
     sample = add_parser(
         sub,
         "sample",
         help="draw samples from a saved flow",
-        description="Draw N samples from MODEL and write them to FILE (.npy or .csv; shape (N,) for an interval).",
-        example="pyroflows flow sample flow.pt -n 1000 --out samples.npy",
+        description=(
+            "Draw N samples from MODEL and write them to FILE (.npy or .csv; shape (N,) for an interval). For a "
+            "conditional model, --context FEATURES (M rows of K features) draws N samples per context row: a .npy "
+            "file gets shape (M, N, D) ((M, N) for an interval), a .csv file M*N rows of D columns, context row i's "
+            "draws in rows i*N to i*N + N - 1."
+        ),
+        example="pyroflows flow sample flow.pt -n 1000 --out samples.npy\n"
+        "  pyroflows flow sample cond.pt --context x.npy -n 100 --out draws.npy",
     )
     sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'pyroflows flow fit'")
     sample.add_argument("-n", type=int_arg(low=1, high=MAX_SAMPLES), required=True, metavar="N",
                         help=f"number of samples (at most {MAX_SAMPLES:,})")  # fmt: skip
     sample.add_argument("--out", required=True, type=Path, metavar="FILE", help="output .npy or .csv file")
     sample.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
+    sample.add_argument(
+        "--context", type=Path, default=None, metavar="FEATURES", help="draw N samples per row of these features"
+    )
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=sample_command)
 
 
 def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float]]:
-    low = parse_bounds(args.low, name="--low")
-    high = parse_bounds(args.high, name="--high")
+    low = parse_bounds(args.low, name="--low", allow_infinite=True)
+    high = parse_bounds(args.high, name="--high", allow_infinite=True)
     for name, values in (("--low", low), ("--high", high)):
         if len(values) not in (1, dim):
             raise DataError(f"{name}: got {len(values)} values but the data have {dim} column(s); give 1 or {dim}")
@@ -126,7 +155,7 @@ def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float
 
 def fit_command(args: argparse.Namespace) -> int:
     """``pyroflows flow fit``."""
-    from pyroflows.flows import CompactFlow, default_transform, fit
+    from pyroflows.flows import default_transform, fit
     from pyroflows.flows.fit import DEFAULT_STEPS
 
     check_output_path(args.out, overwrite=args.force)  # fail before loading and fitting, not after
@@ -139,14 +168,16 @@ def fit_command(args: argparse.Namespace) -> int:
     transform = args.transform or default_transform(dim)
     if transform == "autoregressive" and dim == 1:
         raise DataError("--transform autoregressive needs data with 2 or more columns; use spline or radial")
+    context = _load_context(args.context, data.shape[0]) if args.context is not None else None
     seed_everything(args.seed)
-    flow = CompactFlow(low, high, transform=transform, num_layers=args.layers)
-    result = fit(flow, data, steps=steps, seed=args.seed, progress=not args.quiet)
+    flow = _make_flow(low, high, data, context, transform, args)
+    result = fit(flow, data, steps=steps, seed=args.seed, progress=not args.quiet, context=context)
     summary = {
         "model": str(args.out),
         "n": int(data.shape[0]),
         "dim": dim,
         "transform": transform,
+        "conditional": context is not None,
         "layers": flow.config["num_layers"],
         "steps": result.steps,
         "best_step": result.best_step,
@@ -166,24 +197,79 @@ def fit_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _load_flow(path: Path):  # noqa: ANN202 - CompactFlow, imported lazily
-    from pyroflows.flows import CompactFlow
+def _load_context(path: Path, rows: int) -> np.ndarray:
+    """FEATURES as an ``(N, K)`` array with one row per data row (NaN and a row-count mismatch are errors)."""
+    context = load_array(path, ndim=2)
+    if context.shape[0] != rows:
+        raise DataError(
+            f"{path}: has {context.shape[0]} row(s) but the data have {rows}; --context needs one row per data row"
+        )
+    return context
 
+
+def _make_flow(low, high, data, context, transform, args):  # noqa: ANN001, ANN202 - lazily imported types
+    from pyroflows.flows import CompactFlow, ConditionalCompactFlow
+
+    scale = 1.0
+    if any(math.isinf(v) for v in low + high):
+        # A half-line squash works in units of the data's typical distance from the finite bound.
+        bound = np.asarray(low if math.isinf(high[0]) else high)
+        distance = np.abs(data.reshape(data.shape[0], -1) - bound)
+        scale = float(np.median(distance)) if np.median(distance) > 0 else 1.0
+    try:
+        if context is None:
+            return CompactFlow(low, high, transform=transform, num_layers=args.layers, scale=scale)
+        return ConditionalCompactFlow(
+            low, high, context.shape[1], transform=transform, num_layers=args.layers, scale=scale
+        )
+    except ValueError as exc:  # bounds the flows cannot take (mixed one-sided kinds, no finite bound)
+        raise DataError(f"--low/--high: {exc}") from exc
+
+
+def _load_flow(path: Path):  # noqa: ANN202 - CompactFlow or ConditionalCompactFlow, imported lazily
+    from pyroflows.flows import CompactFlow, ConditionalCompactFlow
+    from pyroflows.serialization import load_checkpoint
+
+    kind = load_checkpoint(path)["kind"]
+    if kind == "ConditionalCompactFlow":
+        return ConditionalCompactFlow.load(path)
     return CompactFlow.load(path)
+
+
+def _is_conditional(flow) -> bool:  # noqa: ANN001
+    from pyroflows.flows import ConditionalCompactFlow
+
+    return isinstance(flow, ConditionalCompactFlow)
+
+
+def _check_context_option(flow, args: argparse.Namespace) -> None:  # noqa: ANN001
+    if _is_conditional(flow) and args.context is None:
+        raise DataError(
+            f"{args.model}: is a conditional flow; pass --context FEATURES (one row of {flow.context_dim} "
+            "feature(s) per data row)"
+        )
+    if not _is_conditional(flow) and args.context is not None:
+        raise DataError(f"--context: {args.model} is not a conditional flow (fitted without --context)")
 
 
 def score_command(args: argparse.Namespace) -> int:
     """``pyroflows flow score``."""
     import torch
 
-    from pyroflows.flows import check_data
+    from pyroflows.flows import check_context, check_data
 
     flow = _load_flow(args.model)
+    _check_context_option(flow, args)
     data = load_array(args.data)
     x = check_data(flow, data, name=str(args.data))
     with torch.no_grad():
-        d = flow()
-        log_prob = torch.cat([d.log_prob(x[i : i + 65536]) for i in range(0, x.shape[0], 65536)])
+        if args.context is not None:
+            c = check_context(flow, _load_context(args.context, x.shape[0]), name=str(args.context))
+            chunks = [flow(c[i : i + 65536]).log_prob(x[i : i + 65536]) for i in range(0, x.shape[0], 65536)]
+        else:
+            d = flow()
+            chunks = [d.log_prob(x[i : i + 65536]) for i in range(0, x.shape[0], 65536)]
+        log_prob = torch.cat(chunks)
     nll = -log_prob.mean().item()
     if not math.isfinite(nll):  # cannot happen for in-support points, but never print a silent non-number
         raise DataError(f"{args.data}: the NLL is not finite ({nll})")
@@ -197,16 +283,35 @@ def score_command(args: argparse.Namespace) -> int:
 def sample_command(args: argparse.Namespace) -> int:
     """``pyroflows flow sample``."""
     check_output_suffix(args.out)
-    check_output_path(args.out, overwrite=args.force)
     flow = _load_flow(args.model)
+    _check_context_option(flow, args)
+    context = None
+    if args.context is not None:
+        from pyroflows.flows import check_context
+
+        context = check_context(flow, load_array(args.context, ndim=2), name=str(args.context))
+        if args.n * context.shape[0] > MAX_SAMPLES:
+            raise DataError(
+                f"-n {args.n} for each of {context.shape[0]} context rows is {args.n * context.shape[0]:,} samples; "
+                f"at most {MAX_SAMPLES:,}"
+            )
+    check_output_path(args.out, overwrite=args.force)
     seed_everything(args.seed)
-    samples = flow.sample((args.n,)).cpu().numpy()
-    if flow.dim == 1:
-        samples = samples[:, 0]
+    if context is None:
+        samples = flow.sample((args.n,)).cpu().numpy()
+        if flow.dim == 1:
+            samples = samples[:, 0]
+    else:
+        samples = flow.sample(context, (args.n,)).cpu().numpy().transpose(1, 0, 2)  # (M, N, D)
+        if args.out.suffix.lower() == ".csv":
+            samples = samples.reshape(-1, flow.dim)
+        if flow.dim == 1:
+            samples = samples[..., 0]
     if not np.isfinite(samples).all():
         raise NumericalError(f"{args.model}: the flow drew NaN or infinite samples; nothing was written")
     save_array(args.out, samples, overwrite=args.force)
-    print(f"wrote {args.n} samples to {args.out}")
+    per = f" for each of {context.shape[0]} context rows" if context is not None else ""
+    print(f"wrote {args.n} samples{per} to {args.out}")
     return 0
 
 

@@ -21,6 +21,7 @@ import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
 from pyroflows.flows.radial import Radial
 from pyroflows.flows.sigmoid_spline import SigmoidSpline
 from pyroflows.flows.squash import IntervalSquashTransform, to_bounds_dtype
@@ -75,9 +76,9 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
         if outside.dim() > 1 and outside.shape[-1] == 1:
             outside = outside[..., 0]
         squash = self.transforms[-1]
-        if isinstance(squash, IntervalSquashTransform) and squash.low.numel() == 1:
+        if isinstance(squash, (IntervalSquashTransform, HalfLineSquashTransform)) and squash.low.numel() == 1:
             box = f"[{squash.low.item()}, {squash.high.item()}]"
-        elif isinstance(squash, IntervalSquashTransform):
+        elif isinstance(squash, (IntervalSquashTransform, HalfLineSquashTransform)):
             box = f"the box low={squash.low.tolist()}, high={squash.high.tolist()}"
         else:
             box = str(self.support)
@@ -106,7 +107,12 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
             return super().log_prob(value)
         if self._validate_args:
             raise ValueError(self._outside_message(value, inside))
-        middle = ((squash.low + squash.high) / 2).to(value) if isinstance(squash, IntervalSquashTransform) else 0.0
+        if isinstance(squash, IntervalSquashTransform):
+            middle = ((squash.low + squash.high) / 2).to(value)
+        elif isinstance(squash, HalfLineSquashTransform):
+            middle = squash(torch.zeros_like(squash.bound)).to(value)
+        else:
+            middle = 0.0
         mask = inside.reshape(inside.shape + (1,) * len(self.event_shape))
         safe = torch.where(mask, value, middle)
         with dist.validation_enabled(False):
@@ -129,8 +135,8 @@ class CompactFlow(PyroModule):
       ``dim > 1`` when the dimensions depend on each other.
 
     Args:
-        low: Lower bound, a number or one per dimension.
-        high: Upper bound, same shape as ``low``.
+        low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\\infty, high]`.
+        high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \\infty)` (``greater_than``).
         transform: One of ``"radial"``, ``"spline"``, ``"autoregressive"``; by default :func:`default_transform`
             (spline on an interval, autoregressive on a box).
         num_layers: Number of flow layers (default 16 radial, 1 spline, 2 autoregressive).
@@ -152,6 +158,8 @@ class CompactFlow(PyroModule):
             also on the edge-peaked Beta(1, 3), whose KL it doubled (0.0051 against 0.0024 nats, one draw).
         dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.
         name: Pyro name prefix of the parameters; unique by default so two flows never share parameters.
+        scale: For a one-sided support (``low=-inf`` or ``high=inf``), the typical distance of the data from the
+            finite bound (see :class:`~pyroflows.flows.HalfLineSquashTransform`); unused on an interval or a box.
 
     Raises:
         ValueError: bad bounds (not finite, ``low >= high``), an unknown ``transform`` or ``base``, or
@@ -184,12 +192,11 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         tail_prior: float | None | str = "auto",
         dtype: torch.dtype = torch.float64,
         name: str | None = None,
+        scale: float = 1.0,
     ) -> None:
         super().__init__(name or ("compact_flow" if (n := next(_names)) == 0 else f"compact_flow_{n}"))
-        squash = IntervalSquashTransform(
-            torch.as_tensor(low, dtype=dtype).flatten() if not isinstance(low, (int, float)) else [float(low)],
-            torch.as_tensor(high, dtype=dtype).flatten() if not isinstance(high, (int, float)) else [float(high)],
-        )
+        # Infinite bounds (one-sided supports) get the half-line squash; see pyroflows.flows.half_line.
+        squash = make_squash(*bound_tensors(low, high), scale=scale)
         dim = squash.low.numel()
         transform = default_transform(dim) if transform is None else transform
         if transform not in TRANSFORMS:
@@ -226,6 +233,7 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             "ends": ends,
             "tail_prior": None if tail_prior is None else float(tail_prior),
             "dtype": str(dtype).removeprefix("torch."),
+            "scale": float(scale),
         }
         self.dim = dim
         self.register_buffer("low", squash.low.to(dtype))
@@ -291,9 +299,9 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         return getattr(self, "_frozen", False)
 
     @property
-    def squash(self) -> IntervalSquashTransform:
-        """The squash onto this flow's bounds."""
-        return IntervalSquashTransform(self.low, self.high)
+    def squash(self) -> IntervalSquashTransform | HalfLineSquashTransform:
+        """The squash onto this flow's bounds (a half-line squash when one bound is infinite)."""
+        return make_squash(self.low, self.high, scale=self.config.get("scale", 1.0))
 
     def _base(self) -> dist.TorchDistribution:
         zeros = torch.zeros(self.dim, dtype=self.low.dtype, device=self.low.device)

@@ -130,8 +130,14 @@ def _significantly_better(candidate: torch.Tensor, incumbent: torch.Tensor, z: f
     return bool(diff.mean() > z * diff.std() / math.sqrt(diff.numel()))
 
 
-def _log_probs(flow: CompactFlow, x: torch.Tensor, batch: int = 65536) -> torch.Tensor:
+def _log_probs(
+    flow: CompactFlow, x: torch.Tensor, batch: int = 65536, context: torch.Tensor | None = None
+) -> torch.Tensor:
     with torch.no_grad():
+        if context is not None:  # a ConditionalCompactFlow: one distribution per chunk of context rows
+            return torch.cat(
+                [flow(context[i : i + batch]).log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)]
+            )
         d = flow()
         return torch.cat([d.log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
 
@@ -149,6 +155,7 @@ def fit(
     patience: int = DEFAULT_STEPS,
     seed: int | None = None,
     progress: bool = True,
+    context: torch.Tensor | np.ndarray | None = None,
 ) -> FitResult:
     """Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
 
@@ -176,12 +183,17 @@ def fit(
         patience: Steps without held-out improvement before stopping.
         seed: Seeds Pyro's RNG (split, minibatches) when given.
         progress: Show a tqdm progress bar.
+        context: For a :class:`~pyroflows.flows.ConditionalCompactFlow`: the features of each data row, shape
+            ``(N, context_dim)`` (rows aligned with ``data``); the same split, minibatches and early stopping then
+            fit :math:`p(y \\mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
 
     Returns:
         A :class:`FitResult` with the loss history.
 
     Raises:
-        DataError: bad data (see :func:`check_data`) or fewer than 2 points.
+        DataError: bad data (see :func:`check_data`), fewer than 2 points, or a bad ``context`` (see
+            :func:`~pyroflows.flows.conditional.check_context`; also a conditional flow without one or a context for
+            an unconditional flow).
         ValueError: a bad argument, or a frozen flow (:meth:`CompactFlow.freeze`).
 
     Example:
@@ -218,9 +230,10 @@ def fit(
         raise ValueError(f"final_lr_fraction must lie in (0, 1], got {final_lr_fraction}")
     if not 0 <= heldout_fraction < 1:
         raise ValueError(f"heldout_fraction must lie in [0, 1), got {heldout_fraction}")
-    if flow.frozen:
+    if getattr(flow, "frozen", False):
         raise ValueError("the flow is frozen (CompactFlow.freeze): it has no parameters to fit")
     x = check_data(flow, data)
+    c = _fit_context(flow, context, x.shape[0])
     if x.shape[0] < 2:
         raise DataError(f"data: need at least 2 points to fit, got {x.shape[0]}")
     if seed is not None:
@@ -228,18 +241,22 @@ def fit(
     perm = torch.randperm(x.shape[0], device=x.device)
     n_heldout = int(round(heldout_fraction * x.shape[0]))
     heldout, train = x[perm[:n_heldout]], x[perm[n_heldout:]]
+    c_heldout, c_train = (None, None) if c is None else (c[perm[:n_heldout]], c[perm[n_heldout:]])
+    if c_train is not None and not bool(flow.context_scaling_set):
+        flow.set_context_scaling(c_train)
     n = train.shape[0]
     batch = min(batch_size, n)
     eval_every = min(eval_every, steps)
     decay = final_lr_fraction ** (1.0 / steps)
 
-    def model(points: torch.Tensor) -> None:
-        d = flow()
-        pyro.factor("tail_prior", flow.log_prior())  # MAP: the flow's own prior on its tail slopes (0 by default)
+    def model(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
+        d = flow() if ctx is None else None
+        if ctx is None:
+            pyro.factor("tail_prior", flow.log_prior())  # MAP: the flow's own prior on its tail slopes (0 by default)
         with pyro.plate("data", points.shape[0], subsample_size=batch) as idx:
-            pyro.sample("obs", d, obs=points[idx])
+            pyro.sample("obs", d if ctx is None else flow(ctx[idx]), obs=points[idx])
 
-    def guide(points: torch.Tensor) -> None:
+    def guide(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         pass
 
     svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}), Trace_ELBO())
@@ -254,7 +271,7 @@ def fit(
     while result.steps < steps:
         flow.train()
         block = min(eval_every, steps - result.steps)
-        total = sum(svi.step(train) for _ in range(block))
+        total = sum(svi.step(train, c_train) for _ in range(block))
         result.steps += block
         bar.update(block)
         result.train_nll.append(total / (block * n))
@@ -262,7 +279,7 @@ def fit(
             bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
             continue
         flow.eval()
-        log_probs = _log_probs(flow, heldout)
+        log_probs = _log_probs(flow, heldout, context=c_heldout)
         history = [*history[-lookback:], log_probs]
         nll = -log_probs.mean().item()
         result.heldout_nll.append(nll)
@@ -288,7 +305,7 @@ def fit(
             flow.load_state_dict(best_state)
         else:
             result.best_eval = len(result.heldout_nll) - 1
-        result.best_heldout_nll = -_log_probs(flow, heldout).mean().item()
+        result.best_heldout_nll = -_log_probs(flow, heldout, context=c_heldout).mean().item()
         if not result.stopped_early and len(history) > 1 and _significantly_better(final_log_probs, history[0]):
             result.converged = False
             warnings.warn(
@@ -302,3 +319,15 @@ def fit(
         result.best_eval = len(result.train_nll) - 1
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _fit_context(flow: CompactFlow, context: torch.Tensor | np.ndarray | None, rows: int) -> torch.Tensor | None:
+    """The checked context of a conditional flow (``None`` for an unconditional one)."""
+    from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
+
+    conditional = isinstance(flow, ConditionalCompactFlow)
+    if conditional and context is None:
+        raise DataError("context: a ConditionalCompactFlow needs the features of each data row (context=...)")
+    if not conditional and context is not None:
+        raise DataError(f"context: given, but {type(flow).__name__} is not conditional; use ConditionalCompactFlow")
+    return check_context(flow, context, rows=rows) if conditional else None
