@@ -147,7 +147,14 @@ def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float
             f"--low must be below --high; column(s) {bad} have low {[low[i] for i in bad]} >= high "
             f"{[high[i] for i in bad]}"
         )
-    wide = [i for i in range(dim) if not math.isfinite(high[i] - low[i]) or high[i] - low[i] > 1e300]
+    # A one-sided support has one infinite bound; two finite bounds must have a finite width.
+    wide = [
+        i
+        for i in range(dim)
+        if math.isfinite(low[i])
+        and math.isfinite(high[i])
+        and (not math.isfinite(high[i] - low[i]) or high[i] - low[i] > 1e300)
+    ]
     if wide:
         raise DataError(f"--low/--high: the interval of column(s) {wide} is too wide for float64 (width overflows)")
     return low, high

@@ -143,6 +143,10 @@ class ConditionedSigmoidSpline(_Elementwise):
     def _as_param_dtype(self, x: torch.Tensor) -> torch.Tensor:
         return x.to(self._param_dtype)
 
+    def _spline_op(self, z: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        # Pyro's end derivatives (SigmoidSpline's ends="fixed"): the conditional layers predict no end derivatives.
+        return self.spline.spline_op(z, inverse=inverse)
+
     _clamp_open = staticmethod(SigmoidSpline._clamp_open)
     _call = SigmoidSpline._call
     _inverse = SigmoidSpline._inverse

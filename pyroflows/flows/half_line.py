@@ -192,7 +192,7 @@ def make_squash(
     :class:`HalfLineSquashTransform` (``scale`` applies to half-lines only).
 
     Example:
-        >>> make_squash(torch.tensor([0.0]), torch.tensor([math.inf])).codomain
+        >>> make_squash(*bound_tensors(0.0, math.inf)).codomain
         IndependentConstraint(GreaterThan(lower_bound=tensor([0.], dtype=torch.float64)), 1)
     """
     kind = bounds_kind(low, high)
