@@ -82,7 +82,9 @@ class InputBottleneck(Attribution):
         channel_dim: Channel axis of ``layer``'s output (1; -1 for ``[N, L, C]``).
         input_channel_dim: Channel axis of the input-level features (1 for ``[N, C, L]`` inputs; an embedding's
             output ``[N, L, C]`` uses -1, the default for token inputs).
-        padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` padding mask.
+        padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` padding mask, or a function
+            ``(inputs, args) -> [N, L]``.
+        tokens: Whether the inputs are token ids (default: the model has an ``nn.Embedding``).
         **options: Further :class:`PerSampleBottleneck` options for both stages (``lr``, ``batch_size``,
             ``min_std``, ``graph_split``...).
 

@@ -85,7 +85,10 @@ def _setup(args: argparse.Namespace):
 
         if args.layer is None:
             raise DataError("a user model needs --layer NAME (and --data FILE.npy to estimate statistics on)")
-        model, data, layer = _load_user_model(Path(args.model)), load_sequences(args.data), args.layer
+        trust = getattr(args, "trust_model_file", None)  # where the CLI has --trust-model-file, it is honoured
+        path = Path(args.model)
+        model = _load_user_model(path) if trust is None else _load_user_model(path, trust)
+        data, layer = load_sequences(args.data), args.layer
         channel_dim = 1 if args.channel_dim is None else args.channel_dim
     padding = None if pad_id is None else (lambda tokens, _args, pad=pad_id: tokens == pad)
     with warnings.catch_warnings():

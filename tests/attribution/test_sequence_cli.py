@@ -1,10 +1,13 @@
 """``pyroflows attribute`` and ``pyroflows evaluate`` on sequences: maps written, bad layouts refused in one line."""
 
+import inspect
+
 import numpy as np
 import torch
 from torch import nn
 
 from pyroflows.cli import main
+from pyroflows.cli.attribute import _load_user_model
 from pyroflows.datasets import make_keyword_sequences, make_motif_sequences
 
 
@@ -38,6 +41,8 @@ def test_attribute_a_user_sequence_model_and_refuse_a_wrong_channel_dim(tmp_path
     np.save(tmp_path / "x.npy", data[:2].numpy())
     base = ["attribute", str(tmp_path / "x.npy"), "--model", str(tmp_path / "model.pt2"), "--layer", "1",
             "--data", str(tmp_path / "train.npy"), "--steps", "2", "--out", str(tmp_path / "o")]  # fmt: skip
+    if "trust" in inspect.signature(_load_user_model).parameters:  # pickled models need the explicit opt-in
+        base.append("--trust-model-file")
     assert main([*base, "--channel-dim", "-1"]) == 2
     err = capsys.readouterr().err
     assert "pass channel_dim=1" in err and len(err.strip().splitlines()) == 1
