@@ -193,7 +193,7 @@ def make_squash(
 
     Example:
         >>> make_squash(torch.tensor([0.0]), torch.tensor([math.inf])).codomain
-        IndependentConstraint(GreaterThan(lower_bound=tensor([0.], dtype=torch.float64)), 1)
+        IndependentConstraint(GreaterThan(lower_bound=tensor([0.])), 1)
     """
     kind = bounds_kind(low, high)
     if kind == "interval":
