@@ -2,7 +2,9 @@
 
 Densities on an interval or a box :math:`[low, high]` (or a line segment): invertible radial and spline flows in
 logit space, squashed onto the bounds by a transform whose codomain is the interval, so the distribution's
-``support`` is right; maximum-likelihood fitting with SVI; an autoguide for interval-constrained latents.
+``support`` is right; half-lines ``[low, inf)`` / ``(-inf, high]`` through an exp squash; conditional densities
+:math:`p(y \\mid x)` with the same layers (``ConditionalCompactFlow``); maximum-likelihood fitting with SVI; an
+autoguide for interval-constrained latents, amortised for per-datum latents.
 """
 
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow, default_transform
