@@ -4,7 +4,7 @@ Data: a 2-D and a 3-D Gaussian mixture whose class-conditionals and coordinate c
 form, and two moons (labels: the upper or lower moon).
 
 Three parts:
-  * labels: a class-conditional DDPM (T = 10, label dropout 0.15) per mixture and seed; for each class and
+  * labels: a class-conditional DDPM (T = 10, the default label dropout) per mixture and seed; for each class and
     guidance w in {0, 1, 3}: the per-class accuracy (the fraction of a label's samples whose most probable mixture
     component, by the true mixture's posterior, is the label's own; the true class samples' own rate is the
     ceiling) and the energy distance (x1e-3, V-statistic) to exact draws of the class, beside the same statistic
@@ -43,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pyroflows.diffusion import DDPM, ancestral_sample, energy_distance, energy_distance_ratio, impute, noise_floor  # noqa: E402
 from pyroflows.diffusion import train as train_ddpm  # noqa: E402
+from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Diffusion: conditioning"
@@ -182,8 +183,8 @@ def ed(a, b) -> float:
 def part_labels(cfg, seeds) -> list[str]:
     lines = [
         f"### Labels: per-class accuracy and energy distance on Gaussian mixtures ({cfg['n_train']} training points, "
-        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = 10, label dropout 0.15; {cfg['n_eval']} samples "
-        "per class)",
+        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = 10, label dropout {DEFAULT_LABEL_DROPOUT}; "
+        f"{cfg['n_eval']} samples per class)",
         "",
         "| data | seed | class | accuracy w=0 | w=1 | w=3 | true class samples | ED x1e-3 w=0 | w=1 | w=3 | ED floor |",
         "|---|---|---|---|---|---|---|---|---|---|---|",

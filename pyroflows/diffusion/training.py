@@ -36,7 +36,9 @@ __all__ = ["train", "LOSSES", "DEFAULT_OPTIMIZER_STEPS", "DEFAULT_BATCH_SIZE", "
 LOSSES = ("eps-mse", "elbo")
 DEFAULT_OPTIMIZER_STEPS = 5000
 DEFAULT_BATCH_SIZE = 2048
-DEFAULT_LABEL_DROPOUT = 0.15
+# 0.3 rather than 0.15: on two moons (2,000 optimizer steps, seeds 0 and 1) the null label's ED ratio was 2.02 / 2.58
+# at 0.3 against 2.46 / 4.07 at 0.15 (an unconditional network: 1.82 / 2.04), per-class accuracy 0.98 either way.
+DEFAULT_LABEL_DROPOUT = 0.3
 
 
 def train(
@@ -80,7 +82,7 @@ def train(
         seed: Seed for ``pyro.set_rng_seed`` before training.
         progress: Show a tqdm progress bar.
         labels: Class labels ``(N,)`` in ``0..K-1`` for a DDPM built with ``num_classes=K``.
-        label_dropout: Fraction of rows whose label is replaced by the null label K in each step (default 0.15),
+        label_dropout: Fraction of rows whose label is replaced by the null label K in each step (default 0.3),
             which trains the unconditional model for classifier-free guidance in the same network.
 
     Returns:
