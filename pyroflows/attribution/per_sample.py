@@ -44,6 +44,7 @@ from torch.distributions import constraints, register_kl
 from torch.distributions.utils import _standard_normal, broadcast_all
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.attribution.capacity import NATS_PER_BIT, lambda_from_alpha, per_element_capacity
 from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
 from pyroflows.attribution.statistics import FeatureStatistics
@@ -165,7 +166,17 @@ class MaskedFeatureNormal(TorchDistribution):
             if axis == 1 and loc.shape == scale.shape == self.loc.shape[1:]:  # copies x images x feature map
                 return _SharedNoiseSample.apply(loc, scale, eps)
         else:
-            eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+            # Under a distributed global batch: the whole batch's noise, this rank's images (dim -event_dim-1).
+            axis = len(shape) - self.event_dim - 1
+
+            def draw(m: int) -> torch.Tensor:
+                return _standard_normal(shape[:axis] + [m] + shape[axis + 1 :], dtype=self.loc.dtype,
+                                        device=self.loc.device)  # fmt: skip
+
+            if axis >= 0:
+                eps = distributed.draw_rows(draw, shape[axis], dim=axis)
+            else:
+                eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
         return torch.addcmul(self.loc, eps, self.scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -306,8 +317,8 @@ class BottleneckBase:
         stats = FeatureStatistics()
         device = _model_device(self.model)
         bar = tqdm(total=max_samples, disable=not progress, desc=f"estimating {self.layer_name}", unit="sample")
-        with frozen(self.model):
-            for x in _batches(data):
+        with frozen(self.model), distributed.fail_together():  # in a process group: this rank's shard, then merged
+            for x in _batches(distributed.shard_batches(data, max_samples)):
                 if max_samples is not None and stats.count >= max_samples:
                     break
                 if max_samples is not None:
@@ -316,6 +327,7 @@ class BottleneckBase:
                 stats.update(self.split.head(x).features)
                 bar.update(x.shape[0])
         bar.close()
+        distributed.reduce_statistics(stats)
         self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
         return self
 
@@ -557,6 +569,8 @@ class PerSampleBottleneck(BottleneckBase):
             RuntimeError: ``estimate()`` was not called.
             DataError: bad inputs or targets.
         """
+        if distributed.active():  # each process attributes its shard of the images; maps gathered in order
+            return distributed.map_shards(lambda x, t: self.attribute(x, t, upsample=upsample), inputs, target)
         capacity = self.capacity(inputs, target)
         size = torch.as_tensor(inputs).shape[2:] if upsample else None
         return self._to_map(capacity, size)

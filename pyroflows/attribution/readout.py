@@ -38,6 +38,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.hooks import frozen, resolve_layer
 from pyroflows.attribution.per_sample import BottleneckBase, ClosedFormKLELBO, _batches, _model_device
@@ -203,8 +204,8 @@ class ReadoutBottleneck(BottleneckBase):
         readout = [FeatureStatistics() for _ in self._readout_modules]
         device = _model_device(self.model)
         bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
-        with frozen(self.model):
-            for x in _batches(data):
+        with frozen(self.model), distributed.fail_together():  # in a process group: this rank's shard, then merged
+            for x in _batches(distributed.shard_batches(data, max_samples)):
                 if max_samples is not None and bottleneck.count >= max_samples:
                     break
                 if max_samples is not None:
@@ -215,6 +216,8 @@ class ReadoutBottleneck(BottleneckBase):
                     stats.update(feature)
                 bar.update(x.shape[0])
         bar.close()
+        for stats in [bottleneck, *readout]:
+            distributed.reduce_statistics(stats)
         self._set_statistics(
             bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold), bottleneck.count
         )
@@ -269,7 +272,9 @@ class ReadoutBottleneck(BottleneckBase):
         steps_per_epoch = len(data) if hasattr(data, "__len__") else None
         step = 0
         with frozen(self.model), pyro.get_param_store().scope(), pyro.validation_enabled(False):
-            svi = SVI(self._train_model, self._train_guide, pyro.optim.Adam({"lr": lr}), elbo)
+            distributed.synchronize(self.network)  # rank 0's weights and random state on every rank
+            optim = distributed.synchronize_gradients(pyro.optim.Adam({"lr": lr}))
+            svi = SVI(self._train_model, self._train_guide, optim, elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
                     if warmup > 0 and steps_per_epoch:
@@ -280,9 +285,10 @@ class ReadoutBottleneck(BottleneckBase):
                     x, y = batch[0], batch[1]
                     if device is not None:
                         x, y = x.to(device), y.to(device)
-                    head = self.split.head(x)
-                    stacked = self._stacked(self._readout_features(x), head.features.shape[2:])
-                    loss = svi.step(head, y.long(), stacked)
+                    with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
+                        head = self.split.head(x[share.rows])
+                        stacked = self._stacked(self._readout_features(x[share.rows]), head.features.shape[2:])
+                        loss = share.total(svi.step(head, y[share.rows].long(), stacked))
                     self.history.append(loss / x.shape[0])
         self._kl_factor = 1.0
         self.network.eval()
@@ -327,6 +333,8 @@ class ReadoutBottleneck(BottleneckBase):
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, *, upsample: bool = True) -> torch.Tensor:
         """Attribution maps ``[N, *spatial]`` in bits, upsampled to the input (``target`` is ignored)."""
+        if distributed.active():  # each process attributes its shard of the images; maps gathered in order
+            return distributed.map_shards(lambda x: self.attribute(x, upsample=upsample), inputs)
         capacity = self.capacity(inputs, target)
         return self._to_map(capacity, torch.as_tensor(inputs).shape[2:] if upsample else None)
 

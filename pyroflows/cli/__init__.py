@@ -62,8 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from pyroflows import distributed
+
     try:
-        result = args.handler(args)
+        with distributed.launched():  # under torchrun: join the process group; each command splits its work
+            result = args.handler(args)
     except PyroflowsError as exc:
         print(f"pyroflows: error: {exc}", file=sys.stderr)
         return 2

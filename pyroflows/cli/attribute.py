@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyroflows import distributed
 from pyroflows.cli._common import add_parser, print_json, seed_everything
 from pyroflows.errors import CheckpointError, DataError
 from pyroflows.io import check_output_path
@@ -237,7 +238,9 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and not 0 <= args.target < n_classes:
         raise DataError(f"--target must be a class index in [0, {n_classes}), got {args.target}")
     target = predicted if args.target is None else torch.full_like(predicted, args.target)
-    maps = bottleneck.attribute(images, target).detach()
+    maps = bottleneck.attribute(images, target).detach()  # under torchrun: sharded, gathered on every rank
+    if not distributed.is_main():  # rank 0 alone writes, once every rank's maps have arrived
+        return 0
     args.out.mkdir(parents=True, exist_ok=True)
     summary = []
     for image, heatmap, (npy, png), path, pred, tgt in zip(

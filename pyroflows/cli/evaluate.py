@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyroflows import distributed
 from pyroflows.cli._common import add_parser, print_json, seed_everything
 from pyroflows.errors import DataError
 
@@ -116,10 +117,11 @@ def evaluate_bundled(
         model, inputs, labels, methods, boxes=boxes, context=context, n_masks=n_masks,
         sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, seed=seed, progress=progress,
     )  # fmt: skip
-    (out / "table.md").write_text(table.to_markdown())
-    table.to_csv(out / "table.csv")
-    table.save_plots(out)
-    _plot_maps(table, inputs, out / "maps.png", plt)
+    if distributed.is_main():  # under torchrun the table is complete on every rank; rank 0 writes it
+        (out / "table.md").write_text(table.to_markdown())
+        table.to_csv(out / "table.csv")
+        table.save_plots(out)
+        _plot_maps(table, inputs, out / "maps.png", plt)
     return table, len(correct)
 
 
@@ -149,9 +151,11 @@ def run(args: argparse.Namespace) -> int:
         args.out, model_spec=args.model, layer=args.layer, methods=methods, n_images=args.n_images,
         n_masks=args.n_masks, sensitivity_steps=args.sensitivity_steps,
         sanity_images=args.sanity_images, estimation_images=args.estimation_images,
-        seed=args.seed, force=args.force, progress=not args.no_progress,
+        seed=args.seed, force=args.force, progress=not args.no_progress and distributed.is_main(),
     )  # fmt: skip
     seconds = time.perf_counter() - start
+    if not distributed.is_main():
+        return 0
     if args.json:
         print_json({"images": n, "seconds": seconds, "rows": table.rows(), "out": str(args.out)})
     else:

@@ -24,6 +24,7 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.diffusion.ddpm import DDPM
 
 __all__ = ["train", "LOSSES", "DEFAULT_OPTIMIZER_STEPS", "DEFAULT_BATCH_SIZE"]
@@ -92,6 +93,7 @@ def train(
         ddpm.scaler.fit(x)
     if seed is not None:
         pyro.set_rng_seed(seed)
+    distributed.synchronize(ddpm)  # in a process group: rank 0's weights and random state everywhere
     n = x.shape[0]
     batch = min(DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size), n)
     steps_per_epoch = -(-n // batch)
@@ -106,6 +108,7 @@ def train(
         )
     else:
         optimizer = pyro.optim.AdamW(optim_args)
+    optimizer = distributed.synchronize_gradients(optimizer)  # gradients summed over processes before each step
     if loss == "eps-mse":
         svi = SVI(ddpm.model, ddpm.guide, optimizer, loss=lambda model, guide, x0: ddpm.eps_mse(x0))
     else:
@@ -129,7 +132,8 @@ def train(
         total = 0.0
         for start in range(0, n, batch):
             x_batch = x if order is None else x[order[start : start + batch]]
-            total += svi.step(x_batch) * x_batch.shape[0]
+            with distributed.global_batch(x_batch.shape[0], "mean") as share:  # this process's rows of the batch
+                total += share.total(svi.step(x_batch[share.rows])) * x_batch.shape[0]
             step += 1
             if lr_schedule == "cosine":
                 optimizer.step()

@@ -19,6 +19,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.errors import DataError
 from pyroflows.flows.compact import CompactFlow
 
@@ -169,6 +170,7 @@ def fit(
         raise DataError(f"data: need at least 2 points to fit, got {x.shape[0]}")
     if seed is not None:
         pyro.set_rng_seed(seed)
+    distributed.synchronize(flow)  # in a process group: rank 0's parameters and random state everywhere
     perm = torch.randperm(x.shape[0], device=x.device)
     n_heldout = int(round(heldout_fraction * x.shape[0]))
     heldout, train = x[perm[:n_heldout]], x[perm[n_heldout:]]
@@ -179,13 +181,15 @@ def fit(
 
     def model(points: torch.Tensor) -> None:
         d = flow()
-        with pyro.plate("data", points.shape[0], subsample_size=batch) as idx:
+        # In a process group each process observes its share of the (common) minibatch.
+        with distributed.subsample_plate("data", points.shape[0], batch) as idx:
             pyro.sample("obs", d, obs=points[idx])
 
     def guide(points: torch.Tensor) -> None:
         pass
 
-    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}), Trace_ELBO())
+    optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}))
+    svi = SVI(model, guide, optim, Trace_ELBO())
     result = FitResult()
     best_state, best_log_probs = None, None
     best = smoothed = math.inf
@@ -194,7 +198,7 @@ def fit(
     bar = tqdm(range(epochs), desc="fit", disable=not progress, leave=False)
     for epoch in bar:
         flow.train()
-        total = sum(svi.step(train) for _ in range(steps_per_epoch))
+        total = sum(distributed.all_sum(svi.step(train)) for _ in range(steps_per_epoch))
         result.train_nll.append(total / (steps_per_epoch * n))
         if not n_heldout:
             bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
