@@ -285,14 +285,15 @@ from torch import nn
 
 
 class FailsOnRank1(nn.Module):
-    """The bundled CNN, raising on rank 1 while the bottleneck optimises (data-dependent: no torch.fx split)."""
+    """The bundled CNN, raising on rank 1 for batches of 10 or more rows: in estimate() on its shard of the data,
+    not on the 3 images the CLI first classifies (the data-dependent test also keeps torch.fx from splitting it)."""
 
     def __init__(self, inner):
         super().__init__()
         self.inner = inner
 
     def forward(self, x):
-        if torch.is_grad_enabled() and bool(x.sum() > -1e30) and torch.distributed.is_initialized():
+        if bool(x.sum() > -1e30) and x.shape[0] >= 10 and torch.distributed.is_initialized():
             if torch.distributed.get_rank() == 1:
                 raise RuntimeError("injected failure on rank 1")
         return self.inner(x)
