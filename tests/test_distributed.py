@@ -357,3 +357,19 @@ def test_torchrun_a_failing_rank_ends_the_run_without_outputs(tmp_path):
     assert "pyroflows: error: rank 1 of 2 failed: RuntimeError: injected failure on rank 1" in done.stderr
     assert "injected failure on rank 1" in done.stderr
     assert not (tmp_path / "maps").exists()  # nothing written, not even the directory
+
+
+def test_torchrun_flow_fit_saves_the_one_process_flow_once(tmp_path):
+    from pyroflows.cli import main
+    from pyroflows.serialization import load_checkpoint
+
+    np.save(tmp_path / "beta.npy", np.random.default_rng(0).beta(2.0, 5.0, 300))
+    common = ["flow", "fit", str(tmp_path / "beta.npy"), "--low", "0", "--high", "1", "--epochs", "4", "--seed", "0",
+              "--quiet"]  # fmt: skip
+    done = _torchrun([*common, "--out", str(tmp_path / "two.pt")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("saved to") == 1  # rank 0 alone reports and writes
+    assert main([*common, "--out", str(tmp_path / "one.pt")]) == 0
+    one, two = (load_checkpoint(tmp_path / f"{name}.pt", kind="CompactFlow") for name in ("one", "two"))
+    _close(two["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-9)
+    _close(two["extra"]["train_nll"], one["extra"]["train_nll"], rtol=1e-6, atol=1e-9)

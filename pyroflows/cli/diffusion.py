@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyroflows import distributed
 from pyroflows.cli._common import add_parser, print_json, seed_everything
 from pyroflows.errors import DataError
 
@@ -157,6 +158,8 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     seconds = time.perf_counter() - start
+    if not distributed.is_main():  # under torchrun every rank holds the same trained DDPM; rank 0 writes it
+        return 0
     ddpm.save(args.out, overwrite=args.force, extra={"history": history[-100:], "train_seconds": seconds,
                                                      "source": source})  # fmt: skip
     print(

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from pyroflows import distributed
 from pyroflows.cli._common import add_parser, print_json, seed_everything
 from pyroflows.errors import DataError
 from pyroflows.io import check_output_path, load_array, parse_bounds, save_array
@@ -140,6 +141,8 @@ def fit_command(args: argparse.Namespace) -> int:
         "heldout_nll": result.best_heldout_nll,
         "seconds": round(result.seconds, 2),
     }
+    if not distributed.is_main():  # under torchrun every rank holds the same fitted flow; rank 0 writes it
+        return 0
     flow.save(args.out, overwrite=args.force, extra={"fit": summary, "train_nll": result.train_nll})
     if args.json:
         print_json(summary)
