@@ -521,7 +521,7 @@ def draw_rows(draw: Callable[[int], torch.Tensor], n_local: int, dim: int = 0) -
 
 
 @contextlib.contextmanager
-def subsample_plate(name: str, size: int, subsample_size: int) -> Iterator[torch.Tensor]:
+def subsample_plate(name: str, size: int, subsample_size: int) -> Iterator[Any]:
     """``pyro.plate(name, size, subsample_size=...)`` whose minibatch is split over the ranks.
 
     Every rank draws the same minibatch of indices (the draw ``pyro.plate`` makes, from the shared random state),
@@ -550,30 +550,28 @@ def _named(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
     import pyro
 
     store = pyro.get_param_store()
-    named = []
+    named: list[tuple[str, torch.Tensor]] = []
     for p in params:
-        try:
-            named.append((store.param_name(p), p))
-        except KeyError:
-            named.append((None, p))
-    if any(name is None for name, _ in named):
-        raise RuntimeError("synchronize_gradients: a parameter of the step is not in Pyro's parameter store")
+        name = store.param_name(p)
+        if name is None:
+            raise RuntimeError("synchronize_gradients: a parameter of the step is not in Pyro's parameter store")
+        named.append((name, p))
     return [p for _, p in sorted(named, key=lambda item: item[0])]
 
 
 def _sum_gradients(params: Iterable[torch.Tensor]) -> None:
-    ordered = [p for p in _named(params) if p.grad is not None]
-    if not ordered:
+    grads = [p.grad for p in _named(params) if p.grad is not None]
+    if not grads:
         return
     batch = _BATCH.get()
     weight = 1.0 if batch is None else batch.weight
     device = _device()
-    flat = torch.cat([p.grad.detach().reshape(-1).to(device, torch.float64) for p in ordered]) * weight
+    flat = torch.cat([g.detach().reshape(-1).to(device, torch.float64) for g in grads]) * weight
     _dist().all_reduce(flat)
     offset = 0
-    for p in ordered:
-        k = p.grad.numel()
-        p.grad.copy_(flat[offset : offset + k].view_as(p.grad).to(p.grad))
+    for g in grads:
+        k = g.numel()
+        g.copy_(flat[offset : offset + k].view_as(g).to(g))
         offset += k
 
 

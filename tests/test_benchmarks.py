@@ -58,3 +58,11 @@ def test_diffusion_benchmark_runs():
 def test_benchmark_runs(script):
     out = _run_quick(script, timeout=1800)
     assert "|---" in out
+
+
+@pytest.mark.slow
+def test_scale_out_benchmark_runs():
+    # Spawns a 1-process and a 2-process run (40-80 s on the shared 2-core machine); the equality of their results
+    # is what tests/test_distributed.py checks by default.
+    out = _run_quick("scale_out.py", timeout=900)
+    assert "| per-sample attribution" in out and "| readout training" in out and "largest difference" in out
