@@ -66,7 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         with distributed.launched():  # under torchrun: join the process group; each command splits its work
-            result = args.handler(args)
+            if distributed.active() and not getattr(args, "splits_work", False):
+                # A command that does not split its work (sampling, scoring, the demo) runs once, on rank 0.
+                if not distributed.is_main():
+                    return 0
+                with distributed.local():
+                    result = args.handler(args)
+            else:
+                result = args.handler(args)
     except PyroflowsError as exc:
         print(f"pyroflows: error: {exc}", file=sys.stderr)
         return 2

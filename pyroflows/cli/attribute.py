@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, splits_work=True)
 
 
 def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:

@@ -72,7 +72,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     train.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, splits_work=True)
 
     sample = add_parser(
         sub,

@@ -55,7 +55,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print the table as one JSON object")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, splits_work=True)
 
 
 def _load_model(spec: str):

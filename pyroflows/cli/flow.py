@@ -62,7 +62,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    fit.set_defaults(handler=fit_command)
+    fit.set_defaults(handler=fit_command, splits_work=True)
 
     score = add_parser(
         sub,
