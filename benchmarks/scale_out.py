@@ -215,7 +215,14 @@ def main(argv: list[str] | None = None) -> int:
             "(`time.process_time`) in the one process and in the busiest of the N: on a machine with a free core "
             "per process this ratio is the wall-time speed-up, whatever else shares the machine now.\n\n"
             + table
-            + f"\n\n{agreement[0].upper() + agreement[1:]}.\n"
+            + f"\n\n{agreement[0].upper() + agreement[1:]}.\n\n"
+            "Reading the figures: each process attributes half of the images, so the CPU seconds of the busiest "
+            "process are about half of the one process's; the wall-time speed-up reaches that ratio only with a "
+            "free core per process. On a machine whose load is several times its core count the scheduler shares "
+            "the cores among every job, so the wall-time ratio is low and varies from repeat to repeat, and CPU "
+            "time itself varies with the cache and context-switch pressure (ratios above 2x). Process start and "
+            "imports (seconds per process) are not in the figures: they matter for small jobs, not for a "
+            "validation set. GPUs: unmeasured (none was available).\n"
         )
         _write_section(section, SECTION)
     return 0
