@@ -373,3 +373,27 @@ def test_torchrun_flow_fit_saves_the_one_process_flow_once(tmp_path):
     one, two = (load_checkpoint(tmp_path / f"{name}.pt", kind="CompactFlow") for name in ("one", "two"))
     _close(two["state_dict"], one["state_dict"], rtol=1e-6, atol=1e-9)
     _close(two["extra"]["train_nll"], one["extra"]["train_nll"], rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_torchrun_evaluate_writes_the_one_process_table(tmp_path):
+    import csv
+
+    from pyroflows.cli import main
+
+    common = ["evaluate", "--methods", "random,saliency,per-sample", "--n-images", "6", "--n-masks", "4",
+              "--sensitivity-steps", "2", "--sanity-images", "2", "--estimation-images", "100",
+              "--no-progress"]  # fmt: skip
+    done = _torchrun([*common, "--out", str(tmp_path / "two")], tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
+    tables = [list(csv.DictReader(open(tmp_path / d / "table.csv"))) for d in ("one", "two")]
+    for one, two in zip(*tables, strict=True):
+        for key, value in one.items():
+            if key == "seconds_per_image":
+                continue
+            try:
+                assert float(two[key]) == pytest.approx(float(value), rel=1e-4, abs=1e-5), key
+            except ValueError:
+                assert two[key] == value
