@@ -218,7 +218,8 @@ def shard_batches(data: Any, max_samples: int | None = None) -> Any:
 
     A tensor ``[N, ...]`` gives its contiguous shard; an iterable of batches (a DataLoader, ``(x, y)`` tuples)
     gives every ``world``-th batch starting at this rank (every rank iterates the batches, so each knows the global
-    count for ``max_samples``). Inactive: ``data`` unchanged.
+    count for ``max_samples``; a DataLoader must therefore yield the same batches in the same order on every rank:
+    no unseeded shuffling). Inactive: ``data`` unchanged.
     """
     if not active():
         return data

@@ -114,6 +114,27 @@ def scenario_flow() -> dict:
             "weights": {k: v.clone() for k, v in flow.state_dict().items()}}  # fmt: skip
 
 
+def scenario_tiny() -> dict:
+    """Fewer images than processes: rank 1's shard is empty (maps, a dataclass of curves, estimate's moments)."""
+    from pyroflows.attribution import PerSampleBottleneck
+    from pyroflows.evaluation import degradation_curves
+
+    model, layer, train, test = _digits()
+    pyro.set_rng_seed(8)
+    one_batch = [(train.images[:5], train.labels[:5])]  # a loader of one batch: rank 1 estimates on nothing
+    bottleneck = PerSampleBottleneck(model, layer, steps=2).estimate(one_batch)
+    cut = PerSampleBottleneck(model, layer, steps=2).estimate(train.images[:7], max_samples=3)  # 2 + 1 samples
+    maps = cut.attribute(test.images[:1])
+    curves = distributed.map_shards(
+        lambda x, m, t: degradation_curves(model, x, m, t, tile_size=14), test.images[:1], maps, test.labels[:1],
+        concat={"morf": 0, "lerf": 0},
+    )  # fmt: skip
+    return {
+        "n": bottleneck.n_samples, "std": bottleneck.std, "cut_n": cut.n_samples, "cut_std": cut.std,
+        "maps": maps, "morf": curves.morf, "lerf": curves.lerf, "fraction": curves.fraction,
+    }  # fmt: skip
+
+
 def scenario_failure() -> dict:
     """Rank 1 raises inside a sharded call: both ranks must raise, none may hang."""
 
@@ -135,6 +156,7 @@ SCENARIOS = {
     "evaluation": scenario_evaluation,
     "ddpm": scenario_ddpm,
     "flow": scenario_flow,
+    "tiny": scenario_tiny,
     "failure": scenario_failure,
 }
 
@@ -247,6 +269,13 @@ def test_flow_fit_equal_one_process(ranks):
         _close(result["heldout"], reference["heldout"], rtol=1e-5, atol=1e-7)
         assert result["best_epoch"] == reference["best_epoch"]
         _close(result["weights"], reference["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_fewer_images_than_processes(ranks):
+    reference = _one_process("tiny")
+    assert reference["n"] == 5 and reference["cut_n"] == 3
+    for result in (r["tiny"] for r in ranks):
+        _close(result, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_a_failing_rank_fails_every_rank(ranks):
