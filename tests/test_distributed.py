@@ -388,6 +388,7 @@ def test_torchrun_a_failing_rank_ends_the_run_without_outputs(tmp_path):
     assert not (tmp_path / "maps").exists()  # nothing written, not even the directory
 
 
+@pytest.mark.slow  # the training itself is compared by default above; this adds the CLI's one write
 def test_torchrun_flow_fit_saves_the_one_process_flow_once(tmp_path):
     from pyroflows.cli import main
     from pyroflows.serialization import load_checkpoint
