@@ -67,6 +67,7 @@ __all__ = [
     "barrier",
     "synchronize",
     "map_shards",
+    "from_main",
     "fail_together",
     "reduce_statistics",
     "global_batch",
@@ -371,6 +372,18 @@ def _broadcast_object(obj: Any, src: int) -> Any:
     return holder[0]
 
 
+def from_main(obj: T) -> T:
+    """Rank 0's ``obj`` on every rank (``obj`` itself when inactive); e.g. one sample every rank measures on.
+
+    Example:
+        >>> from_main([1, 2])
+        [1, 2]
+    """
+    if not active():
+        return obj
+    return _broadcast_object(obj, 0)
+
+
 def map_shards(
     fn: Callable[..., Any], inputs: torch.Tensor, *args: Any, concat: Mapping[str, int] | None = None
 ) -> Any:
@@ -410,7 +423,8 @@ def map_shards(
 def reduce_statistics(stats: Any) -> Any:
     r"""Merge a :class:`~pyroflows.attribution.statistics.FeatureStatistics` across ranks, in place.
 
-    With :math:`n = \sum_r n_r` and :math:`\bar x = \sum_r n_r \bar x_r / n`, the merged sum of squared deviations
+    Per element (a padding mask leaves elements out of some samples, so counts are per element), with
+    :math:`n = \sum_r n_r` and :math:`\bar x = \sum_r n_r \bar x_r / n`, the merged sum of squared deviations
     is :math:`M_2 = \sum_r \left(M_{2,r} + n_r (\bar x_r - \bar x)^2\right)` (Chan et al.'s update for any number
     of parts): two all-reduces in float64, identical on every rank, equal to one process's totals up to rounding.
     A rank that saw no samples contributes zeros.
@@ -434,17 +448,20 @@ def reduce_statistics(stats: Any) -> Any:
         mean = stats.mean.to(device, torch.float64)
         m2 = stats.m2.to(device, torch.float64)
         nonzero = stats.nonzero.to(device, torch.float64)
+        counts = stats.counts.to(device, torch.float64)  # per element (a padding mask leaves some out)
     else:
-        mean = m2 = nonzero = torch.zeros(shape, dtype=torch.float64, device=device)
-    first = torch.stack([mean * stats.count, nonzero])
+        mean = m2 = nonzero = counts = torch.zeros(shape, dtype=torch.float64, device=device)
+    first = torch.stack([mean * counts, nonzero, counts])
     _dist().all_reduce(first)
-    global_mean = first[0] / total
-    second = m2 + (mean - global_mean).square() * stats.count
+    global_counts = first[2]
+    global_mean = first[0] / global_counts.clamp_min(1.0)  # elements no rank counted keep mean 0
+    second = m2 + (mean - global_mean).square() * counts
     _dist().all_reduce(second)
     stats.count = total
     stats.mean = global_mean.to(out_device)
     stats.m2 = second.to(out_device)
     stats.nonzero = first[1].round().long().to(out_device)
+    stats.counts = global_counts.to(out_device)
     return stats
 
 

@@ -17,3 +17,7 @@ class DataError(PyroflowsError, ValueError):
 
 class CheckpointError(PyroflowsError, ValueError):
     """A saved model file is missing, corrupt, or of another kind than expected."""
+
+
+class NumericalError(PyroflowsError, ArithmeticError):
+    """A computation produced NaN or infinity (a diverged training, a non-finite result); nothing is written."""

@@ -15,15 +15,35 @@ Example:
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
-from pyroflows.errors import CheckpointError
-from pyroflows.io import check_output_path
+from pyroflows.errors import CheckpointError, PyroflowsError
+from pyroflows.io import atomic_write, check_output_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "FORMAT_VERSION"]
+__all__ = ["save_checkpoint", "load_checkpoint", "restore_module", "check_config", "FORMAT_VERSION", "CONFIG_LIMITS"]
+
+T = TypeVar("T", bound=torch.nn.Module)
+
+#: Ranges of the size-like settings a checkpoint's ``config`` may hold, checked before anything is built (a file
+#: with ``num_layers=10**9`` would otherwise build a billion layers). Keys appear at any depth of the config.
+CONFIG_LIMITS: dict[str, tuple[int, int]] = {
+    "num_layers": (0, 1000),
+    "steps": (1, 100_000),
+    "data_dim": (1, 1_000_000),
+    "dim": (1, 1_000_000),
+    "hidden": (1, 1_000_000),
+    "hidden_dim": (1, 1_000_000),
+    "hidden_features": (1, 1_000_000),
+    "depth": (0, 1000),
+    "count_bins": (1, 10_000),
+    "bins": (1, 10_000),
+}
+#: Any other integer in a config must stay below this in absolute value.
+MAX_CONFIG_INT = 10_000_000
 
 FORMAT = "pyroflows-checkpoint"
 FORMAT_VERSION = 1
@@ -53,7 +73,8 @@ def save_checkpoint(
     Returns:
         The path written.
     """
-    path = check_output_path(path, overwrite=overwrite)
+    path = Path(path)
+    check_output_path(path, overwrite=overwrite)
     payload = {
         "format": FORMAT,
         "version": FORMAT_VERSION,
@@ -62,10 +83,9 @@ def save_checkpoint(
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
         "extra": extra or {},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written model behind
-    return path
+    # A unique temporary file beside ``path``, fsync'd and renamed: an interrupted save never leaves a
+    # half-written model behind, nor replaces the old one, nor touches a user's file of any other name.
+    return atomic_write(path, lambda tmp: torch.save(payload, tmp), overwrite=overwrite)
 
 
 def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict[str, Any]:
@@ -101,3 +121,94 @@ def load_checkpoint(path: str | os.PathLike, *, kind: str | None = None) -> dict
         raise CheckpointError(f"{path}: holds a {payload['kind']} model, expected a {kind}")
     payload.setdefault("extra", {})
     return payload
+
+
+def check_config(
+    path: str | os.PathLike, config: Any, limits: Mapping[str, tuple[int, int]] | None = None, *, kind: str = ""
+) -> None:
+    """Reject a checkpoint ``config`` whose size-like settings are out of range, before anything is built.
+
+    Args:
+        path: The file, for the message.
+        config: The saved constructor arguments.
+        limits: Allowed ``(low, high)`` per key (default :data:`CONFIG_LIMITS`); any other integer must be
+            below :data:`MAX_CONFIG_INT` in absolute value.
+        kind: The model's kind, for the message.
+
+    Raises:
+        CheckpointError: naming the setting, its value and the allowed range.
+
+    Example:
+        >>> check_config("m.pt", {"num_layers": 10**9})
+        Traceback (most recent call last):
+        ...
+        pyroflows.errors.CheckpointError: m.pt: corrupt model file: num_layers = 1000000000 is outside [0, 1000]
+    """
+    limits = CONFIG_LIMITS if limits is None else limits
+    what = f"{path}: corrupt {kind + ' ' if kind else ''}model file"
+
+    def visit(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                visit(v, str(k))
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v, key)
+        elif isinstance(value, float) and key in limits and not value.is_integer():
+            raise CheckpointError(f"{what}: {key} = {value!r} is not an integer")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            if key in limits:
+                low, high = limits[key]
+                if not low <= value <= high:
+                    raise CheckpointError(f"{what}: {key} = {value!r} is outside [{low}, {high}]")
+            elif isinstance(value, int) and abs(value) > MAX_CONFIG_INT:
+                raise CheckpointError(f"{what}: {key} = {value!r} is implausibly large")
+
+    if not isinstance(config, Mapping):
+        raise CheckpointError(f"{what} (config is a {type(config).__name__}, not a dict)")
+    visit(config, "config")
+
+
+def restore_module(
+    path: str | os.PathLike,
+    *,
+    kind: str,
+    build: Callable[[dict[str, Any]], T],
+    limits: Mapping[str, tuple[int, int]] | None = None,
+) -> tuple[T, dict[str, Any]]:
+    """Load a checkpoint and rebuild its module, every failure a one-line :class:`CheckpointError`.
+
+    The config is checked with :func:`check_config` first; then ``build(config)`` makes the module and its
+    ``state_dict`` is loaded strictly (missing, unexpected or mis-shaped tensors are errors).
+
+    Returns:
+        The module and the checkpoint dictionary.
+
+    Raises:
+        CheckpointError: the file is missing, corrupt, of another kind, or its config or weights do not fit.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> path = pathlib.Path(tempfile.mkdtemp()) / "lin.pt"
+        >>> _ = save_checkpoint(path, kind="Linear", config={"n": 2}, state_dict=torch.nn.Linear(2, 1).state_dict())
+        >>> module, _ = restore_module(path, kind="Linear", build=lambda c: torch.nn.Linear(c["n"], 1))
+        >>> module.weight.shape
+        torch.Size([1, 2])
+    """
+    checkpoint = load_checkpoint(path, kind=kind)
+    check_config(path, checkpoint["config"], limits, kind=kind)
+    state = checkpoint["state_dict"]
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: corrupt {kind} model file (its state_dict is not a dict of tensors)")
+    try:
+        module = build(dict(checkpoint["config"]))
+        module.load_state_dict(state)
+    except PyroflowsError as exc:
+        raise CheckpointError(f"{path}: corrupt {kind} model file ({exc})") from exc
+    except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError) as exc:
+        message = " ".join(str(exc).split())[:300]  # load_state_dict's message spans many lines
+        raise CheckpointError(f"{path}: corrupt {kind} model file ({type(exc).__name__}: {message})") from exc
+    for name, tensor in module.state_dict().items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: corrupt {kind} model file ({name} holds NaN or infinity)")
+    return module, checkpoint

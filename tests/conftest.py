@@ -10,6 +10,22 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--runslow", action="store_true", default=False, help="also run tests marked slow")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    # The CLI property suite (tests/cli/test_properties.py) reads this profile: a bounded number of generated
+    # cases per command in the default run, many more with --runslow. Other hypothesis tests keep their settings.
+    from hypothesis import HealthCheck, settings
+
+    slow = config.getoption("--runslow")
+    settings.register_profile(
+        "pyroflows-cli",
+        max_examples=100 if slow else 12,
+        deadline=None,
+        derandomize=not slow,  # the default run is the same on every machine; --runslow explores new cases
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+        database=None,
+    )
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if config.getoption("--runslow"):
         return

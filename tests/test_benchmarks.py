@@ -1,9 +1,9 @@
 """The benchmark scripts still run (``--quick --no-write``), so they do not rot between benchmark runs.
 
 Their figures are not checked here (they are for ``benchmarks/RESULTS.md``); what is checked is that each script
-finishes, prints its table and leaves ``RESULTS.md`` untouched. The two fastest (bounding box, diffusion: about
-30 s together) run by default; the others take 30-40 s each even in quick mode on two cores and run with
-``--runslow``.
+finishes, prints its table and leaves ``RESULTS.md`` untouched. The fastest (bounding box, diffusion, conditional
+diffusion: about 60 s together) run by default; the others take 30-40 s each even in quick mode on two cores and
+run with ``--runslow``.
 """
 
 from __future__ import annotations
@@ -53,11 +53,23 @@ def test_diffusion_benchmark_runs():
     assert "| moons | 10 | polynomial |" in out and "diffusers" in out
 
 
+def test_diffusion_conditional_benchmark_runs():
+    out = _run_quick("diffusion_conditional.py", timeout=600)
+    assert "| 2-D mixture | 0 |" in out and "smc 128" in out and "null label" in out
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("script", ["evaluation_table.py", "flows.py"])
 def test_benchmark_runs(script):
     out = _run_quick(script, timeout=1800)
     assert "|---" in out
+
+
+@pytest.mark.slow
+def test_attribution_sequences_benchmark_runs():
+    out = _run_quick("attribution_sequences.py", timeout=600)
+    for method in ("| saliency", "| integrated-gradients", "| per-sample", "| input-bottleneck", "| readout"):
+        assert method in out
 
 
 @pytest.mark.slow

@@ -37,7 +37,7 @@ def test_module_entry_point_runs():
 
 
 @pytest.mark.parametrize("argv", [["nonsense"], ["demo", "--seed", "x"]])
-def test_argument_errors_exit_with_usage(argv):
-    with pytest.raises(SystemExit) as info:
-        main(argv)
-    assert info.value.code == 2
+def test_argument_errors_are_one_line_with_status_2(argv, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "error:" in err and "--help" in err

@@ -88,7 +88,7 @@ def test_fit_rejects_data_outside_the_bounds_naming_rows(tmp_path, capsys):
         ("ok", ["--low", "a", "--high", "3"], "--low: expected a number"),
         ("missing", [], "no such file"),
         ("corrupt", [], "not a readable .npy file"),
-        ("ok", ["--epochs", "0"], "--epochs must be a positive integer"),
+        ("ok", ["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
         ("ok", ["--transform", "autoregressive"], "needs data with 2 or more columns"),
     ],
 )
@@ -121,7 +121,7 @@ def test_score_and_sample_bad_files(model, tmp_path, capsys):
         ["flow", "sample", str(tmp_path / "no.pt"), "-n", "3", "--out", "s.npy"], capsys
     )
     err = _error(["flow", "sample", str(model), "-n", "0", "--out", str(tmp_path / "s.npy")], capsys)
-    assert "-n must be a positive integer" in err
+    assert "argument -n: expected an integer >= 1" in err
     np.save(tmp_path / "wide.npy", np.ones((5, 2)))
     assert "expected shape (N, 1)" in _error(["flow", "score", str(model), str(tmp_path / "wide.npy")], capsys)
 
@@ -141,3 +141,41 @@ def test_run_demo_fast_writes_its_outputs(tmp_path):
     assert any("KL estimate" in line for line in lines)
     for name in ("data.npy", "flow.pt", "samples.npy", "density.png"):
         assert (tmp_path / "flow" / name).exists()
+
+
+def test_negative_bounds_parse_without_equals(tmp_path, capsys):
+    path = tmp_path / "box.npy"
+    np.save(path, np.random.default_rng(0).uniform(-0.4, 0.4, (50, 2)))
+    out = tmp_path / "box.pt"
+    argv = ["flow", "fit", str(path), "--low", "-0.5,-0.5", "--high", "0.5,0.5", "--out", str(out), "--epochs", "1"]
+    assert main([*argv, "--quiet", "--layers", "1"]) == 0
+    assert CompactFlow.load(out).config["low"] == [-0.5, -0.5]
+    err = _error(["flow", "fit", str(path), "--low=-1e308", "--high=1e308", "--out", str(tmp_path / "w.pt")], capsys)
+    assert "too wide for float64" in err
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c["config"].update(num_layers=10**9), "num_layers = 1000000000 is outside [0, 1000]"),
+        (lambda c: c["config"].update(transform="nope"), "corrupt CompactFlow model file (ValueError: transform"),
+        (lambda c: c["state_dict"].update({next(iter(c["state_dict"])): torch.zeros(7, 7)}), "size mismatch"),
+        (lambda c: c.update(config=[1, 2]), "config is a list, not a dict"),
+    ],
+)
+def test_a_corrupt_checkpoint_is_one_line_and_fast(model, data, tmp_path, capsys, change, message):
+    checkpoint = torch.load(model, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, tmp_path / "bad.pt")
+    assert message in _error(["flow", "score", str(tmp_path / "bad.pt"), str(data)], capsys)
+
+
+def test_a_corrupt_first_csv_row_is_named_and_a_header_is_reported(model, tmp_path, capsys):
+    path = tmp_path / "c.csv"
+    path.write_text("1.5x\n" + "".join(f"{1.1 + 0.1 * i}\n" for i in range(10)))
+    assert "line 1 is not numeric ('1.5x')" in _error(["flow", "score", str(model), str(path)], capsys)
+    path.write_text("y\n" + "".join(f"{1.1 + 0.1 * i}\n" for i in range(10)))
+    assert main(["flow", "score", str(model), str(path), "--json"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["n"] == 10
+    assert captured.err == f"pyroflows: warning: {path}: line 1 ('y') was taken as a header, not data\n"

@@ -103,6 +103,42 @@ def scenario_ddpm() -> dict:
     return {"history": history, "weights": {k: v.clone() for k, v in ddpm.state_dict().items()}}
 
 
+def scenario_ddpm_labels() -> dict:
+    """Class labels with label dropout: the dropped rows are drawn for the global batch, sliced with x."""
+    from pyroflows.diffusion import DDPM, train
+
+    pyro.set_rng_seed(9)
+    ddpm = DDPM(data_dim=2, steps=5, num_classes=3)
+    data, labels = torch.randn(45, 2), torch.arange(45) % 3
+    history = train(ddpm, data, epochs=3, batch_size=16, seed=0, progress=False, labels=labels, label_dropout=0.4)
+    return {"history": history, "weights": {k: v.clone() for k, v in ddpm.state_dict().items()}}
+
+
+def scenario_sequences() -> dict:
+    """Sequence attribution: one-hot DNA through a CNN layer shorter than its input (receptive field measured on
+    rank 0's sample) and padded token ids through a transformer layer (channels last, a padding mask passed in
+    additional_forward_args, sharded with the rows; masked moments merged with per-element counts)."""
+    from pyroflows.attribution import PerSampleBottleneck, load_keyword_model, load_motif_model
+    from pyroflows.datasets import make_keyword_sequences, make_motif_sequences
+
+    pyro.set_rng_seed(10)
+    cnn = load_motif_model()
+    dna, test = make_motif_sequences(37, seed=1), make_motif_sequences(5, split="test")
+    motif = PerSampleBottleneck(cnn, "features.1", steps=2).estimate(dna.inputs)
+    motif_maps = motif.attribute(test.inputs, 1)
+    tf = load_keyword_model()
+    text, words = make_keyword_sequences(37, seed=1), make_keyword_sequences(5, split="test")
+    with pytest.warns(UserWarning):  # nn.TransformerEncoder's layers are reached by hooks
+        keyword = PerSampleBottleneck(tf, "encoder.layers.0", channel_dim=-1, padding_mask=0, steps=2)
+    keyword.estimate(text.inputs, max_samples=33, additional_forward_args=(text.padding,))  # 17 + 16 rows
+    keyword_maps = keyword.attribute(words.inputs, words.labels, additional_forward_args=(words.padding,))
+    return {
+        "motif_mean": motif.mean, "motif_std": motif.std, "motif_n": motif.n_samples, "motif_maps": motif_maps,
+        "receptive": dict(motif._receptive_fields), "keyword_mean": keyword.mean, "keyword_std": keyword.std,
+        "keyword_active": keyword.active, "keyword_n": keyword.n_samples, "keyword_maps": keyword_maps,
+    }  # fmt: skip
+
+
 def scenario_flow() -> dict:
     from pyroflows.flows import CompactFlow, fit
 
@@ -155,6 +191,8 @@ SCENARIOS = {
     "readout": scenario_readout,
     "evaluation": scenario_evaluation,
     "ddpm": scenario_ddpm,
+    "ddpm_labels": scenario_ddpm_labels,
+    "sequences": scenario_sequences,
     "flow": scenario_flow,
     "tiny": scenario_tiny,
     "failure": scenario_failure,
@@ -259,6 +297,30 @@ def test_ddpm_training_equal_one_process(ranks):
         # The global batches of 16, 16 and 13 rows split 8/8 and 7/6; the loss of each epoch is the global one.
         _close(result["history"], reference["history"], rtol=1e-5, atol=1e-7)
         _close(result["weights"], reference["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_ddpm_training_with_labels_equal_one_process(ranks):
+    reference = _one_process("ddpm_labels")
+    for result in (r["ddpm_labels"] for r in ranks):
+        _close(result["history"], reference["history"], rtol=1e-5, atol=1e-7)
+        _close(result["weights"], reference["weights"], rtol=1e-4, atol=1e-6)
+
+
+def test_sequence_attribution_equal_one_process(ranks):
+    reference = _one_process("sequences")
+    assert reference["motif_n"] == 37 and reference["keyword_n"] == 33 and reference["receptive"]
+    results = [r["sequences"] for r in ranks]
+    for result in results:
+        assert result["motif_n"] == 37 and result["keyword_n"] == 33
+        # Moments of float32 features computed in other batches, merged in float64: float32 rounding of features.
+        for key in ("motif_mean", "motif_std", "keyword_mean", "keyword_std"):
+            _close(result[key], reference[key], rtol=1e-5, atol=1e-6)
+        assert torch.equal(result["keyword_active"], reference["keyword_active"])
+        _close(result["receptive"], reference["receptive"], rtol=0, atol=0)  # the same sample, the same code
+        _close(result["motif_maps"], reference["motif_maps"], rtol=1e-4, atol=1e-3)
+        _close(result["keyword_maps"], reference["keyword_maps"], rtol=1e-4, atol=1e-3)
+        assert bool((result["keyword_maps"][reference["keyword_maps"] == 0] == 0).all())  # padding stays 0
+    assert torch.equal(results[0]["keyword_maps"], results[1]["keyword_maps"])
 
 
 def test_flow_fit_equal_one_process(ranks):
@@ -380,7 +442,8 @@ def test_torchrun_a_failing_rank_ends_the_run_without_outputs(tmp_path):
         images.append(tmp_path / f"digit{i}.npy")
         np.save(images[-1], digits[i].numpy())
     args = ["attribute", *map(str, images), "--model", str(tmp_path / "model.pt"), "--layer", "inner.features.6",
-            "--data", str(tmp_path / "data.npy"), "--steps", "2", "--out", str(tmp_path / "maps")]  # fmt: skip
+            "--data", str(tmp_path / "data.npy"), "--steps", "2", "--out", str(tmp_path / "maps"),
+            "--trust-model-file"]  # a pickle (its rank-dependent forward cannot be exported)  # fmt: skip
     done = _torchrun(args, tmp_path, extra_path=str(tmp_path))
     assert done.returncode != 0
     assert "pyroflows: error: rank 1 of 2 failed: RuntimeError: injected failure on rank 1" in done.stderr

@@ -3,6 +3,12 @@
 * :class:`PerSampleBottleneck`: optimises one mask per image with ``pyro.infer.SVI`` (all images of a batch
   together); only the part of the network after the layer runs at each step.
 * :class:`ReadoutBottleneck`: a readout network trained as an amortised guide; attributes in one forward pass.
+* :class:`InputBottleneck`: InputIBA, a bottleneck on the input whose mask is bounded by a layer bottleneck's map.
+* All three are Captum attributions (``attribute(inputs, target, additional_forward_args)``); ``channel_dim`` reads
+  ``[N, L, C]`` layers, sequence maps are put on the input's positions through the layer's receptive field
+  (:mod:`~pyroflows.attribution.layout`), and padding masks are respected.
+* :class:`MotifCNN`, :class:`KeywordTransformer` and their loaders: the shipped sequence models (data in
+  :mod:`pyroflows.datasets.sequences`).
 * :class:`DigitCNN`, :func:`load_bundled_model`, :func:`load_bundled_readout`: the shipped cluttered-digits CNN and
   its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
 * Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
@@ -13,7 +19,16 @@
 """
 
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
-from pyroflows.attribution.hooks import LayerSplit, frozen, optimize_tail, resolve_layer
+from pyroflows.attribution.hooks import (
+    LayerNotFoundError,
+    LayerSplit,
+    LayerSplitError,
+    frozen,
+    optimize_tail,
+    resolve_layer,
+)
+from pyroflows.attribution.input_bottleneck import InputBottleneck
+from pyroflows.attribution.layout import positions_to_input, receptive_field_weights
 from pyroflows.attribution.models import (
     BUNDLED_LAYER,
     BUNDLED_READOUT_LAYERS,
@@ -28,6 +43,14 @@ from pyroflows.attribution.per_sample import (
     PerSampleBottleneck,
 )
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
+from pyroflows.attribution.sequence_models import (
+    KEYWORD_LAYER,
+    MOTIF_LAYER,
+    KeywordTransformer,
+    MotifCNN,
+    load_keyword_model,
+    load_motif_model,
+)
 from pyroflows.attribution.statistics import FeatureStatistics
 
 __all__ = [
@@ -50,4 +73,15 @@ __all__ = [
     "ClosedFormKLELBO",
     "MaskedFeatureNormal",
     "optimize_tail",
+    "InputBottleneck",
+    "LayerNotFoundError",
+    "LayerSplitError",
+    "receptive_field_weights",
+    "positions_to_input",
+    "MotifCNN",
+    "KeywordTransformer",
+    "load_motif_model",
+    "load_keyword_model",
+    "MOTIF_LAYER",
+    "KEYWORD_LAYER",
 ]

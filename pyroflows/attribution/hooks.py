@@ -45,14 +45,27 @@ import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-__all__ = ["resolve_layer", "frozen", "replace_output", "LayerSplit", "HeadOutput", "optimize_tail"]
+from pyroflows.errors import DataError
+
+__all__ = [
+    "resolve_layer",
+    "frozen",
+    "replace_output",
+    "LayerSplit",
+    "HeadOutput",
+    "optimize_tail",
+    "LayerNotFoundError",
+    "LayerSplitError",
+]
 
 
 def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Module]:
     """The dotted name and the module for ``layer`` (a name such as ``"features.4"``, or the module itself).
 
     Raises:
-        ValueError: no such layer (the message lists close and valid names), or ``layer`` is the model itself.
+        LayerNotFoundError: no such layer (a :class:`~pyroflows.errors.DataError`; the message lists close and
+            valid names), or ``layer`` is not a sub-module.
+        ValueError: ``layer`` is the model itself.
         TypeError: ``layer`` is neither a string nor a module.
 
     Example:
@@ -69,7 +82,9 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
             close = difflib.get_close_matches(layer, names, n=3, cutoff=0.5)
             hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
             shown = ", ".join(repr(n) for n in names[:8]) + (", ..." if len(names) > 8 else "")
-            raise ValueError(f"the model has no layer named {layer!r}.{hint} Valid layer names include: {shown}")
+            raise LayerNotFoundError(
+                f"the model has no layer named {layer!r}.{hint} Valid layer names include: {shown}"
+            )
         return layer, modules[layer]
     if isinstance(layer, nn.Module):
         for name, module in modules.items():
@@ -77,7 +92,7 @@ def resolve_layer(model: nn.Module, layer: str | nn.Module) -> tuple[str, nn.Mod
                 if name == "":
                     raise ValueError("layer must be a sub-module of the model, not the model itself")
                 return name, module
-        raise ValueError(f"layer {type(layer).__name__} is not a sub-module of the model")
+        raise LayerNotFoundError(f"layer {type(layer).__name__} is not a sub-module of the model")
     raise TypeError(f"layer must be a dotted module name or an nn.Module, got {type(layer).__name__}")
 
 
@@ -130,6 +145,7 @@ class HeadOutput:
         features: The layer's output :math:`R`, ``[N, *feature]``.
         carried: Values the tail needs besides :math:`Z` (graph split only), in the tail's placeholder order.
         batched: For each carried value, whether it has the batch dimension and must be repeated per noise copy.
+        args: Further arguments of the model's forward (e.g. an attention mask), for the re-run path.
         tail_module: The optimised tail for these inputs, built on the first :meth:`LayerSplit.tail` call (so from
             the weights the model has while these inputs are attributed), or ``None``.
     """
@@ -139,6 +155,7 @@ class HeadOutput:
     carried: tuple[Any, ...] = ()
     batched: tuple[bool, ...] = ()
     tail_module: nn.Module | None = field(default=None, repr=False)
+    args: tuple[Any, ...] = ()  # the model's further forward arguments (re-run path), batch-first tensors repeated
 
 
 class _LeafTracer(fx.Tracer):
@@ -147,7 +164,11 @@ class _LeafTracer(fx.Tracer):
         self.leaf = leaf
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        return qualname == self.leaf or super().is_leaf_module(m, qualname)
+        if qualname == self.leaf:
+            return True
+        if self.leaf.startswith(qualname + ".") or not qualname:
+            return False  # a container of the layer (e.g. nn.TransformerEncoder) is traced into, not kept opaque
+        return super().is_leaf_module(m, qualname)
 
 
 class LayerSplit:
@@ -183,10 +204,28 @@ class LayerSplit:
                 with frozen(model):
                     self._build_graph_split()
                 self.mode = "graph"
+            except _NotCalledError as exc:  # e.g. a layer called inside an untraceable container: hooks reach it
+                self._warn_fallback(str(exc))
             except _SplitError:
                 raise
             except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
                 self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
+
+    def refresh(self) -> None:
+        """Trace the split again, so that Python-level state the model's ``forward`` reads (a flag, a mode, a
+        list of active branches) is taken as it is now rather than as it was at construction; the first head
+        after a refresh is compared with the whole model again. The bottlenecks call it at each ``attribute``."""
+        if self.mode != "graph":
+            return
+        try:
+            with frozen(self.model):
+                self._build_graph_split()
+        except _SplitError:
+            raise
+        except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
+            self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
+            return
+        self._checked = False
 
     def _warn_fallback(self, why: str) -> None:
         self.mode = "rerun"
@@ -202,7 +241,7 @@ class LayerSplit:
         graph = tracer.trace(self.model)
         calls = [n for n in graph.nodes if n.op == "call_module" and n.target == self.layer_name]
         if not calls:
-            raise _SplitError(f"layer {self.layer_name!r} is never called in the model's forward")
+            raise _NotCalledError(f"the traced graph never calls layer {self.layer_name!r} as a module")
         if len(calls) > 1:
             raise _SplitError(
                 f"layer {self.layer_name!r} is called {len(calls)} times in the model's forward; a bottleneck needs "
@@ -257,11 +296,16 @@ class LayerSplit:
         self._tail = fx.GraphModule(self.model, tail_graph)
         self._batched = tuple(n in from_input for n in carried)
         if sum(1 for n in nodes if n.op == "placeholder") != 1:
-            raise _SplitError("the model's forward must take exactly one input tensor")
+            raise _NotCalledError("the model's forward takes more than one argument (the graph split takes one)")
 
-    def head(self, inputs: torch.Tensor) -> HeadOutput:
-        """Run the network up to the layer (no gradients): :math:`R` and whatever the tail needs."""
+    def head(self, inputs: torch.Tensor, *args: Any) -> HeadOutput:
+        """Run the network up to the layer (no gradients): :math:`R` and whatever the tail needs.
+
+        ``args`` are the model's further forward arguments (``model(inputs, *args)``); they need the re-run path.
+        """
         with torch.no_grad():
+            if self.mode == "graph" and args:
+                self._warn_fallback("the model is called with further forward arguments")
             if self.mode == "graph":
                 features, *carried = self._head(inputs)
                 head = HeadOutput(inputs, features, tuple(carried), self._batched)
@@ -276,7 +320,7 @@ class LayerSplit:
 
             handle = self.layer.register_forward_hook(capture)
             try:
-                self.model(inputs)
+                self.model(inputs, *args)
             except _StopForward:
                 pass
             finally:
@@ -285,7 +329,7 @@ class LayerSplit:
                 raise RuntimeError(f"layer {self.layer_name!r} did not run during the model's forward pass")
             if not isinstance(captured[0], torch.Tensor):
                 raise TypeError(f"layer {self.layer_name!r} returns a {type(captured[0]).__name__}, not a tensor")
-            return HeadOutput(inputs, captured[0])
+            return HeadOutput(inputs, captured[0], args=tuple(args))
 
     def _check(self, head: HeadOutput) -> None:
         """Compare the split network with the whole model once; fall back to re-running it if they differ."""
@@ -310,9 +354,9 @@ class LayerSplit:
                 for value, batched in zip(head.carried, head.batched, strict=True)
             ]
             return self._tail_for(head)(z, *carried)
-        inputs = head.inputs.repeat(copies, *([1] * (head.inputs.ndim - 1))) if copies > 1 else head.inputs
+        inputs, *args = (_repeat_batch(value, copies, n) for value in (head.inputs, *head.args))
         with replace_output(self.layer, z):
-            return self.model(inputs)
+            return self.model(inputs, *args)
 
     def _tail_for(self, head: HeadOutput) -> nn.Module:
         """The plain tail, or the optimised one for this head's inputs (built on first use, checked once)."""
@@ -468,5 +512,24 @@ def _copy_graph(graph: fx.Graph) -> fx.Graph:
     return new
 
 
-class _SplitError(ValueError):
-    """The layer cannot serve as a bottleneck at all (not a tracing limitation)."""
+class LayerSplitError(DataError):
+    """The layer cannot serve as a bottleneck at all (called twice per forward, or the output does not depend on
+    it); not a tracing limitation, which falls back to hooks."""
+
+
+_SplitError = LayerSplitError
+
+
+class LayerNotFoundError(DataError):
+    """The model has no sub-module of that name (the one error for a name that does not exist)."""
+
+
+class _NotCalledError(_SplitError):
+    """The traced graph does not reach the layer as one module call: the hook path may still reach it."""
+
+
+def _repeat_batch(value: Any, copies: int, n: int) -> Any:
+    """A batch-first tensor of ``n`` rows repeated ``copies`` times, copy-major; anything else unchanged."""
+    if copies > 1 and isinstance(value, torch.Tensor) and value.ndim >= 1 and value.shape[0] == n:
+        return value.repeat(copies, *([1] * (value.ndim - 1)))
+    return value

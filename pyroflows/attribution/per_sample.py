@@ -28,12 +28,15 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+from captum.attr import LayerAttribution
+from captum.log import log_usage
 from pyro import poutine
 from pyro.distributions.torch_distribution import TorchDistribution
 from pyro.infer import SVI, TraceMeanField_ELBO
@@ -47,10 +50,22 @@ from tqdm.auto import tqdm
 from pyroflows import distributed
 from pyroflows.attribution.capacity import NATS_PER_BIT, lambda_from_alpha, per_element_capacity
 from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
+from pyroflows.attribution.layout import (
+    check_channel_dim,
+    check_layout,
+    from_channels_first,
+    input_positions,
+    is_token_input,
+    padding_to_positions,
+    positions_to_input,
+    receptive_field_weights,
+    to_channels_first,
+)
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import DataError
+from pyroflows.validation import check_float, check_int
 
-__all__ = ["PerSampleBottleneck", "BottleneckBase", "MaskedFeatureNormal", "ClosedFormKLELBO"]
+__all__ = ["PerSampleBottleneck", "BottleneckBase", "BottleneckCall", "MaskedFeatureNormal", "ClosedFormKLELBO"]
 
 
 class _SharedNoiseSample(torch.autograd.Function):
@@ -231,13 +246,34 @@ class ClosedFormKLELBO(TraceMeanField_ELBO):
         return model_trace, guide_trace
 
 
-def _batches(data: Any, batch_size: int = 64) -> Iterable[torch.Tensor]:
-    """Input tensors from a tensor ``[N, ...]``, or an iterable of tensors or ``(x, y, ...)`` batches."""
+def _batches(data: Any, batch_size: int = 64, args: tuple[Any, ...] = ()) -> Iterable[tuple[torch.Tensor, tuple]]:
+    """``(inputs, further forward args)`` from a tensor ``[N, ...]`` (``args`` split alongside), or an iterable of
+    tensors or ``(x, y, ...)`` batches (no further arguments)."""
     if isinstance(data, torch.Tensor):
-        yield from data.split(batch_size)
+        for start in range(0, data.shape[0], batch_size):
+            rows = slice(start, start + batch_size)
+            yield data[rows], tuple(_rows(a, rows, data.shape[0]) for a in args)
         return
+    if args:
+        raise DataError("additional_forward_args needs the estimation data as one tensor [N, ...], not a loader")
     for batch in data:
-        yield batch[0] if isinstance(batch, (tuple, list)) else batch
+        yield (batch[0] if isinstance(batch, (tuple, list)) else batch), ()
+
+
+def _rows(value: Any, rows: slice, n: int) -> Any:
+    return value[rows] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n else value
+
+
+def _shard_estimation(data: Any, args: tuple[Any, ...], max_samples: int | None) -> tuple[Any, tuple[Any, ...]]:
+    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`), with the rows of
+    batch-first ``additional_forward_args`` that go with a tensor's shard."""
+    if not distributed.active():
+        return data, args
+    if isinstance(data, torch.Tensor):
+        n = data.shape[0]
+        r = distributed.shard_range(n if max_samples is None else min(n, max_samples))
+        args = tuple(_rows(a, slice(r.start, r.stop), n) for a in args)
+    return distributed.shard_batches(data, max_samples), args
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -246,8 +282,42 @@ def _model_device(model: nn.Module) -> torch.device | None:
     return None
 
 
-class BottleneckBase:
+def _forward_args(additional_forward_args: Any) -> tuple[Any, ...]:
+    if additional_forward_args is None:
+        return ()
+    return (
+        tuple(additional_forward_args)
+        if isinstance(additional_forward_args, (tuple, list))
+        else (additional_forward_args,)
+    )
+
+
+@dataclass
+class BottleneckCall:
+    """One batch as a bottleneck sees it.
+
+    Attributes:
+        inputs: The model's inputs ``[N, ...]``.
+        args: Further forward arguments.
+        head: The split's head output (features in the layer's own layout).
+        features: The layer's output in the canonical layout ``[N, C, *positions]``.
+        padding: ``[N, L]`` True at padded positions, or ``None``.
+    """
+
+    inputs: torch.Tensor
+    args: tuple[Any, ...]
+    head: HeadOutput
+    features: torch.Tensor
+    padding: torch.Tensor | None = None
+
+
+class BottleneckBase(LayerAttribution):
     """What the per-sample and readout bottlenecks share: the layer split, the statistics and the KL map.
+
+    Both are Captum layer attributions (:class:`captum.attr.LayerAttribution`): ``attribute(inputs, target=None,
+    additional_forward_args=None, ...)`` with a tensor or a one-tensor tuple as inputs (a tuple in, a tuple out),
+    ``has_convergence_delta()`` false, so they run inside :class:`captum.attr.NoiseTunnel` and under
+    :func:`captum.metrics.infidelity` / :func:`captum.metrics.sensitivity_max` (with ``output="input"``).
 
     Args:
         model: A classifier returning logits ``[N, classes]``; not modified (hooks and flags are restored).
@@ -260,6 +330,13 @@ class BottleneckBase:
         graph_split: Split the model with ``torch.fx`` so only the tail runs at each step (see
             :class:`~pyroflows.attribution.hooks.LayerSplit`).
         optimize_tail: Run the tail as an optimised module (see :func:`~pyroflows.attribution.hooks.optimize_tail`).
+        channel_dim: Axis of the layer's output holding the channels (1, as in ``[N, C, L]`` or ``[N, C, H, W]``;
+            -1 for batch-first transformer features ``[N, L, C]``). A wrong one is refused with a
+            :class:`~pyroflows.errors.DataError` where the input's length shows it.
+        padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` mask, True at padded positions
+            (PyTorch's ``src_key_padding_mask``), or a function ``(inputs, args) -> [N, L]`` (e.g.
+            ``lambda tokens, args: tokens == 0``): padded positions are left out of the statistics, carry no
+            information loss and get zero in the maps.
     """
 
     def __init__(
@@ -273,30 +350,105 @@ class BottleneckBase:
         active_threshold: float = 0.01,
         graph_split: bool = True,
         optimize_tail: bool = False,
+        channel_dim: int = 1,
+        padding_mask: int | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if beta < 0:
-            raise ValueError(f"beta must be non-negative, got {beta}")
+        beta = check_float(beta, "beta", low=0)  # NaN or inf would give all-NaN maps
         if min_std <= 0:
             raise ValueError(f"min_std must be positive, got {min_std}")
         if sigma is not None and sigma < 0:
             raise ValueError(f"sigma must be non-negative, got {sigma}")
+        if isinstance(channel_dim, bool) or not isinstance(channel_dim, int) or channel_dim == 0:
+            raise DataError(f"channel_dim must be a non-zero integer axis (0 is the batch), got {channel_dim!r}")
+        if (
+            padding_mask is not None
+            and not callable(padding_mask)
+            and (isinstance(padding_mask, bool) or not isinstance(padding_mask, int))
+        ):
+            raise DataError(
+                "padding_mask must be an index into additional_forward_args or a function (inputs, args) -> [N, L], "
+                f"got {padding_mask!r}"
+            )
         self.model = model
         self.split = LayerSplit(model, layer, graph_split=graph_split, optimize_tail=optimize_tail)
+        LayerAttribution.__init__(self, model, self.split.layer)
         self.layer_name = self.split.layer_name
         self.beta = float(beta)
         self.sigma = float(sigma or 0.0)
         self.min_std = float(min_std)
         self.active_threshold = float(active_threshold)
+        self.channel_dim = int(channel_dim)
+        self.padding_mask = padding_mask
         self.mean: torch.Tensor | None = None
         self.std: torch.Tensor | None = None
         self.active: torch.Tensor | None = None
         self.n_samples = 0
         self._kl_factor = 1.0  # < 1 only while a readout warms up
+        self._receptive_fields: dict[int, torch.Tensor] = {}
+
+    # -- Captum -----------------------------------------------------------------------------------------------
+    def has_convergence_delta(self) -> bool:
+        """Bottlenecks have no completeness axiom, hence no convergence delta (Captum's ``NoiseTunnel`` asks)."""
+        return False
+
+    @property
+    def multiplies_by_inputs(self) -> bool:
+        return False
+
+    # -- the layer, in the canonical layout -------------------------------------------------------------------
+    def _run_head(self, inputs: torch.Tensor, args: tuple[Any, ...] = ()) -> BottleneckCall:
+        """The head for a batch; features moved to ``[N, C, *positions]``, the padding mask checked."""
+        mask = None
+        if callable(self.padding_mask):
+            mask = self.padding_mask(inputs, args)
+        elif self.padding_mask is not None:
+            if self.padding_mask >= len(args) or self.padding_mask < -len(args):
+                raise DataError(
+                    f"padding_mask={self.padding_mask} indexes additional_forward_args, which holds {len(args)} "
+                    "values; pass the mask there"
+                )
+            mask = args[self.padding_mask]
+        if mask is not None:  # checked before the model sees it
+            mask = padding_to_positions(mask, inputs.shape[0], torch.as_tensor(mask).shape[-1])
+        self.split.refresh()  # forward may read Python-level state that changed since the last call
+        head = self.split.head(inputs, *args)
+        raw = head.features
+        if not isinstance(raw, torch.Tensor):
+            raise DataError(f"layer {self.layer_name!r} returns a {type(raw).__name__}, not a tensor")
+        axis = check_channel_dim(self.channel_dim, raw.ndim, self.layer_name)
+        check_layout(raw.shape, axis, self.channel_dim, inputs, self.layer_name)
+        features = to_channels_first(raw, axis)
+        padding = None
+        if mask is not None:
+            if features.ndim != 3:
+                raise DataError(f"a padding mask needs sequence features [N, C, L], got {list(features.shape)}")
+            padding = padding_to_positions(mask, features.shape[0], features.shape[2])
+        return BottleneckCall(inputs, tuple(args), head, features, padding)
+
+    def _run_tail(self, z: torch.Tensor, call: BottleneckCall) -> torch.Tensor:
+        """Logits for canonical feature maps ``z`` ``[c * N, C, *positions]``."""
+        return self.split.tail(from_channels_first(z, self._axis(call)), call.head)
+
+    def _axis(self, call: BottleneckCall) -> int:
+        return check_channel_dim(self.channel_dim, call.head.features.ndim, self.layer_name)
+
+    def _active_for(self, call: BottleneckCall, active: torch.Tensor) -> torch.Tensor:
+        """The active units, per sample ``[N, C, L]`` where a padding mask removes padded positions."""
+        if call.padding is None:
+            return active
+        return active.unsqueeze(0) & ~call.padding.to(active.device)[:, None, :]
 
     # -- statistics -------------------------------------------------------------------------------------------
-    def estimate(self, data: Any, *, max_samples: int | None = None, progress: bool = False) -> BottleneckBase:
+    def estimate(
+        self,
+        data: Any,
+        *,
+        max_samples: int | None = None,
+        progress: bool = False,
+        additional_forward_args: Any = None,
+    ) -> BottleneckBase:
         """Estimate :math:`\\mu_R` and :math:`\\sigma_R` of the layer's output over ``data``.
 
         Runs only the part of the network up to the layer, batch by batch, merging each batch's moments into
@@ -307,6 +459,8 @@ class BottleneckBase:
                 ``[N, ...]``. The paper uses about 10,000 samples.
             max_samples: Stop after this many samples.
             progress: Show a progress bar.
+            additional_forward_args: Further forward arguments for tensor ``data`` (batch-first tensors are split
+                with it), e.g. an attention mask; padded positions (``padding_mask``) are left out.
 
         Returns:
             ``self``, so ``PerSampleBottleneck(model, layer).estimate(loader)`` reads naturally.
@@ -316,20 +470,42 @@ class BottleneckBase:
         """
         stats = FeatureStatistics()
         device = _model_device(self.model)
+        args = _forward_args(additional_forward_args)
+        sample: tuple[torch.Tensor, tuple[Any, ...]] | None = None
         bar = tqdm(total=max_samples, disable=not progress, desc=f"estimating {self.layer_name}", unit="sample")
-        with frozen(self.model), distributed.fail_together():  # in a process group: this rank's shard, then merged
-            for x in _batches(distributed.shard_batches(data, max_samples)):
-                if max_samples is not None and stats.count >= max_samples:
-                    break
-                if max_samples is not None:
-                    x = x[: max_samples - stats.count]
-                x = x.to(device) if device is not None else x
-                stats.update(self.split.head(x).features)
-                bar.update(x.shape[0])
-        bar.close()
-        distributed.reduce_statistics(stats)
-        self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+        data, args = _shard_estimation(data, args, max_samples)  # in a process group: this rank's rows
+        with frozen(self.model):
+            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
+                for x, batch_args in _batches(data, args=args):
+                    if max_samples is not None and stats.count >= max_samples:
+                        break
+                    if max_samples is not None:
+                        keep = slice(0, max_samples - stats.count)
+                        x, batch_args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in batch_args)
+                    x = x.to(device) if device is not None else x
+                    call = self._run_head(x, batch_args)
+                    mask = None if call.padding is None else ~call.padding[:, None, :]
+                    stats.update(call.features, mask)
+                    if sample is None:
+                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in batch_args))
+                    bar.update(x.shape[0])
+            bar.close()
+            distributed.reduce_statistics(stats)  # moments merged over ranks: one process's up to rounding
+            self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
+            if sample is not None:
+                self._measure_receptive_field(*sample)
         return self
+
+    def _measure_receptive_field(self, inputs: torch.Tensor, args: tuple[Any, ...]) -> None:
+        """Cache the receptive field of a sequence layer shorter than its float input (see :mod:`.layout`)."""
+        if is_token_input(inputs) or inputs.ndim != 3 or self.mean is None or self.mean.ndim != 2:
+            return
+        if self.mean.shape[1] == inputs.shape[2]:
+            return
+        self._receptive_fields[int(inputs.shape[2])] = receptive_field_weights(
+            self.model, self.split.layer, inputs, additional_forward_args=args, channel_dim=self.channel_dim
+        )
 
     def _set_statistics(self, mean: torch.Tensor, std: torch.Tensor, active: torch.Tensor, n: int) -> None:
         self.mean, self.std, self.active, self.n_samples = mean, std, active.bool(), int(n)
@@ -342,72 +518,128 @@ class BottleneckBase:
             )
         if features.shape[1:] != self.mean.shape:
             raise DataError(
-                f"layer {self.layer_name!r} gives feature maps {list(features.shape[1:])} for these inputs, but "
-                f"estimate() saw {list(self.mean.shape)}; use inputs of the size used for estimation"
+                f"layer {self.layer_name!r} gives feature maps {list(features.shape[1:])} (channels first) for these "
+                f"inputs, but estimate() saw {list(self.mean.shape)}; use inputs of the size used for estimation"
             )
         kw = {"dtype": features.dtype, "device": features.device}
         return self.mean.to(**kw), self.std.to(**kw), self.active.to(features.device)
 
     # -- shared helpers ---------------------------------------------------------------------------------------
-    def _prepare(self, inputs: torch.Tensor, target: Any) -> tuple[HeadOutput, torch.Tensor]:
+    def _check_inputs(self, inputs: Any) -> torch.Tensor:
         inputs = torch.as_tensor(inputs)
         if inputs.ndim < 2:
             raise DataError(f"inputs must be a batch [N, ...], got shape {list(inputs.shape)}")
-        if not torch.isfinite(inputs).all():
+        if inputs.is_floating_point() and not torch.isfinite(inputs).all():
             raise DataError("inputs hold NaN or infinity")
         device = _model_device(self.model)
-        if device is not None:
-            inputs = inputs.to(device)
-        head = self.split.head(inputs)
+        return inputs.to(device) if device is not None else inputs
+
+    def _prepare(self, inputs: torch.Tensor, target: Any, args: tuple[Any, ...] = ()) -> tuple[BottleneckCall, Any]:
+        inputs = self._check_inputs(inputs)
+        call = self._run_head(inputs, args)
         n = inputs.shape[0]
+        with torch.no_grad():
+            logits = self._run_tail(call.features, call)
         if target is None:
-            with torch.no_grad():
-                target = self.split.tail(head.features, head).argmax(-1)
-        target = torch.as_tensor(target, device=inputs.device).long()
+            target = logits.argmax(-1)
+        if isinstance(target, (list, tuple)) and any(isinstance(t, (list, tuple)) for t in target):
+            raise DataError("target must be class indices (an int or one per input); multi-output targets are not "
+                            "supported")  # fmt: skip
+        target = torch.as_tensor(target, device=inputs.device)
+        if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+            raise DataError(f"target must hold class indices (integers), got dtype {target.dtype}")
+        target = target.long()
         if target.ndim == 0:
             target = target.expand(n)
         if target.shape != (n,):
             raise DataError(f"target must be an int or a tensor [{n}], got shape {list(target.shape)}")
-        return head, target
+        classes = logits.shape[-1]
+        outside = ((target < 0) | (target >= classes)).nonzero().flatten()
+        if outside.numel():
+            raise DataError(
+                f"target must be a class index in [0, {classes}); got {target[outside[:5]].tolist()} for input(s) "
+                f"{outside[:5].tolist()}"
+            )
+        return call, target
 
-    def _capacity(self, features: torch.Tensor, one_minus_lambda: torch.Tensor) -> torch.Tensor:
-        """Per-element capacity in bits, zero for inactive units."""
+    def _capacity(self, features: torch.Tensor, one_minus_lambda: torch.Tensor, call: BottleneckCall | None = None):
+        """Per-element capacity in bits, zero for inactive units (and padded positions)."""
         mean, std, active = self._statistics_like(features)
+        if call is not None:
+            active = self._active_for(call, active)
         kl = per_element_capacity(features, one_minus_lambda, mean, std)
         return torch.where(active, kl, torch.zeros_like(kl)) / NATS_PER_BIT
 
-    @staticmethod
-    def _to_map(capacity: torch.Tensor, size: torch.Size | None) -> torch.Tensor:
-        """Sum over channels and resize (linear, bilinear or trilinear) to the input's spatial size."""
+    def _to_map(self, capacity: torch.Tensor, inputs: torch.Tensor | None, padding: torch.Tensor | None = None):
+        """Sum over channels and bring the map to the input's positions.
+
+        Images and volumes are resized (bilinear, trilinear); a sequence layer as long as its input maps one to one,
+        a shorter one through its receptive field (:func:`~pyroflows.attribution.layout.positions_to_input`).
+        ``inputs=None`` keeps the layer's cells.
+        """
         heatmap = capacity.sum(1)
         spatial = heatmap.ndim - 1
         if spatial == 0:
             raise DataError(
                 "the layer's output has no spatial dimensions ([N, C]); use capacity() for per-unit information"
             )
-        if size is None or tuple(heatmap.shape[1:]) == tuple(size):
+        if inputs is None:
             return heatmap
-        if len(size) != spatial or spatial > 3:
-            raise DataError(
-                f"cannot resize a {spatial}-d map {list(heatmap.shape[1:])} to the input's spatial size {list(size)}; "
-                "pass upsample=False"
-            )
-        mode = ("linear", "bilinear", "trilinear")[spatial - 1]
-        resized = F.interpolate(heatmap.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False)
-        return resized.squeeze(1).clamp_min(0.0)
+        size = input_positions(inputs)
+        if tuple(heatmap.shape[1:]) == tuple(size):
+            mapped = heatmap
+        elif spatial == 1 and len(size) == 1:
+            if is_token_input(inputs):
+                raise DataError(
+                    f"layer {self.layer_name!r} has {heatmap.shape[1]} positions but the input has {size[0]} tokens; "
+                    "a layer of token inputs must keep one position per token (or pass upsample=False)"
+                )
+            weights = self._receptive_fields.get(int(size[0]))
+            if weights is None:  # statistics set by hand: measure on these inputs
+                with frozen(self.model):
+                    weights = receptive_field_weights(
+                        self.model, self.split.layer, inputs[:16], channel_dim=self.channel_dim
+                    )
+                self._receptive_fields[int(size[0])] = weights
+            mapped = positions_to_input(heatmap, weights.to(heatmap.device))
+        else:
+            if len(size) != spatial or spatial > 3:
+                raise DataError(
+                    f"cannot resize a {spatial}-d map {list(heatmap.shape[1:])} to the input's positions "
+                    f"{list(size)}; pass upsample=False"
+                )
+            mode = ("linear", "bilinear", "trilinear")[spatial - 1]
+            mapped = F.interpolate(heatmap.unsqueeze(1), size=tuple(size), mode=mode, align_corners=False)
+            mapped = mapped.squeeze(1).clamp_min(0.0)
+        if padding is not None and tuple(padding.shape[1:]) == tuple(mapped.shape[1:]):
+            mapped = mapped.masked_fill(padding.to(mapped.device), 0.0)
+        return mapped
+
+    def _shape_output(self, maps: torch.Tensor, capacity: torch.Tensor, inputs: torch.Tensor, call, output: str):
+        if output == "map":
+            return maps
+        if output == "input":
+            if is_token_input(inputs) or tuple(maps.shape) == tuple(inputs.shape):
+                return maps
+            if tuple(maps.shape[1:]) != tuple(inputs.shape[2:]):
+                raise DataError("output='input' needs the maps on the input's positions (upsample=True)")
+            return maps.unsqueeze(1).expand_as(inputs).contiguous()
+        if output == "layer":
+            return from_channels_first(capacity, self._axis(call))
+        raise DataError(f"output must be 'map', 'input' or 'layer', got {output!r}")
 
     def _kl_scale(self, features: torch.Tensor) -> float:
         """``beta / k``: the paper's beta multiplies the *mean* KL over the ``k`` elements of one feature map."""
         return self._kl_factor * self.beta / features[0].numel()
 
-    def _model_site(self, features: torch.Tensor, head: HeadOutput, target: torch.Tensor, mean, std, active) -> None:
+    def _model_site(self, features: torch.Tensor, call: BottleneckCall, target: torch.Tensor, mean, std, active):
         """The Pyro model: ``Z ~ Q(Z)`` scaled by ``beta / k``, the target observed through the tail's logits."""
         n, *feature = features.shape
         with pyro.plate("images", n, dim=-1):
             # TraceMeanField_ELBO takes the KL's scale from the guide's site: the guide uses the same scale.
             with poutine.scale(scale=self._kl_scale(features)):
                 z = pyro.sample("z", MaskedFeatureNormal(mean, std, active, len(feature)))
-            logits = self.split.tail(z.reshape(-1, *feature), head)
+            logits = self._run_tail(z.reshape(-1, *feature), call)
             logits = logits.reshape(*z.shape[: z.ndim - len(feature)], logits.shape[-1])
             pyro.sample("y", dist.Categorical(logits=logits), obs=target)
 
@@ -416,6 +648,68 @@ class BottleneckBase:
         loc = features - one_minus_lambda * (features - mean)  # lambda R + (1 - lambda) mu
         scale = one_minus_lambda * std
         return MaskedFeatureNormal(loc, scale, active, features.ndim - 1, shared_noise=shared_noise)
+
+    # -- Captum's attribute -----------------------------------------------------------------------------------
+    def capacity(self, inputs: Any, target: Any = None, additional_forward_args: Any = None) -> torch.Tensor:
+        """Information per element of the layer's output, in bits, ``[N, C, *positions]`` (channels first)."""
+        return self._capacity_call(inputs, target, _forward_args(additional_forward_args))[0]
+
+    def _capacity_call(self, inputs, target, args) -> tuple[torch.Tensor, BottleneckCall]:
+        raise NotImplementedError
+
+    @log_usage()
+    def attribute(
+        self,
+        inputs: torch.Tensor | tuple[torch.Tensor],
+        target: Any = None,
+        additional_forward_args: Any = None,
+        *,
+        upsample: bool = True,
+        output: str = "map",
+    ) -> torch.Tensor | tuple[torch.Tensor]:
+        """Attribution in bits, mapped to the input's positions (Captum's ``attribute`` contract).
+
+        Args:
+            inputs: ``[N, C_in, *positions]`` float inputs, ``[N, L]`` token ids, or a one-tensor tuple of either
+                (then a one-tensor tuple is returned).
+            target: Class index (int) or one per input; ``None`` uses the model's prediction.
+            additional_forward_args: Further arguments of the model's forward (``model(inputs, *args)``), e.g. an
+                attention mask; a tensor or a tuple.
+            upsample: Map the layer's cells to the input's positions (bilinear for images, one to one or through
+                the receptive field for sequences); ``False`` keeps the layer's cells.
+            output: ``"map"``: ``[N, *positions]``; ``"input"``: shaped like the inputs (the map repeated over the
+                input channels, as Captum's metrics need); ``"layer"``: the capacity per element in the layer's
+                own layout.
+
+        Returns:
+            Non-negative maps; a map's sum over the layer's cells is the information in bits.
+
+        Raises:
+            RuntimeError: ``estimate()`` was not called.
+            DataError: bad inputs, targets, ``channel_dim`` or padding mask.
+        """
+        is_tuple = isinstance(inputs, tuple)
+        if is_tuple:
+            if len(inputs) != 1:
+                raise DataError(
+                    f"a bottleneck attributes one input tensor; got a tuple of {len(inputs)} (pass the model's further "
+                    "arguments as additional_forward_args)"
+                )
+            inputs = inputs[0]
+        inputs = self._check_inputs(inputs)
+        if distributed.active():  # each process attributes its shard of the inputs; results gathered in order
+            result = distributed.map_shards(
+                lambda x, t, *a: self.attribute(x, t, a, upsample=upsample, output=output),
+                inputs, target, *_forward_args(additional_forward_args),
+            )  # fmt: skip
+            return (result,) if is_tuple else result
+        with torch.enable_grad():  # NoiseTunnel calls its method under no_grad
+            capacity, call = self._capacity_call(inputs, target, _forward_args(additional_forward_args))
+        maps = self._to_map(capacity, inputs if upsample else None, call.padding if upsample else None)
+        if not upsample and call.padding is not None:
+            maps = maps.masked_fill(call.padding, 0.0)
+        result = self._shape_output(maps, capacity, inputs, call, output)
+        return (result,) if is_tuple else result
 
 
 class PerSampleBottleneck(BottleneckBase):
@@ -445,6 +739,8 @@ class PerSampleBottleneck(BottleneckBase):
             90 MB for ResNet-50 after ``layer2``; nothing for a network without BatchNorm); ``False`` runs the
             model's own modules. Skipped while a module of the tail has hooks.
         progress: Show a progress bar over the optimisation steps.
+        channel_dim: Axis of the layer's channels (1; -1 for batch-first transformer features ``[N, L, C]``).
+        padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` mask, True at padded positions.
 
     Example:
         >>> import torch
@@ -484,6 +780,8 @@ class PerSampleBottleneck(BottleneckBase):
         graph_split: bool = True,
         optimize_tail: bool = True,
         progress: bool = False,
+        channel_dim: int = 1,
+        padding_mask: int | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -494,83 +792,81 @@ class PerSampleBottleneck(BottleneckBase):
             active_threshold=active_threshold,
             graph_split=graph_split,
             optimize_tail=optimize_tail,
+            channel_dim=channel_dim,
+            padding_mask=padding_mask,
         )
-        if steps < 1 or batch_size < 1:
-            raise ValueError(f"steps and batch_size must be at least 1, got {steps} and {batch_size}")
+        steps = check_int(steps, "steps", low=1)
+        batch_size = check_int(batch_size, "batch_size", low=1)
+        lr = check_float(lr, "lr", low=0, low_open=True)
         self.steps = int(steps)
         self.lr = float(lr)
         self.batch_size = int(batch_size)
         self.initial_alpha = float(initial_alpha)
         self.progress = progress
         self.history: list[float] = []
+        #: Optional prior mask ``[N, 1 | C, *positions]`` in ``[0, 1]`` multiplying :math:`\lambda` (channels first).
+        self.lambda_prior: torch.Tensor | None = None
 
-    def _optimise(self, inputs: torch.Tensor, target: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Optimise one :math:`\\alpha` per image; returns :math:`R` and :math:`1 - \\lambda`."""
+    def _optimise(self, inputs: torch.Tensor, target: Any, args: tuple[Any, ...] = ()):
+        """Optimise one :math:`\\alpha` per image; returns :math:`R`, :math:`1 - \\lambda` and the call."""
         with frozen(self.model):
-            head, target = self._prepare(inputs, target)
-            features = head.features
-            if self.split.optimize_tail and self.split.mode == "graph" and features.ndim == 4:
+            call, target = self._prepare(inputs, target, args)
+            features = call.features
+            if self.split.optimize_tail and self.split.mode == "graph" and features.ndim == 4 and self._axis(call) == 1:
                 # The optimised tail runs in channels_last: keep the bottleneck's elementwise work in the same
                 # layout, so no per-step conversion is needed (the values are unchanged).
                 features = features.contiguous(memory_format=torch.channels_last)
             mean, std, active = self._statistics_like(features)
+            active = self._active_for(call, active)
             initial = torch.full_like(features, self.initial_alpha)
 
             def model(features: torch.Tensor, target: torch.Tensor) -> None:
-                self._model_site(features, head, target, mean, std, active)
+                self._model_site(features, call, target, mean, std, active)
 
             def guide(features: torch.Tensor, target: torch.Tensor) -> None:
                 alpha = pyro.param("alpha", initial)
-                one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
+                one_minus_lambda = self._one_minus_lambda(alpha)
                 with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
                     pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, True))
 
             elbo = ClosedFormKLELBO(num_particles=self.batch_size, vectorize_particles=True, max_plate_nesting=1)
             # A private parameter store: attributing never touches the user's Pyro parameters. Validation is off
             # inside: the distributions are built here from checked statistics, and its checks cost ~10% a step.
-            with pyro.get_param_store().scope(), pyro.validation_enabled(False):
+            with pyro.get_param_store().scope(), pyro.validation_enabled(False), torch.enable_grad():
                 svi = SVI(model, guide, pyro.optim.Adam({"lr": self.lr}), elbo)
                 n = features.shape[0]
                 self.history = []
                 for _ in tqdm(range(self.steps), disable=not self.progress, desc="bottleneck"):
                     self.history.append(svi.step(features, target) / n)
                 alpha = pyro.param("alpha").detach()
-            return features, lambda_from_alpha(alpha, self.sigma)
+            return features, self._one_minus_lambda(alpha), call
 
-    def capacity(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
+    def _one_minus_lambda(self, alpha: torch.Tensor) -> torch.Tensor:
+        r""":math:`1 - \lambda`, with :math:`\lambda = p \cdot \mathrm{blur}(\mathrm{sigmoid}(\alpha))` under a prior
+        mask :math:`p \in [0, 1]` (``lambda_prior``, set by :class:`~pyroflows.attribution.InputBottleneck`)."""
+        one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
+        if self.lambda_prior is None:
+            return one_minus_lambda
+        prior = self.lambda_prior.to(alpha)
+        return (1.0 - prior * (1.0 - one_minus_lambda)).clamp_min(torch.finfo(alpha.dtype).tiny)
+
+    def _capacity_call(self, inputs: Any, target: Any, args: tuple[Any, ...]) -> tuple[torch.Tensor, BottleneckCall]:
+        features, one_minus_lambda, call = self._optimise(inputs, target, args)
+        # .contiguous(): the optimised path works in channels_last
+        return self._capacity(features, one_minus_lambda, call).contiguous(), call
+
+    def capacity(self, inputs: Any, target: Any = None, additional_forward_args: Any = None) -> torch.Tensor:
         """The optimised bottleneck's information per element of the layer's output, in bits.
-
-        Args:
-            inputs: ``[N, ...]`` inputs of the model.
-            target: Class index (int) or ``[N]`` indices; ``None`` uses the model's prediction.
-
-        Returns:
-            ``[N, C, *spatial]`` non-negative capacity (zero for inactive units).
-        """
-        features, one_minus_lambda = self._optimise(inputs, target)
-        return self._capacity(features, one_minus_lambda).contiguous()  # the optimised path works in channels_last
-
-    def attribute(self, inputs: torch.Tensor, target: Any = None, *, upsample: bool = True) -> torch.Tensor:
-        """Attribution maps in bits per input pixel (Captum's ``attribute`` contract).
 
         All images are optimised together, each with its own :math:`\\alpha`; the maps equal those of one image
         at a time under the same seed (up to floating-point rounding).
 
         Args:
-            inputs: ``[N, C_in, *spatial]`` inputs.
+            inputs: ``[N, ...]`` inputs of the model.
             target: Class index (int) or ``[N]`` indices; ``None`` uses the model's prediction.
-            upsample: Resize the maps from the layer's resolution to the input's (bilinear for images).
+            additional_forward_args: Further arguments of the model's forward.
 
         Returns:
-            ``[N, *spatial]`` non-negative maps; each map's sum over the layer's cells is the information in bits
-            (resizing keeps it per cell, so the map reads as bits per layer cell at every input pixel).
-
-        Raises:
-            RuntimeError: ``estimate()`` was not called.
-            DataError: bad inputs or targets.
+            ``[N, C, *positions]`` non-negative capacity, channels first (zero for inactive units).
         """
-        if distributed.active():  # each process attributes its shard of the images; maps gathered in order
-            return distributed.map_shards(lambda x, t: self.attribute(x, t, upsample=upsample), inputs, target)
-        capacity = self.capacity(inputs, target)
-        size = torch.as_tensor(inputs).shape[2:] if upsample else None
-        return self._to_map(capacity, size)
+        return self._capacity_call(inputs, target, _forward_args(additional_forward_args))[0]

@@ -41,10 +41,19 @@ from tqdm.auto import tqdm
 from pyroflows import distributed
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.hooks import frozen, resolve_layer
-from pyroflows.attribution.per_sample import BottleneckBase, ClosedFormKLELBO, _batches, _model_device
+from pyroflows.attribution.layout import check_channel_dim, to_channels_first
+from pyroflows.attribution.per_sample import (
+    BottleneckBase,
+    ClosedFormKLELBO,
+    _batches,
+    _forward_args,
+    _model_device,
+    _rows,
+    _shard_estimation,
+)
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.serialization import check_config, load_checkpoint, save_checkpoint
 
 __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
@@ -115,6 +124,9 @@ class ReadoutBottleneck(BottleneckBase):
         initial_alpha: The readout's initial output.
         active_threshold: Units non-zero in at most this fraction of estimation samples are inactive.
         graph_split: Run only the network's tail at each training step (see ``LayerSplit``).
+        channel_dim: Axis of the channels of the bottleneck layer's output and of every readout layer's output
+            with as many dimensions (1; -1 for batch-first transformer features ``[N, L, C]``).
+        padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` mask, True at padded positions.
 
     Example:
         >>> from pyroflows.attribution.models import load_bundled_readout
@@ -135,6 +147,8 @@ class ReadoutBottleneck(BottleneckBase):
         initial_alpha: float = 5.0,
         active_threshold: float = 0.01,
         graph_split: bool = True,
+        channel_dim: int = 1,
+        padding_mask: int | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -144,6 +158,8 @@ class ReadoutBottleneck(BottleneckBase):
             min_std=min_std,
             active_threshold=active_threshold,
             graph_split=graph_split,
+            channel_dim=channel_dim,
+            padding_mask=padding_mask,
         )
         layers = [layer] if readout_layers is None else list(readout_layers)
         if not layers:
@@ -159,7 +175,7 @@ class ReadoutBottleneck(BottleneckBase):
         self.history: list[float] = []
 
     # -- features ---------------------------------------------------------------------------------------------
-    def _readout_features(self, inputs: torch.Tensor) -> list[torch.Tensor]:
+    def _readout_features(self, inputs: torch.Tensor, args: tuple[Any, ...] = ()) -> list[torch.Tensor]:
         """The readout layers' outputs for ``inputs`` (one forward pass of the whole model, no gradients)."""
         captured: dict[int, torch.Tensor] = {}
         handles = []
@@ -171,14 +187,20 @@ class ReadoutBottleneck(BottleneckBase):
             handles.append(module.register_forward_hook(hook))
         try:
             with torch.no_grad():
-                self.model(inputs)
+                self.model(inputs, *args)
         finally:
             for handle in handles:
                 handle.remove()
         missing = [self.readout_layers[k] for k in range(len(self._readout_modules)) if k not in captured]
         if missing:
             raise RuntimeError(f"readout layers {missing} did not run in the model's forward pass")
-        return [captured[k] for k in range(len(self._readout_modules))]
+        outputs = []
+        for k in range(len(self._readout_modules)):
+            x = captured[k]
+            if x.ndim >= 3:
+                x = to_channels_first(x, check_channel_dim(self.channel_dim, x.ndim, self.readout_layers[k]))
+            outputs.append(x)
+        return outputs
 
     def _stacked(self, readouts: list[torch.Tensor], size: Sequence[int]) -> torch.Tensor:
         parts = []
@@ -189,13 +211,21 @@ class ReadoutBottleneck(BottleneckBase):
         return torch.cat(parts, dim=1)
 
     # -- statistics -------------------------------------------------------------------------------------------
-    def estimate(self, data: Any, *, max_samples: int | None = None, progress: bool = False) -> ReadoutBottleneck:
+    def estimate(
+        self,
+        data: Any,
+        *,
+        max_samples: int | None = None,
+        progress: bool = False,
+        additional_forward_args: Any = None,
+    ) -> ReadoutBottleneck:
         """Estimate the bottleneck layer's :math:`\\mu_R, \\sigma_R` and each readout layer's channel statistics.
 
         Args:
             data: DataLoader / iterable of ``(x, y)`` or tensors, or a tensor ``[N, ...]``.
             max_samples: Stop after this many samples.
             progress: Show a progress bar.
+            additional_forward_args: Further forward arguments for tensor ``data`` (split with it).
 
         Returns:
             ``self``.
@@ -203,32 +233,50 @@ class ReadoutBottleneck(BottleneckBase):
         bottleneck = FeatureStatistics()
         readout = [FeatureStatistics() for _ in self._readout_modules]
         device = _model_device(self.model)
+        sample = None
         bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
-        with frozen(self.model), distributed.fail_together():  # in a process group: this rank's shard, then merged
-            for x in _batches(distributed.shard_batches(data, max_samples)):
-                if max_samples is not None and bottleneck.count >= max_samples:
-                    break
-                if max_samples is not None:
-                    x = x[: max_samples - bottleneck.count]
-                x = x.to(device) if device is not None else x
-                bottleneck.update(self.split.head(x).features)
-                for stats, feature in zip(readout, self._readout_features(x), strict=True):
-                    stats.update(feature)
-                bar.update(x.shape[0])
-        bar.close()
-        for stats in [bottleneck, *readout]:
-            distributed.reduce_statistics(stats)
-        self._set_statistics(
-            bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold), bottleneck.count
-        )
+        data, forward_args = _shard_estimation(data, _forward_args(additional_forward_args), max_samples)  # our rows
+        with frozen(self.model):
+            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
+                for x, args in _batches(data, args=forward_args):
+                    if max_samples is not None and bottleneck.count >= max_samples:
+                        break
+                    if max_samples is not None:
+                        keep = slice(0, max_samples - bottleneck.count)
+                        x, args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in args)
+                    x = x.to(device) if device is not None else x
+                    call = self._run_head(x, args)
+                    bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
+                    for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
+                        padded = (
+                            call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+                        )
+                        stats.update(feature, ~call.padding[:, None, :] if padded else None)
+                    if sample is None:
+                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))
+                    bar.update(x.shape[0])
+            bar.close()
+            for stats in [bottleneck, *readout]:  # moments merged over ranks: one process's up to rounding
+                distributed.reduce_statistics(stats)
+            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
+            if sample is not None:
+                self._set_statistics(
+                    bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold),
+                    bottleneck.count,
+                )  # fmt: skip
+                self._measure_receptive_field(*sample)
         self.readout_mean, self.readout_std = [], []
         for stats in readout:
-            # Per-channel moments from per-element ones (law of total variance over positions).
+            # Per-channel moments from per-element ones (law of total variance over positions), weighted by how
+            # many samples counted each element (padded positions count less).
             dims = tuple(range(1, stats.mean.ndim))
-            mean = stats.mean.mean(dims) if dims else stats.mean
-            var = stats.std() ** 2
+            counts = stats.counts
             if dims:
-                var = (var + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2).mean(dims)
+                weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
+                mean = (stats.mean * weight).sum(dims)
+                var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
+            else:
+                mean, var = stats.mean, stats.std() ** 2
             self.readout_mean.append(mean.float())
             self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
         if self.network is None:
@@ -286,28 +334,29 @@ class ReadoutBottleneck(BottleneckBase):
                     if device is not None:
                         x, y = x.to(device), y.to(device)
                     with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
-                        head = self.split.head(x[share.rows])
-                        stacked = self._stacked(self._readout_features(x[share.rows]), head.features.shape[2:])
-                        loss = share.total(svi.step(head, y[share.rows].long(), stacked))
+                        call = self._run_head(x[share.rows])
+                        stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
+                        loss = share.total(svi.step(call, y[share.rows].long(), stacked))
                     self.history.append(loss / x.shape[0])
         self._kl_factor = 1.0
         self.network.eval()
         return self.history
 
-    def _train_model(self, head: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
-        mean, std, active = self._statistics_like(head.features)
-        self._model_site(head.features, head, target, mean, std, active)
+    def _train_model(self, call: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
+        mean, std, active = self._statistics_like(call.features)
+        self._model_site(call.features, call, target, mean, std, self._active_for(call, active))
 
-    def _train_guide(self, head: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
-        features = head.features
+    def _train_guide(self, call: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
+        features = call.features
         mean, std, active = self._statistics_like(features)
+        active = self._active_for(call, active)
         one_minus_lambda = lambda_from_alpha(self.network(stacked), self.sigma)
         with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
             pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, False))
 
     # -- attribution ------------------------------------------------------------------------------------------
-    def capacity(self, inputs: torch.Tensor, target: Any = None) -> torch.Tensor:
-        """Per-element capacity ``[N, C, *spatial]`` in bits, from one forward pass of model and readout.
+    def _capacity_call(self, inputs: Any, target: Any, args: tuple[Any, ...]):
+        """Per-element capacity ``[N, C, *positions]`` in bits, from one forward pass of model and readout.
 
         ``target`` is accepted for Captum compatibility and ignored: the readout predicts the mask from the
         features alone, as in the paper.
@@ -316,27 +365,16 @@ class ReadoutBottleneck(BottleneckBase):
             raise RuntimeError(
                 "ReadoutBottleneck: call estimate(data) and fit(data) (or load a trained one) before attribute()"
             )
-        inputs = torch.as_tensor(inputs)
-        if not torch.isfinite(inputs).all():
-            raise DataError("inputs hold NaN or infinity")
-        device = _model_device(self.model)
-        if device is not None:
-            inputs = inputs.to(device)
+        inputs = self._check_inputs(inputs)
         with frozen(self.model), torch.no_grad():
-            features = self.split.head(inputs).features
+            call = self._run_head(inputs, args)
+            features = call.features
             self._statistics_like(features)
-            stacked = self._stacked(self._readout_features(inputs), features.shape[2:])
+            stacked = self._stacked(self._readout_features(inputs, args), features.shape[2:])
             with pyro.get_param_store().scope():  # a PyroModule registers its weights; keep the user's store clean
                 alpha = self.network(stacked)
             one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
-            return self._capacity(features, one_minus_lambda)
-
-    def attribute(self, inputs: torch.Tensor, target: Any = None, *, upsample: bool = True) -> torch.Tensor:
-        """Attribution maps ``[N, *spatial]`` in bits, upsampled to the input (``target`` is ignored)."""
-        if distributed.active():  # each process attributes its shard of the images; maps gathered in order
-            return distributed.map_shards(lambda x: self.attribute(x, upsample=upsample), inputs)
-        capacity = self.capacity(inputs, target)
-        return self._to_map(capacity, torch.as_tensor(inputs).shape[2:] if upsample else None)
+            return self._capacity(features, one_minus_lambda, call), call
 
     # -- saving -----------------------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> os.PathLike:
@@ -357,6 +395,8 @@ class ReadoutBottleneck(BottleneckBase):
             "hidden": self.hidden,
             "initial_alpha": self.initial_alpha,
             "active_threshold": self.active_threshold,
+            "channel_dim": self.channel_dim,
+            "padding_mask": self.padding_mask,
         }
         extra = {"history": list(self.history), "n_samples": self.n_samples}
         return save_checkpoint(
@@ -371,23 +411,34 @@ class ReadoutBottleneck(BottleneckBase):
             CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
         """
         checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
-        config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
-        layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
+        check_config(path, checkpoint["config"], kind="ReadoutBottleneck")
+        try:
+            config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
+            layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
+        except (KeyError, TypeError, ValueError) as exc:
+            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {exc})") from exc
         try:
             readout = cls(model, layer, readout_layers, graph_split=graph_split, **config)
-        except ValueError as exc:
+        except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
-        device = _model_device(model)
-        readout._set_statistics(state["mean"], state["std"], state["active"], checkpoint["extra"].get("n_samples", 0))
-        n = len(readout_layers)
-        readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
-        readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
-        network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
-        in_channels = network_state["layers.0.weight"].shape[1]
-        readout.network = ReadoutNetwork(in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha)
-        readout.network.load_state_dict(network_state)
-        readout.network.eval()
-        if device is not None:
-            readout.network.to(device)
+        try:
+            device = _model_device(model)
+            n_samples = checkpoint["extra"].get("n_samples", 0)
+            readout._set_statistics(state["mean"], state["std"], state["active"], n_samples)
+            n = len(readout_layers)
+            readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
+            readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
+            network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+            in_channels = network_state["layers.0.weight"].shape[1]
+            readout.network = ReadoutNetwork(
+                in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha
+            )
+            readout.network.load_state_dict(network_state)
+            readout.network.eval()
+            if device is not None:
+                readout.network.to(device)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
+            message = " ".join(str(exc).split())[:300]
+            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {message})") from exc
         readout.history = list(checkpoint["extra"].get("history", []))
         return readout

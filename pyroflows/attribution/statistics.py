@@ -38,9 +38,16 @@ class FeatureStatistics:
         self.mean: torch.Tensor | None = None
         self.m2: torch.Tensor | None = None
         self.nonzero: torch.Tensor | None = None
+        self.counts: torch.Tensor | None = None  # per element: how many samples counted it
 
-    def update(self, batch: torch.Tensor) -> None:
+    def update(self, batch: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """Merge one batch ``[n, *feature]`` (``n >= 1``) into the totals.
+
+        Args:
+            batch: Feature maps.
+            mask: Optional boolean mask broadcastable to ``batch``: only the ``True`` elements count (padded
+                positions of a sequence are left out). Elements no sample has counted keep mean 0, get the
+                minimal standard deviation and are inactive.
 
         Raises:
             DataError: the batch holds NaN or infinity, or its feature shape differs from earlier batches.
@@ -55,19 +62,29 @@ class FeatureStatistics:
             )
         x = batch.to(torch.float64)
         n_b = x.shape[0]
-        mean_b = x.mean(0)
-        m2_b = (x - mean_b).square().sum(0)
-        nonzero_b = (x != 0).sum(0)
+        if mask is None:
+            counts_b = torch.full(x.shape[1:], float(n_b), dtype=torch.float64, device=x.device)
+            mean_b = x.mean(0)
+            m2_b = (x - mean_b).square().sum(0)
+            nonzero_b = (x != 0).sum(0)
+        else:
+            weight = torch.as_tensor(mask, device=x.device).bool().expand_as(x).to(torch.float64)
+            counts_b = weight.sum(0)
+            mean_b = (x * weight).sum(0) / counts_b.clamp_min(1.0)
+            m2_b = ((x - mean_b).square() * weight).sum(0)
+            nonzero_b = ((x != 0) & weight.bool()).sum(0)
         if self.mean is None:
-            self.count, self.mean, self.m2, self.nonzero = n_b, mean_b, m2_b, nonzero_b
+            self.count, self.mean, self.m2, self.nonzero, self.counts = n_b, mean_b, m2_b, nonzero_b, counts_b
             return
-        n_a = self.count
-        n = n_a + n_b
+        n_a = self.counts
+        n = n_a + counts_b
+        share = torch.where(n > 0, counts_b / n.clamp_min(1.0), torch.zeros_like(n))
         delta = mean_b - self.mean
-        self.mean = self.mean + delta * (n_b / n)
-        self.m2 = self.m2 + m2_b + delta.square() * (n_a * n_b / n)
+        self.mean = self.mean + delta * share
+        self.m2 = self.m2 + m2_b + delta.square() * n_a * share
         self.nonzero = self.nonzero + nonzero_b
-        self.count = n
+        self.counts = n
+        self.count = self.count + n_b
 
     def _check(self) -> None:
         if self.count < 2:
@@ -76,9 +93,10 @@ class FeatureStatistics:
     def std(self, min_std: float = 0.0) -> torch.Tensor:
         """Unbiased standard deviation per element, at least ``min_std``."""
         self._check()
-        return (self.m2 / (self.count - 1)).sqrt().clamp_min(min_std)
+        variance = self.m2 / (self.counts - 1).clamp_min(1.0)
+        return torch.where(self.counts > 1, variance, torch.zeros_like(variance)).sqrt().clamp_min(min_std)
 
     def active(self, threshold: float = 0.01) -> torch.Tensor:
         """Boolean mask of units that were non-zero in more than ``threshold`` of the samples."""
         self._check()
-        return (self.nonzero.to(torch.float64) / self.count) > threshold
+        return (self.nonzero.to(torch.float64) / self.counts.clamp_min(1.0)) > threshold

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 
 from pyroflows import __version__
+from pyroflows.cli._common import OneLineParser
 from pyroflows.errors import PyroflowsError
 
 __all__ = ["main", "build_parser"]
@@ -28,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     """Build the argument parser with every sub-command registered."""
     import importlib
 
-    parser = argparse.ArgumentParser(
+    parser = OneLineParser(
         prog="pyroflows",
         description=(
             "Compact-support normalizing flows, DDPM diffusion and Information Bottleneck Attribution, "
@@ -40,13 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"pyroflows {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _COMMAND_MODULES:
-        try:
-            module = importlib.import_module(f"pyroflows.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pyroflows.cli.{name}":
-                raise
-            continue
-        module.register(subparsers)
+        importlib.import_module(f"pyroflows.cli.{name}").register(subparsers)
     return parser
 
 
@@ -58,12 +54,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         pyroflows 0.1.0
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, or a one-line argument error (status 2)
+        return exc.code if isinstance(exc.code, int) else 2
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
     from pyroflows import distributed
 
+    showwarning = warnings.showwarning
+    warnings.showwarning = _show_warning
     try:
         with distributed.launched():  # under torchrun: join the process group; each command splits its work
             if distributed.active() and not getattr(args, "splits_work", False):
@@ -75,9 +76,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 result = args.handler(args)
     except PyroflowsError as exc:
-        print(f"pyroflows: error: {exc}", file=sys.stderr)
+        print(f"pyroflows: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pyroflows: interrupted", file=sys.stderr)
         return 130
+    finally:
+        warnings.showwarning = showwarning
     return int(result or 0)
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings during a command: one line each, ``pyroflows: warning: ...``."""
+    print(f"pyroflows: warning: {' '.join(str(message).split())}", file=sys.stderr if file is None else file)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +11,15 @@ import numpy as np
 import torch
 
 from pyroflows import distributed
-from pyroflows.cli._common import add_parser, print_json, seed_everything
-from pyroflows.errors import CheckpointError, DataError
-from pyroflows.io import check_output_path
+from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
+from pyroflows.cli._model_file import add_model_file_arguments, check_model_runs, load_model_file
+from pyroflows.errors import DataError, NumericalError
+from pyroflows.io import atomic_outputs, check_output_dir, check_real, save_array, save_figure
 
 __all__ = ["register", "run", "run_demo", "load_image"]
+
+#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
+DEMO_OUTPUTS = ("per_sample_maps.npy", "attribution.png")
 
 _DESCRIPTION = """\
 Attribute each IMAGE to its input pixels with an information bottleneck (Schulz et al., ICLR 2020) and write
@@ -28,10 +31,17 @@ model's input scale (the bundled model takes 1 x 56 x 56 in [0, 1], e.g. from py
 make_cluttered_digits). Images of another size are refused, not resized.
 
 --model bundled (default) is the shipped cluttered-digits CNN, with statistics estimated on built-in training
-digits and the shipped readout. --model PATH loads a whole model saved with torch.save(model, PATH): loading runs
-code from the file (pickle, weights_only=False), so only use files you trust; the model's class must be
-importable. A model given by PATH needs --layer and --data (a .npy of inputs [N, ...] to estimate the layer's
+digits and the shipped readout. --model PATH loads a torch.export program (.pt2, from torch.export.save) or a
+TorchScript file without running pickled code; a whole model saved with torch.save(model, PATH) is unpickled only
+with --trust-model-file, because loading it runs code from the file (only use files you trust; the model's class
+must be importable). TorchScript modules take no hooks, so the bottleneck cannot be put into them. A model given
+by PATH needs --layer and --data (a .npy of inputs [N, ...] to estimate the layer's
 statistics; the paper uses ~10,000) and, for --method readout, --readout (a file saved by ReadoutBottleneck.save).
+
+Sequences: DATA.npy holding [N, C, L] float sequences or [N, L] integer token ids, with --model motifs or keywords
+(the shipped sequence models) or a model file whose --data has that form; --channel-dim -1 for batch-first
+transformer layers [N, L, C]. Writes DIR/<name>.npy (maps [N, L], bits per input position) and DIR/<name>.png (the
+maps over the sequence). Example: pyroflows attribute seqs.npy --model motifs --out maps
 """
 
 
@@ -45,23 +55,36 @@ def register(subparsers: Any) -> None:
     )
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help=".png or .npy images")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output directory")
-    parser.add_argument("--model", default="bundled", help="'bundled' (default) or a torch.save'd model file")
+    parser.add_argument(
+        "--model",
+        default="bundled",
+        help="'bundled' (default), a torch.export program (.pt2), or with --trust-model-file a whole-model pickle "
+        "(loading a pickle runs code from the file: only use files you trust)",
+    )
+    add_model_file_arguments(parser)
     parser.add_argument("--layer", default=None, help="bottleneck layer, a dotted module name (bundled: features.6)")
     parser.add_argument("--method", choices=("per-sample", "readout"), default="per-sample", help="default per-sample")
     parser.add_argument(
         "--beta",
-        type=float,
+        type=float_arg(low=0),
         default=10.0,
         help="information-loss weight of the per-sample bottleneck (default 10; a readout keeps the beta it was "
         "trained with)",
     )
-    parser.add_argument("--steps", type=int, default=10, help="optimisation steps, per-sample only (default 10)")
-    parser.add_argument("--target", type=int, default=None, help="class to explain (default: the predicted class)")
+    parser.add_argument("--steps", type=int_arg(low=1, high=100_000), default=10,
+                        help="optimisation steps, per-sample only (default 10)")  # fmt: skip
+    parser.add_argument("--target", type=int_arg(low=0, high=10**9), default=None,
+                        help="class to explain, per-sample only (default: the predicted class)")  # fmt: skip
     parser.add_argument("--data", type=Path, default=None, help=".npy inputs [N, ...] to estimate statistics on")
     parser.add_argument("--readout", type=Path, default=None, help="saved readout bottleneck (user models)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--json", action="store_true", help="print a JSON summary instead of text")
+    parser.add_argument(
+        "--channel-dim", type=int, default=None,
+        help="sequences: axis of the layer's channels (1 for [N, C, L]; -1 for batch-first transformer features)",
+    )  # fmt: skip
+    parser.add_argument("--pad-id", type=int, default=None, help="token inputs: padding id, left out of the maps")
     parser.set_defaults(handler=run, splits_work=True)
 
 
@@ -86,7 +109,11 @@ def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
             array = np.moveaxis(array, -1, 0)
     elif suffix == ".npy":
         try:
-            array = np.asarray(np.load(path, allow_pickle=False), dtype=np.float32)
+            array = np.load(path, allow_pickle=False)
+            check_real(array, name=str(path))
+            array = np.asarray(array, dtype=np.float32)
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"{path}: not a readable numeric .npy file ({type(exc).__name__})") from exc
     else:
@@ -117,7 +144,11 @@ def _load_data(path: Path) -> torch.Tensor:
     if not path.exists():
         raise DataError(f"{path}: no such data file")
     try:
-        data = torch.from_numpy(np.load(path, allow_pickle=False).astype(np.float32))
+        array = np.load(path, allow_pickle=False)
+        check_real(array, name=str(path))
+        data = torch.from_numpy(array.astype(np.float32))
+    except DataError:
+        raise
     except Exception as exc:
         raise DataError(f"{path}: not a readable numeric .npy file ({type(exc).__name__})") from exc
     if data.ndim < 2 or not torch.isfinite(data).all():
@@ -125,18 +156,8 @@ def _load_data(path: Path) -> torch.Tensor:
     return data
 
 
-def _load_user_model(path: Path) -> torch.nn.Module:
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such model file")
-    try:
-        model = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: could not load a model saved with torch.save(model, PATH) ({type(exc).__name__}: {exc})"
-        ) from exc
-    if not isinstance(model, torch.nn.Module):
-        raise CheckpointError(f"{path}: holds a {type(model).__name__}, not a torch.nn.Module")
-    return model.eval()
+def _load_user_model(path: Path, trust: bool = False) -> torch.nn.Module:
+    return load_model_file(path, trust=trust)
 
 
 def _bottleneck(args: argparse.Namespace):
@@ -149,6 +170,9 @@ def _bottleneck(args: argparse.Namespace):
         layer = args.layer or BUNDLED_LAYER
         shape: tuple[int, ...] = (1, 56, 56)
         data = None if args.data is None else _load_data(args.data)
+        if data is not None and tuple(data.shape[1:]) != shape:
+            raise DataError(f"{args.data}: inputs of shape {list(data.shape[1:])}; the bundled model takes "
+                            f"{list(shape)}")  # fmt: skip
         if args.method == "readout":
             if args.layer not in (None, BUNDLED_LAYER):
                 raise DataError(f"the bundled readout sits at {BUNDLED_LAYER}; --layer {args.layer} needs per-sample")
@@ -165,18 +189,25 @@ def _bottleneck(args: argparse.Namespace):
         if data is None:
             data = make_cluttered_digits(2000, split="train", seed=1).images
     else:
-        model = _load_user_model(Path(args.model))
+        model = _load_user_model(Path(args.model), getattr(args, "trust_model_file", False))
+        if isinstance(model, torch.jit.ScriptModule):
+            raise DataError(
+                f"{args.model}: a TorchScript model takes no hooks, so the bottleneck cannot be put into it; save a "
+                "torch.export program (.pt2) instead"
+            )
         if args.method == "readout":
             if args.readout is None:
                 raise DataError("--method readout with a user model needs --readout FILE (ReadoutBottleneck.save)")
-            readout = ReadoutBottleneck.load(args.readout, model)
             if args.data is None:
                 raise DataError("--data is needed to know the input shape of a user model")
             data = _load_data(args.data)
+            check_model_runs(model, data, what=f"--data {args.data}")
+            readout = ReadoutBottleneck.load(args.readout, model)
             return model, readout, tuple(data.shape[1:])
         if args.layer is None or args.data is None:
             raise DataError("a user model needs --layer NAME and --data FILE.npy (inputs to estimate statistics on)")
         data = _load_data(args.data)
+        check_model_runs(model, data, what=f"--data {args.data}")
         shape = tuple(data.shape[1:])
         layer = args.layer
     try:
@@ -186,8 +217,10 @@ def _bottleneck(args: argparse.Namespace):
     return model, bottleneck.estimate(data), shape
 
 
-def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: str) -> None:
-    """Write the image (grey) with the map overlaid and a colour bar in bits."""
+def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: str, *, outputs=None,
+                 overwrite: bool = False) -> None:  # fmt: skip
+    """Write the image (grey) with the map overlaid and a colour bar in bits (atomically; staged in ``outputs``
+    when given)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -202,72 +235,69 @@ def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: st
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    try:
+        save_figure(fig, path, dpi=100, outputs=outputs, overwrite=overwrite)
+    finally:
+        plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``pyroflows attribute``."""
+    from pyroflows.cli.attribute_sequences import is_sequence_request, run_sequences
+
+    if is_sequence_request(args):
+        return run_sequences(args)
     stems = [p.stem for p in args.images]
     duplicates = sorted({s for s in stems if stems.count(s) > 1})
     if duplicates:
         raise DataError(f"several images share the name {duplicates[0]!r}; their outputs would collide")
-    if args.steps < 1 or args.beta < 0:
-        raise DataError("--steps must be at least 1 and --beta non-negative")
-    if args.out.exists() and not args.out.is_dir():
-        raise DataError(f"--out {args.out}: is a file, expected a directory")
-    outputs = []
-    for stem in stems:  # refuse before computing anything; the directory is made only once the maps exist
-        outputs.append(
-            (
-                check_output_path(args.out / f"{stem}.npy", overwrite=args.force, make_parents=False),
-                check_output_path(args.out / f"{stem}.png", overwrite=args.force, make_parents=False),
-            )
-        )
+    if args.method == "readout" and args.target is not None:
+        raise DataError("--target applies to --method per-sample; the readout's map does not depend on the target")
+    # Refuse before computing anything; the directory is made only once the maps exist.
+    check_output_dir(args.out, [f"{stem}{suffix}" for stem in stems for suffix in (".npy", ".png")],
+                     overwrite=args.force)  # fmt: skip
+    outputs = [(args.out / f"{stem}.npy", args.out / f"{stem}.png") for stem in stems]
     seed_everything(args.seed)
     start = time.perf_counter()
     if args.model == "bundled":  # check the images before the (seconds-long) estimation
         [load_image(p, (1, 56, 56)) for p in args.images]
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # e.g. torch.load's pickle notice; the help says it
-        model, bottleneck, shape = _bottleneck(args)
+    model, bottleneck, shape = _bottleneck(args)
     images = torch.stack([load_image(p, shape) for p in args.images])
+    logits = check_model_runs(model, images, what=", ".join(map(str, args.images[:3])))
     with torch.no_grad():
         predicted = model(images).argmax(-1)
-    n_classes = int(model(images[:1]).shape[-1])
+    n_classes = int(logits.shape[-1])
     if args.target is not None and not 0 <= args.target < n_classes:
         raise DataError(f"--target must be a class index in [0, {n_classes}), got {args.target}")
     target = predicted if args.target is None else torch.full_like(predicted, args.target)
     maps = bottleneck.attribute(images, target).detach()  # under torchrun: sharded, gathered on every rank
+    if not bool(torch.isfinite(maps).all()):
+        bad = [str(p) for p, m in zip(args.images, maps, strict=True) if not bool(torch.isfinite(m).all())]
+        raise NumericalError(f"the attribution maps of {', '.join(bad[:3])} hold NaN or infinity; nothing was written")
     if not distributed.is_main():  # rank 0 alone writes, once every rank's maps have arrived
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     summary = []
-    for image, heatmap, (npy, png), path, pred, tgt in zip(
-        images, maps, outputs, args.images, predicted.tolist(), target.tolist(), strict=True
-    ):
-        array = heatmap.numpy().astype(np.float32)
-        np.save(npy, array)
-        save_overlay(png, image, array, f"{path.name}: target {tgt} (predicted {pred}), {args.method}")
-        summary.append(
-            {
-                "image": str(path),
-                "predicted": pred,
-                "target": tgt,
-                "max_bits": float(array.max()),
-                "npy": str(npy),
-                "png": str(png),
-            }
-        )
+    with atomic_outputs(overwrite=args.force) as group:  # all maps and figures, or none
+        for image, heatmap, (npy, png), path, pred, tgt in zip(
+            images, maps, outputs, args.images, predicted.tolist(), target.tolist(), strict=True
+        ):
+            array = heatmap.numpy().astype(np.float32)
+            save_array(npy, array, outputs=group)
+            row = {"image": str(path), "predicted": pred, "max_bits": float(array.max())}
+            title = f"{path.name}: predicted {pred}, {args.method}"
+            if args.method == "per-sample":
+                row["target"] = tgt
+                title = f"{path.name}: target {tgt} (predicted {pred}), {args.method}"
+            save_overlay(png, image, array, title, outputs=group)
+            summary.append({**row, "npy": str(npy), "png": str(png)})
     seconds = time.perf_counter() - start
     if args.json:
         print_json({"method": args.method, "layer": bottleneck.layer_name, "seconds": seconds, "images": summary})
     else:
         for row in summary:
-            print(
-                f"{row['image']}: target {row['target']} (predicted {row['predicted']}), "
-                f"max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}"
-            )
+            explained = f"target {row['target']} (predicted {row['predicted']})" if "target" in row else (
+                f"predicted {row['predicted']}")  # fmt: skip
+            print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
         print(f"{args.method} bottleneck at {bottleneck.layer_name}: {len(summary)} image(s) in {seconds:.1f} s")
     return 0
 
@@ -286,7 +316,6 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.evaluation import bounding_box_score
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     n, n_estimate = (4, 200) if fast else (100, 2000)
     model = load_bundled_model()
     test = make_cluttered_digits(n, split="test", seed=0)
@@ -304,7 +333,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
         name: bounding_box_score(maps, test.boxes).mean().item()
         for name, maps in [("per-sample", per_sample), ("readout", readout), ("saliency", saliency), ("random", random)]
     }
-    np.save(out_dir / "per_sample_maps.npy", per_sample.numpy())
+    save_array(out_dir / "per_sample_maps.npy", per_sample.numpy(), overwrite=True)
     fig, axes = plt.subplots(3, 4, figsize=(8, 6))
     for j in range(4):
         i = j % test.images.shape[0]
@@ -318,7 +347,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
             ax.set_title(f"{name} ({int(test.labels[i])})", fontsize=8)
             ax.axis("off")
     fig.tight_layout()
-    fig.savefig(out_dir / "attribution.png", dpi=90)
+    save_figure(fig, out_dir / "attribution.png", overwrite=True, dpi=90)
     plt.close(fig)
     line = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
     return [

@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from pyroflows._config import smoke_mode
-from pyroflows.cli._common import add_parser
+from pyroflows.cli._common import SEED, add_parser
+from pyroflows.io import check_output_dir
 
-# Each of these modules exposes ``run_demo(out_dir: Path, fast: bool) -> list[str]`` returning summary lines.
+# Each of these modules exposes ``run_demo(out_dir: Path, fast: bool) -> list[str]`` returning summary lines, and
+# ``DEMO_OUTPUTS``, the names of the files it writes into ``out_dir`` (checked here before any work).
 _DEMO_MODULES = ("flow", "diffusion", "attribute", "evaluate")
 
 
@@ -31,7 +33,8 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--fast", action="store_true", help="tiny sizes (seconds, not minutes); also set by PYROFLOWS_SMOKE=1"
     )
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
+    parser.add_argument("--force", action="store_true", help="replace the outputs of an earlier demo in --out")
     parser.set_defaults(handler=run)
 
 
@@ -39,16 +42,17 @@ def run(args: argparse.Namespace) -> int:
     import pyro
 
     fast = args.fast or smoke_mode()
-    args.out.mkdir(parents=True, exist_ok=True)
+    modules = []
     for name in _DEMO_MODULES:
-        try:
-            module = importlib.import_module(f"pyroflows.cli.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"pyroflows.cli.{name}":
-                raise
-            continue
-        if not hasattr(module, "run_demo"):
-            continue
+        module = importlib.import_module(f"pyroflows.cli.{name}")
+        if hasattr(module, "run_demo"):
+            modules.append((name, module))
+    # Refuse before any work: --out a file, or an earlier demo's outputs without --force. Folders are made only
+    # when their first file is written.
+    check_output_dir(args.out, overwrite=args.force)
+    for name, module in modules:
+        check_output_dir(args.out / name, getattr(module, "DEMO_OUTPUTS", ()), overwrite=args.force)
+    for name, module in modules:
         pyro.clear_param_store()
         pyro.set_rng_seed(args.seed)
         print(f"== {name} ==", flush=True)

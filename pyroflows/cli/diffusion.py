@@ -1,36 +1,52 @@
-"""``pyroflows diffusion train|sample|nll``: DDPMs on tabular data from the command line."""
+"""``pyroflows diffusion train|sample|nll|impute``: DDPMs on tabular data from the command line."""
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
 
 from pyroflows import distributed
-from pyroflows.cli._common import add_parser, print_json, seed_everything
-from pyroflows.errors import DataError
+from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
+from pyroflows.errors import DataError, NumericalError
 
 __all__ = ["register", "run_demo"]
 
 _DEFAULT_POINTS = 10000
+#: Most samples one ``diffusion sample`` draws.
+MAX_SAMPLES = 100_000_000
+_STEPS = int_arg(low=1, high=100_000)
+_ROWS = int_arg(low=1, high=10**8)
+_LR = float_arg(low=0, low_open=True)
+_CLASSES = int_arg(low=1, high=100_000)
+_LABEL = int_arg(low=0, high=100_000)
+_DROPOUT = float_arg(low=0, high=1, high_open=True)
+_GUIDANCE = float_arg(low=0)
+_PARTICLES = int_arg(low=1, high=1_000_000)
+#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
+DEMO_OUTPUTS = ("ddpm_moons.pt", "ddpm_moons.png")
 
 
 def register(subparsers: Any) -> None:
     from pyroflows.datasets.toy2d import DATASETS
     from pyroflows.diffusion.ddpm import PARAMETERIZATIONS
+    from pyroflows.diffusion.imputation import IMPUTATION_METHODS
     from pyroflows.diffusion.networks import NETWORKS
     from pyroflows.diffusion.sampling import SAMPLERS
     from pyroflows.diffusion.schedules import SCHEDULES
-    from pyroflows.diffusion.training import LOSSES
+    from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT, LOSSES
 
     parser = add_parser(
         subparsers,
         "diffusion",
         help="train, sample and score DDPM diffusion models",
         description=(
-            "DDPM diffusion models as Pyro Markov chains: train one on an (N, D) array or a built-in 2-D data set, "
-            "draw samples (ancestral or DDIM), and compute the negative ELBO (an upper bound on -log p) of data."
+            "DDPM diffusion models as Pyro Markov chains: train one on an (N, D) array or a built-in 2-D data set "
+            "(optionally with class labels), draw samples (ancestral or DDIM, of a class with classifier-free "
+            "guidance), fill in missing entries (sequential Monte Carlo over the chain), and compute the negative "
+            "ELBO (an upper bound on -log p) of data."
         ),
         example="pyroflows diffusion train --dataset moons --out ddpm.pt",
     )
@@ -54,12 +70,12 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("data", nargs="?", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
     train.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in 2-D data set instead of DATA")
-    train.add_argument("--n-points", type=int, default=_DEFAULT_POINTS,
+    train.add_argument("--n-points", type=int_arg(low=2, high=10**8), default=_DEFAULT_POINTS,
                        help=f"points drawn for --dataset (default {_DEFAULT_POINTS})")  # fmt: skip
     train.add_argument("--out", type=Path, required=True, metavar="MODEL", help="output model file (.pt)")
-    train.add_argument("--steps", type=int, default=10, metavar="T", help="diffusion steps T (default 10)")
+    train.add_argument("--steps", type=_STEPS, default=10, metavar="T", help="diffusion steps T (default 10)")
     train.add_argument("--schedule", choices=sorted(SCHEDULES), default="polynomial", help="variance schedule")
-    train.add_argument("--epochs", type=int, default=None, metavar="E",
+    train.add_argument("--epochs", type=_ROWS, default=None, metavar="E",
                        help="training epochs (default: as many as give 5,000 optimizer steps)")  # fmt: skip
     train.add_argument("--loss", choices=LOSSES, default="eps-mse", help="eps-mse (default) or the exact bound")
     train.add_argument("--network", choices=sorted(NETWORKS), default="mlp",
@@ -67,9 +83,17 @@ def register(subparsers: Any) -> None:
     train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="v",
                        help="v (default: the network predicts v behind a skip connection) or eps (it predicts the "
                        "noise, as in Ho et al. and the post)")  # fmt: skip
-    train.add_argument("--lr", type=float, default=1e-2, help="AdamW learning rate (default 1e-2)")
-    train.add_argument("--batch-size", type=int, default=None, help="rows per step (default: min(N, 2048))")
-    train.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    train.add_argument("--lr", type=_LR, default=1e-2, help="AdamW learning rate (default 1e-2)")
+    train.add_argument("--batch-size", type=_ROWS, default=None, help="rows per step (default: min(N, 2048))")
+    train.add_argument("--labels", type=Path, default=None, metavar="LABELS",
+                       help="class labels of DATA's rows (.npy or .csv, one integer 0..K-1 per row): trains a "
+                       "class-conditional model (with label dropout, so it is unconditional too)")  # fmt: skip
+    train.add_argument("--num-classes", type=_CLASSES, default=None, metavar="K",
+                       help="number of classes K (default: the largest label + 1)")  # fmt: skip
+    train.add_argument("--label-dropout", type=_DROPOUT, default=DEFAULT_LABEL_DROPOUT, metavar="R",
+                       help=f"fraction of labels replaced by the null label in training (default "
+                       f"{DEFAULT_LABEL_DROPOUT})")  # fmt: skip
+    train.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     train.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train, splits_work=True)
@@ -82,14 +106,50 @@ def register(subparsers: Any) -> None:
         example="pyroflows diffusion sample ddpm.pt -n 1000 --out samples.npy --sampler ddim --sampling-steps 5",
     )
     sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
-    sample.add_argument("-n", type=int, required=True, metavar="N", help="number of samples")
+    sample.add_argument("-n", type=_ROWS, required=True, metavar="N", help="number of samples")
     sample.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
     sample.add_argument("--sampler", choices=SAMPLERS, default="ancestral", help="ancestral (default) or ddim")
-    sample.add_argument("--sampling-steps", type=int, default=None, metavar="K",
+    sample.add_argument("--sampling-steps", type=_STEPS, default=None, metavar="K",
                         help="DDIM sub-sequence length K <= T (default T)")  # fmt: skip
-    sample.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    sample.add_argument("--label", type=_LABEL, default=None, metavar="K",
+                        help="draw class K of a class-conditional model (default: unconditional)")  # fmt: skip
+    sample.add_argument("--guidance", type=_GUIDANCE, default=0.0, metavar="W",
+                        help="classifier-free guidance weight w with --label (default 0: the conditional model; "
+                        "larger: sharper classes)")  # fmt: skip
+    sample.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=_sample)
+
+    impute = add_parser(
+        sub,
+        "impute",
+        help="fill in missing entries of data with a trained DDPM",
+        description=(
+            "Fill the missing entries of DATA (.npy with NaN, or .csv with empty or NaN cells) with draws from "
+            "MODEL's conditional given each row's observed entries, which are written back unchanged. Any pattern "
+            "of missing entries per row: a row with nothing missing is copied as is, a row with everything missing "
+            "gets an unconditional sample. Methods: smc (default: a twisted particle filter over the reverse chain, "
+            "exact as --particles grows) or replace (the replacement heuristic: one pass, biased). With "
+            "--imputations M > 1 the output holds M complete copies of DATA one after the other (M x N rows: rows "
+            "k*N .. k*N+N-1 are imputation k)."
+        ),
+        example="pyroflows diffusion impute ddpm.pt holes.csv --out filled.csv --particles 64 --imputations 5",
+    )
+    impute.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
+    impute.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv of shape (N, D) with missing entries")
+    impute.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
+    impute.add_argument("--method", choices=IMPUTATION_METHODS, default="smc", help="smc (default) or replace")
+    impute.add_argument("--particles", type=_PARTICLES, default=64, metavar="P",
+                        help="particles per imputed row for smc (default 64)")  # fmt: skip
+    impute.add_argument("--imputations", type=_ROWS, default=1, metavar="M",
+                        help="independent fills of every row (default 1)")  # fmt: skip
+    impute.add_argument("--labels", type=Path, default=None, metavar="LABELS",
+                        help="class labels of DATA's rows for a class-conditional model (.npy or .csv)")  # fmt: skip
+    impute.add_argument("--guidance", type=_GUIDANCE, default=0.0, metavar="W",
+                        help="classifier-free guidance weight with --labels (default 0)")  # fmt: skip
+    impute.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
+    impute.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    impute.set_defaults(handler=_impute)
 
     nll = add_parser(
         sub,
@@ -103,8 +163,8 @@ def register(subparsers: Any) -> None:
     )
     nll.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
     nll.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
-    nll.add_argument("--particles", type=int, default=16, help="guide draws per row (default 16)")
-    nll.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    nll.add_argument("--particles", type=_STEPS, default=16, help="guide draws per row (default 16)")
+    nll.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     nll.add_argument("--json", action="store_true", help='print {"nll": ..., "se": ..., "n": ...}')
     nll.set_defaults(handler=_nll)
 
@@ -123,6 +183,25 @@ def _load_data(path: Path, data_dim: int | None = None) -> Any:
     return array
 
 
+def _load_labels(path: Path, n: int, num_classes: int | None = None) -> tuple[Any, int]:
+    """Read one integer label per row of the data; returns the labels and K (``num_classes`` or the largest + 1)."""
+    import numpy as np
+
+    from pyroflows.io import load_array
+
+    labels = load_array(path, ndim=1)
+    if labels.shape[0] != n:
+        raise DataError(f"{path}: expected {n} labels (one per row of DATA), got {labels.shape[0]}")
+    not_integer = np.flatnonzero(labels != np.round(labels))
+    if not_integer.size:
+        raise DataError(f"{path}: labels must be integers 0..K-1; rows {not_integer[:5].tolist()} are not")
+    negative = np.flatnonzero(labels < 0)
+    if negative.size:
+        raise DataError(f"{path}: labels must be integers 0..K-1; rows {negative[:5].tolist()} are negative")
+    classes = int(labels.max()) + 1 if num_classes is None else int(num_classes)
+    return labels.astype(np.int64), classes
+
+
 def _train(args: argparse.Namespace) -> int:
     import torch
 
@@ -132,27 +211,28 @@ def _train(args: argparse.Namespace) -> int:
 
     if (args.data is None) == (args.dataset is None):
         raise DataError("give either DATA (a .npy/.csv file) or --dataset NAME, not both and not neither")
-    if args.steps < 1:
-        raise DataError(f"--steps: the number of diffusion steps T must be at least 1, got {args.steps}")
-    if args.epochs is not None and args.epochs < 1:
-        raise DataError(f"--epochs: expected at least 1, got {args.epochs}")
     check_output_path(args.out, overwrite=args.force)
     seed_everything(args.seed)
     if args.dataset is not None:
-        if args.n_points < 2:
-            raise DataError(f"--n-points: expected at least 2, got {args.n_points}")
         data = make_dataset(args.dataset, args.n_points, seed=args.seed)
         source = f"--dataset {args.dataset}"
     else:
         data = _load_data(args.data)
         source = str(args.data)
     x = torch.as_tensor(data, dtype=torch.get_default_dtype())
+    labels, num_classes = None, 0
+    if args.labels is not None:
+        if args.num_classes is not None and args.num_classes < 1:
+            raise DataError(f"--num-classes: expected at least 1, got {args.num_classes}")
+        labels, num_classes = _load_labels(args.labels, x.shape[0], args.num_classes)
+    elif args.num_classes is not None:
+        raise DataError("--num-classes needs --labels LABELS (the class of every row of DATA)")
     try:
         ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network,
-                    parameterization=args.parameterization)  # fmt: skip
+                    parameterization=args.parameterization, num_classes=num_classes)  # fmt: skip
         start = time.perf_counter()
         history = train(ddpm, x, loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        progress=not args.quiet)  # fmt: skip
+                        progress=not args.quiet, labels=labels, label_dropout=args.label_dropout)  # fmt: skip
     except DataError:
         raise
     except ValueError as exc:
@@ -162,8 +242,10 @@ def _train(args: argparse.Namespace) -> int:
         return 0
     ddpm.save(args.out, overwrite=args.force, extra={"history": history[-100:], "train_seconds": seconds,
                                                      "source": source})  # fmt: skip
+    classes = f", {num_classes} classes" if num_classes else ""
     print(
-        f"trained a DDPM (T = {args.steps}, {args.schedule} schedule, {args.network} network) on {x.shape[0]} x "
+        f"trained a DDPM (T = {args.steps}, {args.schedule} schedule, {args.network} network{classes}) on "
+        f"{x.shape[0]} x "
         f"{x.shape[1]} points from {source}: {len(history)} epochs in {seconds:.1f} s, final {args.loss} loss "
         f"{history[-1]:.4f}; saved to {args.out}"
     )
@@ -172,20 +254,31 @@ def _train(args: argparse.Namespace) -> int:
 
 def _sample(args: argparse.Namespace) -> int:
     from pyroflows.diffusion import DDPM, sample
-    from pyroflows.io import check_output_path, save_array
+    from pyroflows.io import check_output_path, check_output_suffix, save_array
 
-    if args.n < 1:
-        raise DataError(f"-n: expected a positive number of samples, got {args.n}")
+    check_output_suffix(args.out)
     check_output_path(args.out, overwrite=args.force)
     ddpm = DDPM.load(args.model)
+    if args.label is None and args.guidance:
+        raise DataError("--guidance needs --label K (guidance sharpens a class; without one it has no effect)")
+    if args.label is not None and not ddpm.num_classes:
+        raise DataError(f"--label: {args.model} is an unconditional model (trained without --labels)")
+    if args.label is not None and not 0 <= args.label < ddpm.num_classes:
+        raise DataError(f"--label: expected a class in 0..{ddpm.num_classes - 1}, got {args.label}")
     seed_everything(args.seed)
     try:
-        samples = sample(ddpm, args.n, sampler=args.sampler, sampling_steps=args.sampling_steps)
+        samples = sample(ddpm, args.n, sampler=args.sampler, sampling_steps=args.sampling_steps, labels=args.label,
+                         guidance=args.guidance)  # fmt: skip
     except ValueError as exc:
         raise DataError(str(exc)) from exc
+    if not bool(samples.isfinite().all()):
+        raise NumericalError(f"{args.model}: the model drew NaN or infinite samples (a diverged training?); "
+                             "nothing was written")  # fmt: skip
     save_array(args.out, samples.double().numpy(), overwrite=args.force)
     steps = ddpm.steps if args.sampler == "ancestral" else (args.sampling_steps or ddpm.steps)
-    print(f"wrote {args.n} samples ({args.sampler}, {steps} network evaluations each) to {args.out}")
+    evaluations = steps * (2 if args.guidance else 1)
+    label = "" if args.label is None else f" of class {args.label}, guidance {args.guidance:g}"
+    print(f"wrote {args.n} samples{label} ({args.sampler}, {evaluations} network evaluations each) to {args.out}")
     return 0
 
 
@@ -194,14 +287,56 @@ def _nll(args: argparse.Namespace) -> int:
 
     ddpm = DDPM.load(args.model)
     data = _load_data(args.data, ddpm.data_dim)
-    if args.particles < 1:
-        raise DataError(f"--particles: expected at least 1, got {args.particles}")
     seed_everything(args.seed)
     estimate = ddpm.nll(data, num_particles=args.particles)
+    if not math.isfinite(estimate.nll):
+        raise NumericalError(f"{args.model}: the negative ELBO of {args.data} is not finite ({estimate.nll})")
+    se = estimate.se if math.isfinite(estimate.se) else None  # one row has no standard error
     if args.json:
-        print_json({"nll": estimate.nll, "se": estimate.se, "n": estimate.n})
+        print_json({"nll": estimate.nll, "se": se, "n": estimate.n})
     else:
-        print(f"negative ELBO: {estimate.nll:.4f} +- {estimate.se:.4f} nats per sample (n = {estimate.n})")
+        spread = f"+- {se:.4f}" if se is not None else "(no standard error from one row)"
+        print(f"negative ELBO: {estimate.nll:.4f} {spread} nats per sample (n = {estimate.n})")
+    return 0
+
+
+def _impute(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pyroflows.diffusion import DDPM, impute
+    from pyroflows.io import check_output_path, check_output_suffix, load_array, save_array
+
+    check_output_suffix(args.out)
+    check_output_path(args.out, overwrite=args.force)
+    ddpm = DDPM.load(args.model)
+    data = load_array(args.data, ndim=2, allow_1d=ddpm.data_dim == 1, allow_missing=True)
+    if data.shape[1] != ddpm.data_dim:
+        raise DataError(
+            f"{args.data}: the model was trained on {ddpm.data_dim} column(s), the file has {data.shape[1]}"
+        )
+    labels = None
+    if args.labels is not None:
+        labels, _ = _load_labels(args.labels, data.shape[0])
+    elif args.guidance:
+        raise DataError("--guidance needs --labels LABELS")
+    try:
+        filled = impute(ddpm, data, method=args.method, num_particles=args.particles, labels=labels,
+                        num_imputations=args.imputations, guidance=args.guidance, seed=args.seed)  # fmt: skip
+    except DataError:
+        raise
+    except ValueError as exc:
+        raise DataError(str(exc)) from exc
+    out = filled.numpy().reshape(-1, ddpm.data_dim)
+    if not np.isfinite(out).all():  # never write NaN with success
+        raise NumericalError(f"{args.model}: the imputed values are not finite (a diverged training?); nothing was "
+                             "written")  # fmt: skip
+    save_array(args.out, out, overwrite=args.force)
+    holes = np.isnan(data)
+    particles = f", {args.particles} particles" if args.method == "smc" else ""
+    print(
+        f"filled {int(holes.sum())} missing entries in {int(holes.any(axis=1).sum())} of {data.shape[0]} rows "
+        f"({args.method}{particles}, {args.imputations} imputation(s)); wrote {out.shape[0]} rows to {args.out}"
+    )
     return 0
 
 
@@ -223,8 +358,8 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
         plot_samples,
         train,
     )
+    from pyroflows.io import save_figure
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     n, epochs, n_eval, pairs, floor_pairs = (300, 40, 300, 3, 3) if fast else (_DEFAULT_POINTS, None, 4000, 10, 30)
     data = torch.as_tensor(make_dataset("moons", n, seed=0), dtype=torch.get_default_dtype())
     held_out = make_dataset("moons", n_eval, seed=10)
@@ -246,7 +381,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     plot_samples(held_out, ax=axes[0], title="held-out data")
     plot_samples(ancestral, ax=axes[1], title="ancestral, 10 steps")
     plot_samples(ddim, ax=axes[2], title="DDIM, 5 steps")
-    fig.savefig(out_dir / "ddpm_moons.png", dpi=80)
+    save_figure(fig, out_dir / "ddpm_moons.png", overwrite=True, dpi=80)
     plt.close(fig)
     return [
         f"DDPM (T = 10, polynomial schedule) trained on {n} two-moons points, {epochs} epochs in {seconds:.1f} s",

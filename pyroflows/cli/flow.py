@@ -11,13 +11,17 @@ from typing import Any
 import numpy as np
 
 from pyroflows import distributed
-from pyroflows.cli._common import add_parser, print_json, seed_everything
-from pyroflows.errors import DataError
-from pyroflows.io import check_output_path, load_array, parse_bounds, save_array
+from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_everything
+from pyroflows.errors import DataError, NumericalError
+from pyroflows.io import check_output_path, check_output_suffix, load_array, parse_bounds, save_array, save_figure
 
 __all__ = ["register", "run_demo", "fit_command", "score_command", "sample_command"]
 
 DEFAULT_EPOCHS = 100
+#: Most samples one ``flow sample`` writes (8 bytes per value per column).
+MAX_SAMPLES = 100_000_000
+#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
+DEMO_OUTPUTS = ("data.npy", "flow.pt", "samples.npy", "density.png")
 
 
 def register(subparsers: Any) -> None:
@@ -56,9 +60,11 @@ def register(subparsers: Any) -> None:
         default=None,
         help="flow layers (default: radial for one column, autoregressive for several)",
     )
-    fit.add_argument("--layers", type=int, default=None, help="number of flow layers (default: per transform)")
-    fit.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS, help=f"maximum epochs (default {DEFAULT_EPOCHS})")
-    fit.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    fit.add_argument("--layers", type=int_arg(low=0, high=1000), default=None,
+                     help="number of flow layers (default: per transform)")  # fmt: skip
+    fit.add_argument("--epochs", type=int_arg(low=1, high=10**6), default=DEFAULT_EPOCHS,
+                     help=f"maximum epochs (default {DEFAULT_EPOCHS})")  # fmt: skip
+    fit.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     fit.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--json", action="store_true", help="print the summary as one JSON object")
@@ -87,9 +93,10 @@ def register(subparsers: Any) -> None:
         example="pyroflows flow sample flow.pt -n 1000 --out samples.npy",
     )
     sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'pyroflows flow fit'")
-    sample.add_argument("-n", type=int, required=True, metavar="N", help="number of samples")
+    sample.add_argument("-n", type=int_arg(low=1, high=MAX_SAMPLES), required=True, metavar="N",
+                        help=f"number of samples (at most {MAX_SAMPLES:,})")  # fmt: skip
     sample.add_argument("--out", required=True, type=Path, metavar="FILE", help="output .npy or .csv file")
-    sample.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    sample.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=sample_command)
 
@@ -107,6 +114,9 @@ def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float
             f"--low must be below --high; column(s) {bad} have low {[low[i] for i in bad]} >= high "
             f"{[high[i] for i in bad]}"
         )
+    wide = [i for i in range(dim) if not math.isfinite(high[i] - low[i]) or high[i] - low[i] > 1e300]
+    if wide:
+        raise DataError(f"--low/--high: the interval of column(s) {wide} is too wide for float64 (width overflows)")
     return low, high
 
 
@@ -114,10 +124,7 @@ def fit_command(args: argparse.Namespace) -> int:
     """``pyroflows flow fit``."""
     from pyroflows.flows import CompactFlow, default_transform, fit
 
-    if args.epochs < 1:
-        raise DataError(f"--epochs must be a positive integer, got {args.epochs}")
-    if args.layers is not None and args.layers < 0:
-        raise DataError(f"--layers must be >= 0, got {args.layers}")
+    check_output_path(args.out, overwrite=args.force)  # fail before loading and fitting, not after
     data = load_array(args.data)
     dim = 1 if data.ndim == 1 else data.shape[1]
     if data.shape[0] < 10:
@@ -126,7 +133,6 @@ def fit_command(args: argparse.Namespace) -> int:
     transform = args.transform or default_transform(dim)
     if transform == "autoregressive" and dim == 1:
         raise DataError("--transform autoregressive needs data with 2 or more columns; use spline or radial")
-    check_output_path(args.out, overwrite=args.force)  # fail before a long fit, not after
     seed_everything(args.seed)
     flow = CompactFlow(low, high, transform=transform, num_layers=args.layers)
     result = fit(flow, data, epochs=args.epochs, seed=args.seed, progress=not args.quiet)
@@ -185,16 +191,15 @@ def score_command(args: argparse.Namespace) -> int:
 
 def sample_command(args: argparse.Namespace) -> int:
     """``pyroflows flow sample``."""
-    if args.n < 1:
-        raise DataError(f"-n must be a positive integer, got {args.n}")
-    flow = _load_flow(args.model)
+    check_output_suffix(args.out)
     check_output_path(args.out, overwrite=args.force)
-    if args.out.suffix.lower() not in (".npy", ".csv"):
-        raise DataError(f"{args.out}: unsupported output type {args.out.suffix!r}; expected .npy or .csv")
+    flow = _load_flow(args.model)
     seed_everything(args.seed)
     samples = flow.sample((args.n,)).cpu().numpy()
     if flow.dim == 1:
         samples = samples[:, 0]
+    if not np.isfinite(samples).all():
+        raise NumericalError(f"{args.model}: the flow drew NaN or infinite samples; nothing was written")
     save_array(args.out, samples, overwrite=args.force)
     print(f"wrote {args.n} samples to {args.out}")
     return 0
@@ -210,7 +215,6 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     from pyroflows.datasets.bounded import piecewise_uniform
     from pyroflows.flows import CompactFlow, fit
 
-    out_dir.mkdir(parents=True, exist_ok=True)
     target = piecewise_uniform()
     n_train, n_test, epochs = (1000, 5000, 3) if fast else (5000, 50000, DEFAULT_EPOCHS)
     train = target.sample(n_train, seed=1)
@@ -248,7 +252,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
         ax.set_ylabel("density")
         ax.legend()
         fig.tight_layout()
-        fig.savefig(out_dir / "density.png", dpi=100)
+        save_figure(fig, out_dir / "density.png", overwrite=True, dpi=100)
         plt.close(fig)
         lines.append(f"figure: {out_dir / 'density.png'}")
     except ImportError:  # pragma: no cover - matplotlib is a dependency, but the figure is optional

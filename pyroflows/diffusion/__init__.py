@@ -1,5 +1,6 @@
 """DDPM diffusion as a Pyro model: schedules, the forward process in closed form, the reverse process as a
-``pyro.markov`` chain trained with SVI, ancestral and DDIM samplers, metrics and plots.
+``pyro.markov`` chain trained with SVI, ancestral and DDIM samplers (class-conditional with classifier-free
+guidance), imputation of missing entries by sequential Monte Carlo over the chain, metrics and plots.
 
 Example:
     >>> import torch
@@ -12,6 +13,7 @@ Example:
 
 from pyroflows.diffusion.ddpm import DDPM, REVERSE_VARIANCES, NLLEstimate
 from pyroflows.diffusion.forward import forward_marginal, forward_posterior
+from pyroflows.diffusion.imputation import IMPUTATION_METHODS, TwistedSMC, impute, systematic_resample
 from pyroflows.diffusion.metrics import QualityRatio, energy_distance, energy_distance_ratio, noise_floor
 from pyroflows.diffusion.networks import MLPNoisePredictor, PostNoisePredictor, SinusoidalEmbedding, make_network
 from pyroflows.diffusion.plots import plot_samples, plot_vector_field
@@ -53,6 +55,10 @@ __all__ = [
     "ddim_timesteps",
     "sample",
     "SAMPLERS",
+    "impute",
+    "IMPUTATION_METHODS",
+    "TwistedSMC",
+    "systematic_resample",
     "energy_distance",
     "energy_distance_ratio",
     "noise_floor",

@@ -1,7 +1,9 @@
 r"""Noise predictors :math:`\epsilon_\theta(x_t, t)` for :class:`~pyroflows.diffusion.DDPM`.
 
 Both take ``x_t`` of shape ``(N, D)`` and integer steps ``t`` of shape ``(N,)`` in ``1..T`` and return a tensor
-shaped like ``x_t``.
+shaped like ``x_t``. Built with ``num_classes=K > 0`` they also take integer labels of shape ``(N,)`` in ``0..K``,
+where ``K`` is the null label (no class: the unconditional model of classifier-free guidance); a learned embedding
+of the label joins the step embedding.
 
 Example:
     >>> import torch
@@ -60,14 +62,32 @@ class MLPNoisePredictor(nn.Module):
         hidden: Width of the hidden layers.
         depth: Number of hidden layers.
         embedding_dim: Size of the sinusoidal step embedding.
+        num_classes: K > 0 adds a label embedding ``nn.Embedding(K + 1, hidden)`` (row K is the null label),
+            added to the step features before their activation; 0 (default) builds the unconditional network.
     """
 
-    def __init__(self, data_dim: int, steps: int, hidden: int = 128, depth: int = 4, embedding_dim: int = 32) -> None:
+    def __init__(
+        self,
+        data_dim: int,
+        steps: int,
+        hidden: int = 128,
+        depth: int = 4,
+        embedding_dim: int = 32,
+        num_classes: int = 0,
+    ) -> None:
         super().__init__()
         self.config = {"data_dim": data_dim, "steps": steps, "hidden": hidden, "depth": depth,
-                       "embedding_dim": embedding_dim}  # fmt: skip
-        self.embedding = nn.Sequential(SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden),
-                                       nn.SiLU())  # fmt: skip
+                       "embedding_dim": embedding_dim, "num_classes": num_classes}  # fmt: skip
+        self.num_classes = int(num_classes)
+        if self.num_classes:
+            # Step features and label features are summed before the SiLU, as in class-conditional U-Nets.
+            self.step_features = nn.Sequential(
+                SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden)
+            )
+            self.label_embedding = nn.Embedding(self.num_classes + 1, hidden)
+        else:
+            self.embedding = nn.Sequential(SinusoidalEmbedding(embedding_dim, steps), nn.Linear(embedding_dim, hidden),
+                                           nn.SiLU())  # fmt: skip
         layers: list[nn.Module] = []
         width = data_dim + hidden
         for _ in range(depth):
@@ -76,8 +96,14 @@ class MLPNoisePredictor(nn.Module):
         layers.append(nn.Linear(width, data_dim))
         self.layers = nn.Sequential(*layers)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.layers(torch.cat([x_t, self.embedding(t)], dim=-1))
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
+            features = torch.nn.functional.silu(self.step_features(t) + self.label_embedding(labels))
+        else:
+            features = self.embedding(t)
+        return self.layers(torch.cat([x_t, features], dim=-1))
 
 
 class PostNoisePredictor(nn.Module):
@@ -90,14 +116,19 @@ class PostNoisePredictor(nn.Module):
     Args:
         data_dim: D.
         steps: T.
+        num_classes: K > 0 adds a one-number label embedding ``nn.Embedding(K + 1, 1)`` (row K is the null label)
+            beside the step's, in the post's style; 0 (default) builds the post's network unchanged.
     """
 
-    def __init__(self, data_dim: int, steps: int) -> None:
+    def __init__(self, data_dim: int, steps: int, num_classes: int = 0) -> None:
         super().__init__()
-        self.config = {"data_dim": data_dim, "steps": steps}
+        self.config = {"data_dim": data_dim, "steps": steps, "num_classes": num_classes}
+        self.num_classes = int(num_classes)
         self.t_encoder = nn.Linear(steps, 1)
+        if self.num_classes:
+            self.label_embedding = nn.Embedding(self.num_classes + 1, 1)
         self.model = nn.Sequential(
-            nn.Linear(data_dim + 1, 100),
+            nn.Linear(data_dim + 1 + (1 if self.num_classes else 0), 100),
             nn.LeakyReLU(),
             nn.Linear(100, 100),
             nn.LeakyReLU(),
@@ -108,10 +139,15 @@ class PostNoisePredictor(nn.Module):
             nn.Linear(20, data_dim),
         )
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         # weight[0, t - 1] + bias == Linear(one_hot(t - 1)), without building the (N, T) one-hot matrix.
         t_embedding = (self.t_encoder.weight[0, t - 1] + self.t_encoder.bias).unsqueeze(-1)
-        return self.model(torch.cat([x_t, t_embedding.to(x_t.dtype)], dim=-1))
+        inputs = [x_t, t_embedding.to(x_t.dtype)]
+        if self.num_classes:
+            if labels is None:
+                labels = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
+            inputs.append(self.label_embedding(labels).to(x_t.dtype))
+        return self.model(torch.cat(inputs, dim=-1))
 
 
 NETWORKS: dict[str, type[nn.Module]] = {"mlp": MLPNoisePredictor, "post": PostNoisePredictor}

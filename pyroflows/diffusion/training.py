@@ -3,7 +3,9 @@ r"""Training a :class:`~pyroflows.diffusion.DDPM` through ``pyro.infer.SVI``.
 Two losses: Ho et al.'s simple :math:`\epsilon`-MSE (default; what the post uses), passed to SVI as a custom loss
 callable, and the exact variational bound, ``TraceMeanField_ELBO`` on the DDPM's model and guide (both scaled by
 1 / batch size, so the loss reads in nats per sample of scaled data). An exponential moving average (EMA) of the
-weights, copied into the network at the end, makes few-step sampling much more stable.
+weights, copied into the network at the end, makes few-step sampling much more stable. With ``labels`` (a
+class-conditional DDPM), each row's label is replaced by the null label at the rate ``label_dropout`` in every
+step, so one network learns both the conditional and the unconditional model that classifier-free guidance mixes.
 
 Example:
     >>> import torch
@@ -16,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pyro
@@ -26,12 +29,15 @@ from tqdm.auto import tqdm
 
 from pyroflows import distributed
 from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.errors import DataError, NumericalError
+from pyroflows.validation import check_float
 
-__all__ = ["train", "LOSSES", "DEFAULT_OPTIMIZER_STEPS", "DEFAULT_BATCH_SIZE"]
+__all__ = ["train", "LOSSES", "DEFAULT_OPTIMIZER_STEPS", "DEFAULT_BATCH_SIZE", "DEFAULT_LABEL_DROPOUT"]
 
 LOSSES = ("eps-mse", "elbo")
 DEFAULT_OPTIMIZER_STEPS = 5000
 DEFAULT_BATCH_SIZE = 2048
+DEFAULT_LABEL_DROPOUT = 0.15
 
 
 def train(
@@ -49,6 +55,8 @@ def train(
     fit_scaler: bool | None = None,
     seed: int | None = None,
     progress: bool = True,
+    labels: Any = None,
+    label_dropout: float = DEFAULT_LABEL_DROPOUT,
 ) -> list[float]:
     """Fit the noise predictor with SVI and AdamW (after the post's recipe: lr 1e-2, full batch, 5,000 epochs).
 
@@ -72,23 +80,42 @@ def train(
         fit_scaler: Fit the [-1, 1] scaler to ``data`` first; ``None`` fits it only if it is not fitted yet.
         seed: Seed for ``pyro.set_rng_seed`` before training.
         progress: Show a tqdm progress bar.
+        labels: Class labels ``(N,)`` in ``0..K-1`` for a DDPM built with ``num_classes=K``.
+        label_dropout: Fraction of rows whose label is replaced by the null label K in each step (default 0.15),
+            which trains the unconditional model for classifier-free guidance in the same network.
 
     Returns:
         The mean loss of each epoch.
 
     Raises:
         ValueError: unknown loss, ``epochs < 1``, bad ``batch_size``.
-        DataError: bad data (see :meth:`DDPM.as_data`, :meth:`MinMaxScaler.fit`).
+        DataError: bad data (see :meth:`DDPM.as_data`, :meth:`MinMaxScaler.fit`), bad or missing labels, or
+            ``lr`` not a finite positive number.
+        NumericalError: the training diverged (a loss or a weight became NaN or infinite); the message names the
+            optimizer step and the loss. The model is left as it was when it diverged: do not save it.
+
+    Example:
+        >>> import torch
+        >>> ddpm = DDPM(data_dim=2, steps=5, num_classes=2)
+        >>> x, y = torch.randn(64, 2), torch.randint(0, 2, (64,))
+        >>> len(train(ddpm, x, labels=y, epochs=2, progress=False))
+        2
     """
     if loss not in LOSSES:
         raise ValueError(f"loss: expected one of {LOSSES}, got {loss!r}")
     if epochs is not None and int(epochs) < 1:
         raise ValueError(f"epochs: expected at least 1, got {epochs}")
+    lr = check_float(lr, "lr", low=0, low_open=True)
     if lr_schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule: expected 'cosine' or 'constant', got {lr_schedule!r}")
     if batch_size is not None and int(batch_size) < 1:
         raise ValueError(f"batch_size: expected at least 1 (or None for full batch), got {batch_size}")
     x = ddpm.as_data(data, "data")
+    y = ddpm.as_labels(labels, x.shape[0])
+    if ddpm.num_classes and y is None:
+        raise DataError(f"labels: this DDPM has {ddpm.num_classes} classes; pass labels=... (one per row) to train it")
+    if not 0.0 <= float(label_dropout) < 1.0:
+        raise ValueError(f"label_dropout: expected a rate in [0, 1), got {label_dropout!r}")
     if fit_scaler or (fit_scaler is None and not bool(ddpm.scaler.fitted)):
         ddpm.scaler.fit(x)
     if seed is not None:
@@ -110,14 +137,16 @@ def train(
         optimizer = pyro.optim.AdamW(optim_args)
     optimizer = distributed.synchronize_gradients(optimizer)  # gradients summed over processes before each step
     if loss == "eps-mse":
-        svi = SVI(ddpm.model, ddpm.guide, optimizer, loss=lambda model, guide, x0: ddpm.eps_mse(x0))
+        svi = SVI(ddpm.model, ddpm.guide, optimizer,
+                  loss=lambda model, guide, x0, labels=None: ddpm.eps_mse(x0, labels))  # fmt: skip
     else:
         elbo = TraceMeanField_ELBO(num_particles=num_particles, vectorize_particles=False)
 
-        def scaled_elbo(model: Any, guide: Any, x0: torch.Tensor) -> torch.Tensor:
+        def scaled_elbo(model: Any, guide: Any, x0: torch.Tensor, labels: Any = None) -> torch.Tensor:
             # Both sides scaled: TraceMeanField takes each KL's scale from the guide site.
             scale = 1.0 / x0.shape[0]
-            return elbo.differentiable_loss(poutine.scale(model, scale), poutine.scale(guide, scale), x0)
+            return elbo.differentiable_loss(poutine.scale(model, scale), poutine.scale(guide, scale), x0,
+                                            labels=labels)  # fmt: skip
 
         svi = SVI(ddpm.model, ddpm.guide, optimizer, loss=scaled_elbo)
 
@@ -132,9 +161,23 @@ def train(
         total = 0.0
         for start in range(0, n, batch):
             x_batch = x if order is None else x[order[start : start + batch]]
+            y_batch = None
+            if y is not None:  # label dropout drawn for the whole global batch, so every rank drops the same rows
+                y_batch = y if order is None else y[order[start : start + batch]]
+                dropped = torch.rand(y_batch.shape, device=y_batch.device) < float(label_dropout)
+                y_batch = torch.where(dropped, torch.full_like(y_batch, ddpm.null_label), y_batch)
             with distributed.global_batch(x_batch.shape[0], "mean") as share:  # this process's rows of the batch
-                total += share.total(svi.step(x_batch[share.rows])) * x_batch.shape[0]
+                if y_batch is None:
+                    value = share.total(svi.step(x_batch[share.rows]))
+                else:
+                    value = share.total(svi.step(x_batch[share.rows], labels=y_batch[share.rows]))
             step += 1
+            if not math.isfinite(value):
+                raise NumericalError(
+                    f"the training diverged at optimizer step {step} of {total_steps} (epoch {len(history) + 1}): "
+                    f"{loss} loss {value}; try a smaller learning rate than {lr:g}"
+                )
+            total += value * x_batch.shape[0]
             if lr_schedule == "cosine":
                 optimizer.step()
             if ema is not None:
@@ -149,5 +192,11 @@ def train(
         with torch.no_grad():
             for average, p in zip(ema, params, strict=True):
                 p.copy_(average)
+    bad = [name for name, p in ddpm.network.named_parameters() if not bool(torch.isfinite(p).all())]
+    if bad:
+        raise NumericalError(
+            f"the training diverged: after {step} optimizer steps (last {loss} loss {history[-1]:.4g}) the weights "
+            f"{bad[:3]} hold NaN or infinity; try a smaller learning rate than {lr:g}"
+        )
     ddpm.eval()
     return history

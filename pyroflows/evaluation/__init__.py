@@ -8,11 +8,16 @@ curve per example: :func:`degradation_curves` / :func:`degradation_score` (MoRF/
 
 from pyroflows.evaluation.baselines import (
     DEFAULT_METHODS,
+    SEQUENCE_METHODS,
     AttributeFn,
+    ConfiguredAttribution,
     MethodContext,
     MethodNotSupported,
+    RandomAttribution,
     available_methods,
     make_attribute_fn,
+    make_attribution,
+    readout_for_model,
     reduce_channels,
     register_method,
 )
@@ -33,9 +38,15 @@ from pyroflows.evaluation.sanity_check import (
     randomizable_layers,
 )
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, pearson_rows, sensitivity_n
+from pyroflows.evaluation.span import span_score, top1_hit
 
 __all__ = [
     "AttributeFn",
+    "ConfiguredAttribution",
+    "RandomAttribution",
+    "SEQUENCE_METHODS",
+    "make_attribution",
+    "readout_for_model",
     "DEFAULT_METHODS",
     "DegradationCurves",
     "EvaluationTable",
@@ -62,4 +73,6 @@ __all__ = [
     "reduce_channels",
     "register_method",
     "sensitivity_n",
+    "span_score",
+    "top1_hit",
 ]

@@ -15,28 +15,48 @@ from pyroflows.errors import DataError
 Baseline = str | float | torch.Tensor
 
 
-def check_inputs_and_maps(inputs: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
-    """Check ``inputs`` is ``[N, C, H, W]`` and ``attributions`` is ``[N, H, W]`` (or ``[N, 1|C, H, W]``).
+def is_tokens(inputs: torch.Tensor) -> bool:
+    """Integer inputs ``[N, L]`` are token ids."""
+    return not inputs.is_floating_point() and not inputs.is_complex() and inputs.dtype != torch.bool
 
-    Returns the attributions as a float tensor ``[N, H, W]`` on the inputs' device (a channel axis is summed).
+
+def positions_of(inputs: torch.Tensor) -> tuple[int, ...]:
+    """The positions a map covers: ``(H, W)`` for images, ``(L,)`` for ``[N, C, L]`` sequences and token ids."""
+    return tuple(inputs.shape[1:]) if is_tokens(inputs) else tuple(inputs.shape[2:])
+
+
+def check_inputs_and_maps(inputs: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
+    """Check the inputs (images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]``) and the maps
+    (``[N, *positions]``, or with a channel axis ``[N, 1|C, *positions]``, which is summed).
+
+    Returns the attributions as a float tensor ``[N, *positions]`` on the inputs' device.
     """
-    if not isinstance(inputs, torch.Tensor) or inputs.dim() != 4:
+    if not isinstance(inputs, torch.Tensor) or not (
+        (inputs.dim() in (3, 4) and inputs.is_floating_point()) or (inputs.dim() == 2 and is_tokens(inputs))
+    ):
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
-        raise DataError(f"inputs must be a tensor [N, C, H, W], got {shape}")
+        raise DataError(
+            f"inputs must be a tensor [N, C, H, W] (images), [N, C, L] (sequences) or integer token ids [N, L], "
+            f"got {shape}"
+        )
     if not isinstance(attributions, torch.Tensor):
         attributions = torch.as_tensor(attributions)
-    if attributions.dim() == 4:
+    positions = positions_of(inputs)
+    n = inputs.shape[0]
+    if attributions.dim() == len(positions) + 2:
         attributions = attributions.sum(dim=1)
-    n, _, h, w = inputs.shape
-    if attributions.shape != (n, h, w):
+    if tuple(attributions.shape) != (n, *positions):
+        expected = ", ".join(map(str, (n, *positions)))
+        label = "[N, H, W]" if len(positions) == 2 else "[N, L]" if len(positions) == 1 else "[N, *positions]"
         raise DataError(
-            f"attributions must be [N, H, W] = [{n}, {h}, {w}] to match inputs {tuple(inputs.shape)}, "
+            f"attributions must be {label} = [{expected}] to match inputs {tuple(inputs.shape)}, "
             f"got {tuple(attributions.shape)}"
         )
     if not torch.isfinite(attributions).all():
         bad = (~torch.isfinite(attributions.reshape(n, -1))).any(dim=1).nonzero().flatten().tolist()
         raise DataError(f"attributions hold NaN or inf values in rows {bad[:10]}")
-    return attributions.to(device=inputs.device, dtype=inputs.dtype)
+    dtype = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
+    return attributions.to(device=inputs.device, dtype=dtype)
 
 
 def check_target(target: int | torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
@@ -72,27 +92,37 @@ def target_values(logits: torch.Tensor, target: torch.Tensor, output: str) -> to
     return values.gather(-1, target[:, None]).squeeze(-1)
 
 
-def check_tile_size(tile_size: int, height: int, width: int, name: str = "tile_size") -> int:
-    """Check that square tiles of side ``tile_size`` partition an ``height x width`` image."""
+def check_tile_size(tile_size: int, *sizes: int, name: str = "tile_size") -> int:
+    """Check that tiles of side ``tile_size`` partition every axis of the given ``sizes`` (image or sequence)."""
     if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 1:
         raise DataError(f"{name} must be a positive integer, got {tile_size!r}")
-    if height % tile_size or width % tile_size:
+    if any(size % tile_size for size in sizes):
+        shape = "x".join(map(str, sizes))
+        what = "image size" if len(sizes) == 2 else "sequence length" if len(sizes) == 1 else "size"
         raise DataError(
-            f"{name}={tile_size} does not divide the image size {height}x{width}: "
-            f"choose a divisor of both (e.g. {_common_divisors(height, width)})"
+            f"{name}={tile_size} does not divide the {what} {shape}: choose a divisor of "
+            f"{'both' if len(sizes) == 2 else 'it'} (e.g. {_common_divisors(*sizes)})"
         )
     return tile_size
 
 
-def _common_divisors(a: int, b: int) -> list[int]:
-    return [d for d in range(1, min(a, b) + 1) if a % d == 0 and b % d == 0]
+def _common_divisors(*sizes: int) -> list[int]:
+    return [d for d in range(1, min(sizes) + 1) if all(size % d == 0 for size in sizes)]
 
 
 def baseline_images(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
-    """The replacement values, broadcast to ``inputs``' shape ``[N, C, H, W]``."""
+    """The replacement values, broadcast to ``inputs``' shape.
+
+    ``"mean"`` is each input's per-channel mean over its positions; token ids take an integer token id (e.g. the
+    padding id) or a tensor of ids.
+    """
+    if is_tokens(inputs):
+        if isinstance(baseline, str) or (isinstance(baseline, float) and not float(baseline).is_integer()):
+            raise DataError(f"token inputs need an integer baseline token id (e.g. the padding id 0), got {baseline!r}")
+        return torch.as_tensor(baseline, device=inputs.device).to(inputs.dtype).expand_as(inputs)
     if isinstance(baseline, str):
         if baseline == "mean":
-            return inputs.mean(dim=(2, 3), keepdim=True).expand_as(inputs)
+            return inputs.mean(dim=tuple(range(2, inputs.ndim)), keepdim=True).expand_as(inputs)
         if baseline == "zero":
             return torch.zeros_like(inputs)
         raise DataError(f"baseline must be 'mean', 'zero', a number or a tensor, got {baseline!r}")
@@ -105,14 +135,25 @@ def baseline_images(inputs: torch.Tensor, baseline: Baseline) -> torch.Tensor:
         ) from exc
 
 
-def tile_masks_to_pixels(masks: torch.Tensor, tile_size: int) -> torch.Tensor:
-    """Expand tile masks ``[..., H/t, W/t]`` to pixel masks ``[..., H, W]``."""
-    return masks.repeat_interleave(tile_size, dim=-2).repeat_interleave(tile_size, dim=-1)
+def tile_masks_to_pixels(masks: torch.Tensor, tile_size: int, spatial: int = 2) -> torch.Tensor:
+    """Expand tile masks ``[..., *tiles]`` to position masks ``[..., *positions]`` over the last ``spatial`` axes."""
+    for axis in range(-spatial, 0):
+        masks = masks.repeat_interleave(tile_size, dim=axis)
+    return masks
 
 
 def tile_means(maps: torch.Tensor, tile_size: int) -> torch.Tensor:
-    """Mean of ``maps [N, H, W]`` over each ``tile_size``-square tile: ``[N, H/t, W/t]``."""
-    return torch.nn.functional.avg_pool2d(maps.unsqueeze(1), tile_size).squeeze(1)
+    """Mean of ``maps [N, *positions]`` (1 or 2 position axes) over each tile: ``[N, *tiles]``."""
+    pool = torch.nn.functional.avg_pool1d if maps.dim() == 2 else torch.nn.functional.avg_pool2d
+    return pool(maps.unsqueeze(1), tile_size).squeeze(1)
+
+
+def replace(inputs: torch.Tensor, masks: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """``inputs`` with the positions where ``masks [n, *positions]`` is true taken from ``base``."""
+    if is_tokens(inputs):
+        return torch.where(masks.bool(), base, inputs)
+    masks = masks.unsqueeze(1).to(inputs.dtype)
+    return inputs + masks * (base - inputs)
 
 
 def chunks(total: int, size: int) -> Iterator[slice]:

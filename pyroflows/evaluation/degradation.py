@@ -37,6 +37,8 @@ from pyroflows.evaluation._utils import (
     check_target_range,
     check_tile_size,
     chunks,
+    positions_of,
+    replace,
     target_values,
     tile_masks_to_pixels,
     tile_means,
@@ -133,12 +135,13 @@ def degradation_curves(
 
     Args:
         model: Classifier returning logits ``[N, classes]``; used under ``torch.no_grad``.
-        inputs: Images ``[N, C, H, W]``.
-        attributions: Maps ``[N, H, W]`` (a channel axis ``[N, C, H, W]`` is summed).
+        inputs: Images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]`` (tiles are then runs of
+            ``tile_size`` positions).
+        attributions: Maps ``[N, *positions]`` (a channel axis ``[N, C, *positions]`` is summed).
         target: Class index, an int or ``[N]``.
         tile_size: Side of the square tiles; must divide ``H`` and ``W`` (the paper's 8 and 14 fit 56x56 images).
         baseline: Replacement values: ``"mean"`` (each image's per-channel mean, the paper's choice), ``"zero"``,
-            a number or a tensor broadcastable to ``inputs``.
+            a number or a tensor broadcastable to ``inputs``; for token ids a token id (e.g. padding).
         output: ``"probability"`` (softmax of the logits, the paper's choice) or ``"logit"``.
         batch_size: Images per forward pass.
 
@@ -155,13 +158,15 @@ def degradation_curves(
         (torch.Size([3, 5]), [0.0, 0.25, 0.5, 0.75, 1.0])
     """
     maps = check_inputs_and_maps(inputs, attributions)
-    n, _, h, w = inputs.shape
-    check_tile_size(tile_size, h, w)
+    n = inputs.shape[0]
+    positions = positions_of(inputs)
+    check_tile_size(tile_size, *positions)
     target = check_target(target, n, inputs.device)
     check_output(output)
     check_target_range(target, model(inputs[:1]))
     base = baseline_images(inputs, baseline)
-    n_tiles = (h // tile_size) * (w // tile_size)
+    tiles = [size // tile_size for size in positions]
+    n_tiles = int(torch.tensor(tiles).prod())
     steps = torch.arange(n_tiles + 1, device=inputs.device)
     ranks = torch.stack([_tile_ranks(maps, tile_size, True), _tile_ranks(maps, tile_size, False)], 1)  # [N,2,T]
     # One flat index over (image, order, step), so every forward pass is a full batch however few images there are.
@@ -170,12 +175,11 @@ def degradation_curves(
     for flat in chunks(n * per_image, batch_size):
         index = torch.arange(flat.start, flat.stop, device=inputs.device)
         image, order, step = index // per_image, (index // (n_tiles + 1)) % 2, index % (n_tiles + 1)
-        masks = (ranks[image, order] < step[:, None]).reshape(-1, 1, h // tile_size, w // tile_size)
-        masks = tile_masks_to_pixels(masks, tile_size).to(inputs.dtype)
-        x = inputs[image]
-        scores.append(target_values(model(x + masks * (base[image] - x)), target[image], output))
+        masks = (ranks[image, order] < step[:, None]).reshape(-1, *tiles)
+        masks = tile_masks_to_pixels(masks, tile_size, len(positions))
+        scores.append(target_values(model(replace(inputs[image], masks, base[image])), target[image], output))
     curves = torch.cat(scores).reshape(n, 2, n_tiles + 1)
-    fraction = steps.to(inputs.dtype) / n_tiles
+    fraction = steps.to(maps.dtype) / n_tiles
     return DegradationCurves(fraction=fraction, morf=curves[:, 0], lerf=curves[:, 1], tile_size=tile_size)
 
 

@@ -22,6 +22,7 @@ import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -57,6 +58,8 @@ class MethodEvaluation:
     maps: torch.Tensor | None = None
     degradation: dict[int, DegradationCurves] = field(default_factory=dict)
     bbox: torch.Tensor | None = None
+    span: torch.Tensor | None = None
+    top1: torch.Tensor | None = None
     sensitivity: dict[int, SensitivityN] = field(default_factory=dict)
     sanity: SanityCheck | None = None
     seconds_per_image: float = math.nan
@@ -72,6 +75,9 @@ class MethodEvaluation:
         for tile, curves in self.degradation.items():
             row[f"degradation_{tile}"] = curves.score()
         row["bbox"] = float(torch.nanmean(self.bbox)) if self.bbox is not None else math.nan
+        if self.span is not None and self.top1 is not None:
+            row["span"] = float(self.span.mean())
+            row["top1"] = float(self.top1.mean())
         means = [result.mean() for result in self.sensitivity.values()]
         row["sensitivity_n"] = float(torch.nanmean(torch.cat(means))) if means else math.nan
         if self.sanity is not None:
@@ -110,14 +116,24 @@ class EvaluationTable:
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
 
-    def to_csv(self, path: str | Path) -> None:
-        """Write the table as CSV (full precision)."""
+    def to_csv(self, path: str | Path, *, overwrite: bool = True, outputs: Any = None) -> None:
+        """Write the table as CSV (full precision), atomically (:func:`pyroflows.io.atomic_write`; staged in
+        ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        from pyroflows.io import atomic_write
+
         columns = self.columns()
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            for row in self.rows():
-                writer.writerow({c: row.get(c, "") for c in columns})
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=columns)
+                writer.writeheader()
+                for row in self.rows():
+                    writer.writerow({c: row.get(c, "") for c in columns})
+
+        if outputs is not None:
+            outputs.write(path, write)
+        else:
+            atomic_write(path, write, overwrite=overwrite)
 
     def plot_degradation(self, tile_size: int = 8, ax=None):
         """Normalised MoRF (solid) and LeRF (dashed) curves averaged over images, one colour per method."""
@@ -175,9 +191,13 @@ class EvaluationTable:
         ax.legend(fontsize=7)
         return ax
 
-    def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14)) -> list[Path]:
-        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``."""
+    def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14), *, overwrite: bool = True,
+                   outputs: Any = None) -> list[Path]:  # fmt: skip
+        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
+        atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
         import matplotlib.pyplot as plt
+
+        from pyroflows.io import save_figure
 
         directory = Path(directory)
         paths = []
@@ -189,8 +209,10 @@ class EvaluationTable:
             figure, ax = plt.subplots(figsize=(7, 4.5))
             draw(ax)
             figure.tight_layout()
-            figure.savefig(directory / filename, dpi=110)
-            plt.close(figure)
+            try:
+                save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
+            finally:
+                plt.close(figure)
             paths.append(directory / filename)
         return paths
 
@@ -208,13 +230,15 @@ def evaluate_methods(
     methods: Sequence[str] | Mapping[str, AttributeFn],
     *,
     boxes: torch.Tensor | None = None,
+    spans: torch.Tensor | None = None,
+    padding: torch.Tensor | None = None,
     context: MethodContext | None = None,
     degradation_tiles: Sequence[int] = (8, 14),
     sensitivity_tiles: Sequence[int] = (1, 8),
     sensitivity_steps: int = 8,
     n_masks: int = 50,
     sanity_images: int = 8,
-    baseline: str = "mean",
+    baseline: str | float | torch.Tensor = "mean",
     batch_size: int = 512,
     seed: int = 0,
     progress: bool = True,
@@ -223,12 +247,16 @@ def evaluate_methods(
 
     Args:
         model: Classifier returning logits; it is not modified (the sanity check works on copies).
-        inputs: Images ``[N, C, H, W]``.
+        inputs: Images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]`` (the tiles are then runs of
+            positions).
         target: Class per image (int or ``[N]``), e.g. the labels of correctly classified images.
         methods: Registered names (:func:`~pyroflows.evaluation.available_methods`), or a mapping from a name to
             an ``attribute_fn(model, inputs, target) -> [N, H, W]``.
         boxes: Optional ground-truth boxes ``[N, 4]`` (top, left, bottom, right; exclusive) for the bounding-box
             score; images whose box covers more than a third of the image are left out of it, as in the paper.
+        spans: Optional known relevant spans ``[N, 2]`` of sequence inputs for the span score and the top-1 hit
+            rate (columns ``span`` and ``top1``, see :mod:`~pyroflows.evaluation.span`).
+        padding: Optional ``[N, L]`` padding of token inputs (never ranked by the span score).
         context: Layer names, estimation data and seed handed to registered methods.
         degradation_tiles: Tile sizes of the degradation score.
         sensitivity_tiles: Tile sizes of Sensitivity-N.
@@ -258,7 +286,9 @@ def evaluate_methods(
         functions = dict(methods)
     else:
         functions = {name: make_attribute_fn(name, context) for name in methods}
-    h, w = inputs.shape[-2:]
+    from pyroflows.evaluation._utils import positions_of
+
+    positions = positions_of(inputs)
     results: dict[str, MethodEvaluation] = {}
     bar = tqdm(functions.items(), desc="evaluating", disable=not progress, total=len(functions))
     for name, attribute_fn in bar:
@@ -289,10 +319,16 @@ def evaluate_methods(
 
                 area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
                 scores = bounding_box_score(maps, boxes).to(torch.float64)
+                h, w = positions
                 result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
+            if spans is not None:
+                from pyroflows.evaluation.span import span_score, top1_hit
+
+                result.span = span_score(maps, spans, padding)
+                result.top1 = top1_hit(maps, spans, padding)
             for tile in sensitivity_tiles:
-                n_tiles = (h // tile) * (w // tile)
-                ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps)
+                n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
+                ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps, spatial=len(positions))
                 result.sensitivity[tile] = distributed.map_shards(
                     lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
                         model, x, m, t, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,

@@ -85,15 +85,17 @@ def minmax_normalize(maps: torch.Tensor) -> torch.Tensor:
 
 
 def map_ssim(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
-    """SSIM of each pair of maps ``[N, H, W]`` after :func:`minmax_normalize` (``data_range=1``).
+    """SSIM of each pair of maps ``[N, H, W]`` (or sequence maps ``[N, L]``) after :func:`minmax_normalize`.
 
     Example:
         >>> maps = torch.rand(2, 16, 16)
         >>> map_ssim(maps, 3 * maps + 1).round(decimals=6)
         tensor([1., 1.], dtype=torch.float64)
     """
-    if first.shape != second.shape or first.dim() != 3:
-        raise DataError(f"maps to compare must both be [N, H, W], got {tuple(first.shape)} and {tuple(second.shape)}")
+    if first.shape != second.shape or first.dim() not in (2, 3):
+        raise DataError(
+            f"maps to compare must both be [N, H, W] or [N, L], got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
     a = minmax_normalize(first.detach().double()).cpu().numpy()
     b = minmax_normalize(second.detach().double()).cpu().numpy()
     side = min(a.shape[1:])

@@ -35,8 +35,11 @@ from pyroflows.evaluation._utils import (
     check_target_range,
     check_tile_size,
     chunks,
+    positions_of,
+    replace,
     target_values,
     tile_masks_to_pixels,
+    tile_means,
 )
 
 __all__ = ["SensitivityN", "sensitivity_n", "default_sensitivity_ns", "pearson_rows"]
@@ -64,8 +67,9 @@ class SensitivityN:
         return torch.nanmean(self.correlation, dim=0)
 
 
-def default_sensitivity_ns(n_tiles: int, tile_size: int, n_steps: int = 16) -> list[int]:
-    """Log-spaced numbers of removed pixels: 1 to 80% of the ``n_tiles`` tiles, as in the paper's code.
+def default_sensitivity_ns(n_tiles: int, tile_size: int, n_steps: int = 16, spatial: int = 2) -> list[int]:
+    """Log-spaced numbers of removed pixels: 1 to 80% of the ``n_tiles`` tiles, as in the paper's code
+    (``spatial=1``: positions of a sequence, tiles of ``tile_size`` positions).
 
     Example:
         >>> default_sensitivity_ns(49, 8, n_steps=5)
@@ -73,7 +77,7 @@ def default_sensitivity_ns(n_tiles: int, tile_size: int, n_steps: int = 16) -> l
     """
     steps = np.exp(np.linspace(0.0, math.log(max(1.0, 0.8 * n_tiles)), n_steps))
     tiles = sorted({int(k) for k in np.round(steps)})
-    return [k * tile_size * tile_size for k in tiles]
+    return [k * tile_size**spatial for k in tiles]
 
 
 def pearson_rows(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -111,8 +115,8 @@ def sensitivity_n(
 
     Args:
         model: Classifier returning logits ``[N, classes]``; used under ``torch.no_grad``.
-        inputs: Images ``[N, C, H, W]``.
-        attributions: Maps ``[N, H, W]`` (a channel axis ``[N, C, H, W]`` is summed).
+        inputs: Images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]``.
+        attributions: Maps ``[N, *positions]`` (a channel axis ``[N, C, *positions]`` is summed).
         target: Class index, an int or ``[N]``.
         tile_size: Side of the removed square tiles (the paper: 1 and 8); must divide ``H`` and ``W``.
         ns: Numbers of removed pixels, each a multiple of ``tile_size**2``; default
@@ -138,23 +142,26 @@ def sensitivity_n(
         torch.Size([2, 2])
     """
     maps = check_inputs_and_maps(inputs, attributions)
-    n_images, _, h, w = inputs.shape
-    check_tile_size(tile_size, h, w)
+    n_images = inputs.shape[0]
+    positions = positions_of(inputs)
+    check_tile_size(tile_size, *positions)
     target = check_target(target, n_images, inputs.device)
     check_output(output)
     if n_masks < 3:
         raise DataError(f"n_masks must be at least 3 for a correlation, got {n_masks}")
-    th, tw = h // tile_size, w // tile_size
-    n_tiles = th * tw
-    area = tile_size * tile_size
-    ns = default_sensitivity_ns(n_tiles, tile_size) if ns is None else list(ns)
+    tiles = [size // tile_size for size in positions]
+    n_tiles = int(torch.tensor(tiles).prod())
+    area = tile_size ** len(positions)
+    n_positions = n_tiles * area
+    ns = default_sensitivity_ns(n_tiles, tile_size, spatial=len(positions)) if ns is None else list(ns)
     for n in ns:
         if n < 1 or n % area or n // area > n_tiles:
             raise DataError(
-                f"each n must be a positive multiple of tile_size**2 = {area} and at most {h * w} pixels, got {n}"
+                f"each n must be a positive multiple of tile_size**{len(positions)} = {area} and at most "
+                f"{n_positions} {'pixels' if len(positions) == 2 else 'positions'}, got {n}"
             )
     base = baseline_images(inputs, baseline)
-    tile_sums = torch.nn.functional.avg_pool2d(maps.unsqueeze(1), tile_size).flatten(1) * area  # [N, T]
+    tile_sums = tile_means(maps, tile_size).flatten(1) * area  # [N, T]
 
     def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
@@ -166,23 +173,22 @@ def sensitivity_n(
     # A random subset of n/area tiles per mask: the first k of a random permutation; all n's masks stacked.
     tile_masks = torch.cat(
         [torch.argsort(torch.rand(n_masks, n_tiles, generator=generator), dim=1) < n // area for n in ns]
-    ).to(device=inputs.device, dtype=inputs.dtype)  # [M * masks, T]
+    ).to(device=inputs.device, dtype=maps.dtype)  # [M * masks, T]
     removed = (tile_sums @ tile_masks.T).reshape(n_images, len(ns), n_masks)
-    pixel_masks = tile_masks_to_pixels(tile_masks.reshape(-1, th, tw), tile_size)[:, None]  # [M * masks, 1, H, W]
+    pixel_masks = tile_masks_to_pixels(tile_masks.reshape(-1, *tiles), tile_size, len(positions))  # [M*masks, *pos]
     per_image = pixel_masks.shape[0]
     values = []
     # One flat index over (image, mask), so every forward pass is a full batch however few images there are.
     for flat in chunks(n_images * per_image, batch_size):
         index = torch.arange(flat.start, flat.stop, device=inputs.device)
         image, mask = index // per_image, index % per_image
-        x = inputs[image]
-        values.append(score(x + pixel_masks[mask] * (base[image] - x), target[image]))
+        values.append(score(replace(inputs[image], pixel_masks[mask], base[image]), target[image]))
     drops = original[:, None, None] - torch.cat(values).reshape(n_images, len(ns), n_masks)
     correlation = pearson_rows(removed, drops)  # [N, M]
     ns_tensor = torch.tensor(ns)
     return SensitivityN(
         ns=ns_tensor,
-        fraction=ns_tensor.to(torch.float64) / (h * w),
+        fraction=ns_tensor.to(torch.float64) / n_positions,
         correlation=correlation,
         tile_size=tile_size,
     )

@@ -58,6 +58,8 @@ def compare_guides(
     successes: int = 0,
     trials: int = 40,
     *,
+    a: float = 1.0,
+    b: float = 1.0,
     steps: int = 1000,
     lr: float = 0.05,
     num_samples: int = 20000,
@@ -67,6 +69,9 @@ def compare_guides(
 ) -> dict[str, dict[str, float]]:
     """Fit :class:`AutoCompactFlow` and ``AutoNormal`` to the Beta-Binomial posterior and measure both.
 
+    The model is :func:`beta_binomial_model` with the prior ``Beta(a, b)``; the exact posterior, the KL and the
+    PSIS weights all use that same prior.
+
     Returns, per guide, ``kl`` (Monte Carlo :math:`\\mathrm{KL}(q \\| p)` from ``num_samples`` draws of ``q``),
     ``khat`` (PSIS Pareto :math:`\\hat k` via ArviZ on :math:`\\log p(\\theta, x) - \\log q(\\theta)`) and ``seconds``.
 
@@ -75,8 +80,14 @@ def compare_guides(
         >>> sorted(result)  # doctest: +SKIP
         ['AutoCompactFlow', 'AutoNormal']
     """
-    data = (torch.tensor(float(successes), dtype=torch.float64), torch.tensor(float(trials), dtype=torch.float64))
-    posterior = beta_binomial_posterior(successes, trials)
+    data = (
+        torch.tensor(float(successes), dtype=torch.float64),
+        torch.tensor(float(trials), dtype=torch.float64),
+        float(a),
+        float(b),
+    )
+    prior = dist.Beta(torch.tensor(float(a), dtype=torch.float64), torch.tensor(float(b), dtype=torch.float64))
+    posterior = beta_binomial_posterior(successes, trials, a, b)
     results: dict[str, dict[str, float]] = {}
     for label in ("AutoCompactFlow", "AutoNormal"):
         pyro.set_rng_seed(seed)
@@ -94,7 +105,7 @@ def compare_guides(
         with torch.no_grad():
             theta = q.sample((num_samples,))
             log_q = q.log_prob(theta)
-            log_joint = dist.Beta(1.0, 1.0).log_prob(theta) + dist.Binomial(data[1], theta).log_prob(data[0])
+            log_joint = prior.log_prob(theta) + dist.Binomial(data[1], theta).log_prob(data[0])
         results[label] = {
             "kl": kl_to_posterior(q, posterior.log_prob, num_samples),
             "khat": psis_khat(log_joint.numpy(), log_q.numpy()),

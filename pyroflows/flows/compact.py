@@ -24,7 +24,7 @@ from pyroflows.flows.radial import Radial
 from pyroflows.flows.sigmoid_spline import SigmoidSpline
 from pyroflows.flows.squash import IntervalSquashTransform
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.serialization import restore_module, save_checkpoint
 
 __all__ = ["CompactFlow", "BoundedTransformedDistribution", "TRANSFORMS", "BASES", "default_transform"]
 
@@ -262,7 +262,5 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         Raises:
             pyroflows.errors.CheckpointError: the file is missing, corrupt or holds another kind of model.
         """
-        checkpoint = load_checkpoint(path, kind="CompactFlow")
-        flow = cls.from_config(checkpoint["config"])
-        flow.load_state_dict(checkpoint["state_dict"])
+        flow, _ = restore_module(path, kind="CompactFlow", build=cls.from_config)
         return flow

@@ -21,7 +21,7 @@ from torch.distributions import constraints
 
 from pyroflows.errors import DataError
 from pyroflows.flows.compact import CompactFlow
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.serialization import restore_module, save_checkpoint
 
 __all__ = ["SegmentFlow", "SegmentDistribution", "OnSegment"]
 
@@ -177,9 +177,10 @@ class SegmentFlow(PyroModule):
     @classmethod
     def load(cls, path: str | os.PathLike) -> SegmentFlow:
         """Read a flow written by :meth:`save`."""
-        checkpoint = load_checkpoint(path, kind="SegmentFlow")
-        config = dict(checkpoint["config"])
-        config["dtype"] = getattr(torch, config.get("dtype", "float64"))
-        flow = cls(config.pop("p0"), config.pop("p1"), **config)
-        flow.load_state_dict(checkpoint["state_dict"])
+
+        def build(config: dict[str, Any]) -> SegmentFlow:
+            config["dtype"] = getattr(torch, config.get("dtype", "float64"))
+            return cls(config.pop("p0"), config.pop("p1"), **config)
+
+        flow, _ = restore_module(path, kind="SegmentFlow", build=build)
         return flow

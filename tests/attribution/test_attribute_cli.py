@@ -61,7 +61,7 @@ def test_attribute_refuses_bad_data_files(tmp_path, capsys):
     assert "nan.npy: expected finite inputs [N, ...]" in capsys.readouterr().err
     (tmp_path / "file").write_text("mine")
     assert main(["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "file")]) == 2
-    assert "is a file, expected a directory" in capsys.readouterr().err
+    assert "is a file, expected a folder" in capsys.readouterr().err
     assert (tmp_path / "file").read_text() == "mine"
 
 
@@ -72,9 +72,43 @@ def test_attribute_with_a_user_model(tmp_path, capsys):
     np.save(tmp_path / "data.npy", np.random.default_rng(0).normal(size=(64, 3, 12, 12)).astype(np.float32))
     np.save(tmp_path / "img.npy", np.random.default_rng(1).normal(size=(3, 12, 12)).astype(np.float32))
     base = ["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "model.pt")]
+    assert main(base) == 2  # a pickle runs code when loaded: refused without the explicit flag
+    assert "needs --trust-model-file" in capsys.readouterr().err
+    base.append("--trust-model-file")
     assert main(base) == 2
-    assert "needs --layer NAME and --data" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "pyroflows: warning:" in err and "runs code from the file" in err  # said on every use
+    assert "needs --layer NAME and --data" in err
     assert main([*base, "--layer", "1", "--data", str(tmp_path / "data.npy"), "--steps", "2", "--target", "3"]) == 0
     assert np.load(tmp_path / "o" / "img.npy").shape == (12, 12)
     assert main([*base, "--layer", "nope", "--data", str(tmp_path / "data.npy"), "--force"]) == 2
     assert "no layer named 'nope'" in capsys.readouterr().err
+
+
+def test_attribute_with_an_exported_program_runs_no_pickled_code(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 5)).eval()
+    example = torch.randn(2, 3, 12, 12)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.export.save(torch.export.export(model, (example,), dynamic_shapes=({0: batch},)), tmp_path / "model.pt2")
+    torch.jit.save(torch.jit.script(model), tmp_path / "model.ts")
+    np.save(tmp_path / "data.npy", np.random.default_rng(0).normal(size=(32, 3, 12, 12)).astype(np.float32))
+    np.save(tmp_path / "img.npy", np.random.default_rng(1).normal(size=(3, 12, 12)).astype(np.float32))
+    argv = ["attribute", str(tmp_path / "img.npy"), "--out", str(tmp_path / "o"), "--layer", "1", "--data",
+            str(tmp_path / "data.npy"), "--steps", "2", "--target", "3"]  # fmt: skip
+    assert main([*argv, "--model", str(tmp_path / "model.pt2")]) == 0  # no --trust-model-file needed
+    maps = np.load(tmp_path / "o" / "img.npy")
+    assert maps.shape == (12, 12) and np.isfinite(maps).all()
+    capsys.readouterr()
+    # TorchScript loads without pickled code too, but takes no hooks: a one-line error, nothing written.
+    assert main([*argv, "--model", str(tmp_path / "model.ts"), "--out", str(tmp_path / "ts")]) == 2
+    assert "TorchScript model takes no hooks" in capsys.readouterr().err
+    assert not (tmp_path / "ts").exists()
+    # The same shapes run through the user's model: a 4-D --data for a 1-D convolution is a one-line error.
+    conv1d = nn.Sequential(nn.Conv1d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 10, 2)).eval()
+    seq = torch.randn(2, 3, 12)
+    torch.export.save(torch.export.export(conv1d, (seq,), dynamic_shapes=({0: batch},)), tmp_path / "seq.pt2")
+    argv[argv.index(str(tmp_path / "o"))] = str(tmp_path / "o2")
+    assert main([*argv, "--model", str(tmp_path / "seq.pt2")]) == 2
+    err = capsys.readouterr().err
+    assert "the model cannot run on inputs of shape [3, 12, 12]" in err and err.count("\n") == 1

@@ -92,8 +92,9 @@ def test_bundled_model_classifies_held_out_digits_with_the_reported_accuracy():
     assert not model.training
     assert sum(p.numel() * 4 for p in model.parameters()) < 1_000_000
     test = make_cluttered_digits(2000, split="test", seed=0)
-    # The figure printed by the training script, on the same images.
-    assert accuracy(model, test.images, test.labels) == pytest.approx(BUNDLED_TEST_ACCURACY, abs=1e-4)
+    # The figure printed by the training script, on the same images. Another CPU rounds the logits differently
+    # (about 1e-6), which can flip an image whose two best logits tie that closely: allow one image of 2,000.
+    assert accuracy(model, test.images, test.labels) == pytest.approx(BUNDLED_TEST_ACCURACY, abs=1 / 2000 + 1e-9)
 
 
 def test_digit_cnn_layers_are_addressable_modules():

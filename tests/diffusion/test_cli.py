@@ -73,7 +73,9 @@ def test_bad_input_gives_one_line_errors(trained, tmp_path, capsys):
     const = tmp_path / "const.npy"
     np.save(const, np.c_[np.arange(10.0), np.full(10, 7.0)])
     assert "[1] are constant" in _error(["diffusion", "train", str(const), "--out", out, "--epochs", "1"], capsys)
-    assert "at least 1" in _error(["diffusion", "train", "--dataset", "moons", "--out", out, "--steps", "0"], capsys)
+    assert "argument --steps: expected an integer >= 1" in _error(
+        ["diffusion", "train", "--dataset", "moons", "--out", out, "--steps", "0"], capsys
+    )
     assert "not both" in _error(["diffusion", "train", str(const), "--dataset", "moons", "--out", out], capsys)
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"\x00garbage")
@@ -87,10 +89,10 @@ def test_bad_input_gives_one_line_errors(trained, tmp_path, capsys):
     assert "sampling_steps" in _error([*too_many, "--sampling-steps", "99"], capsys)
 
 
-def test_unknown_schedule_is_an_argparse_error():
-    with pytest.raises(SystemExit) as info:
-        main(["diffusion", "train", "--dataset", "moons", "--out", "x.pt", "--schedule", "sigmoid"])
-    assert info.value.code == 2
+def test_unknown_schedule_is_an_argparse_error(capsys):
+    assert "invalid choice: 'sigmoid'" in _error(
+        ["diffusion", "train", "--dataset", "moons", "--out", "x.pt", "--schedule", "sigmoid"], capsys
+    )
 
 
 def test_demo_fast(tmp_path):
@@ -99,3 +101,21 @@ def test_demo_fast(tmp_path):
     lines = run_demo(tmp_path, fast=True)
     assert any("energy distance / noise floor" in line for line in lines)
     assert (tmp_path / "ddpm_moons.pt").exists() and (tmp_path / "ddpm_moons.png").exists()
+
+
+def test_nll_of_one_row_is_valid_json(trained, tmp_path, capsys):
+    root, model, data = trained
+    np.save(tmp_path / "one.npy", data[:1])
+    capsys.readouterr()
+    assert main(["diffusion", "nll", str(model), str(tmp_path / "one.npy"), "--json"]) == 0
+    payload = json.loads(capsys.readouterr().out)  # strict JSON: no NaN
+    assert payload["n"] == 1 and payload["se"] is None and np.isfinite(payload["nll"])
+
+
+def test_a_diverged_training_is_a_failure_naming_the_step_and_nothing_is_saved(tmp_path, capsys):
+    out = tmp_path / "big" / "m.pt"
+    argv = ["diffusion", "train", "--dataset", "moons", "--n-points", "100", "--epochs", "5", "--out", str(out)]
+    err = _error([*argv, "--lr", "1e30", "--quiet"], capsys)
+    assert "the training diverged at optimizer step" in err and "loss nan" in err
+    assert not (tmp_path / "big").exists()
+    assert "argument --lr: expected a finite number > 0, got 0" in _error([*argv, "--lr", "0"], capsys)

@@ -32,7 +32,7 @@ def test_unknown_method_and_bad_sizes_end_in_one_line(tmp_path, capsys):
     assert main(["evaluate", "--methods", "saliency,gradcam", "--out", str(tmp_path)]) == 2
     assert "--methods: unknown ['gradcam']" in capsys.readouterr().err
     assert main(["evaluate", "--n-images", "0", "--out", str(tmp_path)]) == 2
-    assert "--n-images must be at least 1" in capsys.readouterr().err
+    assert "argument --n-images: expected an integer >= 1" in capsys.readouterr().err
 
 
 def test_fast_demo_reports_each_method(tmp_path):

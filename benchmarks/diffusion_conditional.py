@@ -1,0 +1,456 @@
+"""Benchmark of conditioning a pyroflows DDPM: class labels with classifier-free guidance, and imputation.
+
+Data: a 2-D and a 3-D Gaussian mixture whose class-conditionals and coordinate conditionals are known in closed
+form, and two moons (labels: the upper or lower moon).
+
+Three parts:
+  * labels: a class-conditional DDPM (T = 10, label dropout 0.15) per mixture and seed; for each class and
+    guidance w in {0, 1, 3}: the per-class accuracy (the fraction of a label's samples whose most probable mixture
+    component, by the true mixture's posterior, is the label's own; the true class samples' own rate is the
+    ceiling) and the energy distance (x1e-3, V-statistic) to exact draws of the class, beside the same statistic
+    between two exact samples (the floor). Null-label samples against the whole mixture sit beside an
+    unconditional DDPM trained on the same data.
+  * impute: an unconditional DDPM per mixture and seed; for several observed values (high- and low-density ones)
+    M imputations of the missing coordinate(s) by ``replace`` and by ``smc`` with 8, 32 and 128 particles: the
+    1-Wasserstein distance to 20,000 exact draws of the closed-form conditional (the mean of the 1-D W1 over the
+    imputed coordinates), with the time per imputed row; beside it, rejection sampling from the same model at the
+    time SMC-128 took (unconditional draws whose observed coordinates fall within +-h of the observed values).
+    The W1 floor is the same statistic for M exact draws.
+  * moons: the default DDPM (10,000 points, 5,000 optimizer steps) with and without labels, same data and seed:
+    the ED ratio (energy distance over the noise floor) of the unconditional model and of the labelled model's
+    null-label samples side by side, and the labelled model's per-moon accuracy at w in {0, 1, 3}.
+
+Usage: python benchmarks/diffusion_conditional.py [--quick] [--no-write] [--part all|labels,impute,moons]
+       [--seeds 0,1,2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import re
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyro
+import torch
+from scipy.stats import wasserstein_distance
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from pyroflows.diffusion import DDPM, ancestral_sample, energy_distance, energy_distance_ratio, impute, noise_floor  # noqa: E402
+from pyroflows.diffusion import train as train_ddpm  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+HEADING = "## Diffusion: conditioning"
+
+
+@dataclass
+class Mixture:
+    """A Gaussian mixture with its closed-form conditionals."""
+
+    weights: np.ndarray
+    means: np.ndarray
+    covs: np.ndarray
+
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    def sample(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        labels = rng.choice(len(self.weights), size=n, p=self.weights)
+        x = np.empty((n, self.dim))
+        for k in range(len(self.weights)):
+            rows = labels == k
+            x[rows] = rng.multivariate_normal(self.means[k], self.covs[k], size=int(rows.sum()))
+        return x, labels
+
+    def log_component_densities(self, x: np.ndarray, dims: list[int] | None = None) -> np.ndarray:
+        dims = list(range(self.dim)) if dims is None else dims
+        out = []
+        for k in range(len(self.weights)):
+            cov = self.covs[k][np.ix_(dims, dims)]
+            diff = x[:, dims] - self.means[k][dims]
+            solve = np.linalg.solve(cov, diff.T).T
+            out.append(
+                np.log(self.weights[k]) - 0.5 * (diff * solve).sum(1) - 0.5 * np.log(np.linalg.det(2 * np.pi * cov))
+            )
+        return np.stack(out, axis=1)
+
+    def classify(self, x: np.ndarray) -> np.ndarray:
+        """The most probable component of each point under the true mixture."""
+        return self.log_component_densities(x).argmax(1)
+
+    def conditional(self, observed: list[int], y: np.ndarray) -> Mixture:
+        """The mixture of the other coordinates given ``x[observed] = y``."""
+        u = [d for d in range(self.dim) if d not in observed]
+        log_w = self.log_component_densities(_full(y, observed, self.dim), observed)[0]
+        w = np.exp(log_w - log_w.max())
+        means, covs = [], []
+        for k in range(len(self.weights)):
+            c = self.covs[k]
+            gain = c[np.ix_(u, observed)] @ np.linalg.inv(c[np.ix_(observed, observed)])
+            means.append(self.means[k][u] + gain @ (y - self.means[k][observed]))
+            covs.append(c[np.ix_(u, u)] - gain @ c[np.ix_(observed, u)])
+        return Mixture(w / w.sum(), np.array(means), np.array(covs))
+
+    def marginal_density(self, observed: list[int], y: np.ndarray) -> float:
+        return float(np.exp(self.log_component_densities(_full(y, observed, self.dim), observed)).sum())
+
+
+def _full(y: np.ndarray, observed: list[int], dim: int) -> np.ndarray:
+    row = np.zeros((1, dim))
+    row[0, observed] = y
+    return row
+
+
+def _cov(stds, corr):
+    a, b = stds
+    return np.array([[a * a, corr * a * b], [corr * a * b, b * b]])
+
+
+MIXTURE_2D = Mixture(
+    np.array([0.3, 0.2, 0.3, 0.2]),
+    np.array([[-2.0, -1.5], [-1.5, 2.0], [1.5, -2.0], [2.0, 1.5]]),
+    np.array([_cov((0.45, 0.35), 0.5), _cov((0.35, 0.45), -0.5), _cov((0.4, 0.4), 0.3), _cov((0.45, 0.4), -0.3)]),
+)
+MIXTURE_3D = Mixture(
+    np.array([0.4, 0.3, 0.3]),
+    np.array([[-2.0, 0.0, 1.0], [0.0, 2.0, -1.0], [2.0, -1.0, 0.0]]),
+    np.array(
+        [
+            [[0.25, 0.10, 0.0], [0.10, 0.25, 0.05], [0.0, 0.05, 0.2]],
+            [[0.2, -0.05, 0.05], [-0.05, 0.3, 0.0], [0.05, 0.0, 0.25]],
+            [[0.3, 0.0, -0.1], [0.0, 0.2, 0.05], [-0.1, 0.05, 0.25]],
+        ]
+    ),
+)
+MIXTURES = {"2-D mixture": MIXTURE_2D, "3-D mixture": MIXTURE_3D}
+# (observed coordinates, observed values): a high-density and a low-density value (or two) for each mixture
+CASES = {
+    "2-D mixture": [([0], [-1.75]), ([0], [0.0]), ([0], [1.75]), ([0], [3.0])],
+    "3-D mixture": [([0], [-2.0]), ([0], [1.0]), ([0, 1], [0.0, 2.0]), ([0, 1], [1.0, 0.5])],
+}
+
+
+def labelled_moons(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``make_dataset("moons", n, seed)`` with its moon labels (the same random stream: 1 = upper moon)."""
+    rng = np.random.default_rng(seed)
+    angle = rng.uniform(0.0, np.pi, n)
+    upper = rng.random(n) < 0.5
+    x = np.where(upper, np.cos(angle), 1.0 - np.cos(angle))
+    y = np.where(upper, np.sin(angle), 0.5 - np.sin(angle))
+    return np.stack([x, y], axis=1) + 0.1 * rng.standard_normal((n, 2)), upper.astype(np.int64)
+
+
+def moon_of(x: np.ndarray) -> np.ndarray:
+    """The nearer moon's arc (1 = upper) of each point."""
+    theta = np.linspace(0, np.pi, 400)
+    upper = np.stack([np.cos(theta), np.sin(theta)], 1)
+    lower = np.stack([1 - np.cos(theta), 0.5 - np.sin(theta)], 1)
+    d_up = np.sqrt(((x[:, None] - upper) ** 2).sum(-1)).min(1)
+    d_low = np.sqrt(((x[:, None] - lower) ** 2).sum(-1)).min(1)
+    return (d_up < d_low).astype(np.int64)
+
+
+_MODELS: dict[tuple, tuple[DDPM, float]] = {}  # the unconditional mixture models are shared by two parts
+
+
+def fit(data, labels, seed, epochs, batch_size, num_classes=0) -> tuple[DDPM, float]:
+    key = (data.shape, float(data[0, 0]), seed, epochs, batch_size, num_classes)
+    if labels is None and key in _MODELS:
+        return _MODELS[key]
+    _MODELS[key] = _fit(data, labels, seed, epochs, batch_size, num_classes)
+    return _MODELS[key]
+
+
+def _fit(data, labels, seed, epochs, batch_size, num_classes=0) -> tuple[DDPM, float]:
+    pyro.set_rng_seed(seed)
+    ddpm = DDPM(data.shape[1], steps=10, num_classes=num_classes)
+    start = time.perf_counter()
+    train_ddpm(ddpm, data, labels=labels, epochs=epochs, batch_size=batch_size, progress=False, seed=seed)
+    return ddpm, time.perf_counter() - start
+
+
+def ed(a, b) -> float:
+    return float(energy_distance(torch.as_tensor(a), torch.as_tensor(b))) * 1e3
+
+
+def part_labels(cfg, seeds) -> list[str]:
+    lines = [
+        f"### Labels: per-class accuracy and energy distance on Gaussian mixtures ({cfg['n_train']} training points, "
+        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = 10, label dropout 0.15; {cfg['n_eval']} samples "
+        "per class)",
+        "",
+        "| data | seed | class | accuracy w=0 | w=1 | w=3 | true class samples | ED x1e-3 w=0 | w=1 | w=3 | ED floor |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    summary = []
+    for name, mixture in MIXTURES.items():
+        acc0 = []
+        for seed in seeds:
+            rng = np.random.default_rng(seed)
+            data, labels = mixture.sample(cfg["n_train"], rng)
+            labelled, _ = fit(data, labels, seed, cfg["epochs"], cfg["batch"], num_classes=len(mixture.weights))
+            plain, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"])
+            pool, pool_labels = mixture.sample(40 * cfg["n_eval"], np.random.default_rng(1000 + seed))
+            for k in range(len(mixture.weights)):
+                exact = pool[pool_labels == k]
+                accs, eds = [], []
+                for w in (0.0, 1.0, 3.0):
+                    draws = ancestral_sample(labelled, cfg["n_eval"], labels=k, guidance=w).double().numpy()
+                    accs.append((mixture.classify(draws) == k).mean())
+                    eds.append(ed(draws, exact[: cfg["n_eval"]]))
+                acc0.append(accs[0])
+                ceiling = (mixture.classify(exact[: cfg["n_eval"]]) == k).mean()
+                floor = ed(exact[cfg["n_eval"] : 2 * cfg["n_eval"]], exact[: cfg["n_eval"]])
+                lines.append(
+                    f"| {name} | {seed} | {k} | {accs[0]:.4f} | {accs[1]:.4f} | {accs[2]:.4f} | {ceiling:.4f} | "
+                    f"{eds[0]:.2f} | {eds[1]:.2f} | {eds[2]:.2f} | {floor:.2f} |"
+                )
+                print(lines[-1], flush=True)
+            reference = pool[: cfg["n_eval"]]
+            null = ed(ancestral_sample(labelled, cfg["n_eval"]).double().numpy(), reference)
+            uncond = ed(ancestral_sample(plain, cfg["n_eval"]).double().numpy(), reference)
+            floor = ed(pool[cfg["n_eval"] : 2 * cfg["n_eval"]], reference)
+            summary.append(f"| {name} | {seed} | {null:.2f} | {uncond:.2f} | {floor:.2f} |")
+        lines.append(f"| {name} | all | mean | **{np.mean(acc0):.4f}** (min {np.min(acc0):.4f}) | | | | | | | |")
+    lines += [
+        "",
+        "Unconditional samples: the labelled model's null label against the whole mixture, beside an unconditional "
+        "DDPM trained on the same data with the same seed and budget (energy distance x1e-3; one sample each):",
+        "",
+        "| data | seed | labelled model, null label | unconditional model | floor |",
+        "|---|---|---|---|---|",
+        *summary,
+    ]
+    return lines
+
+
+def w1(draws: np.ndarray, exact: np.ndarray) -> float:
+    return float(np.mean([wasserstein_distance(draws[:, j], exact[:, j]) for j in range(draws.shape[1])]))
+
+
+def part_impute(cfg, seeds) -> list[str]:
+    lines = [
+        f"### Imputation: W1 to the exact conditional ({cfg['n_train']} training points, {cfg['epochs']} epochs of "
+        f"batches of {cfg['batch']}, T = 10; {cfg['m']} imputations of each observed row; W1 = mean over the "
+        "imputed coordinates of the 1-D Wasserstein-1 distance to 20,000 exact draws; ms = milliseconds per imputed "
+        "row)",
+        "",
+        "| data | seed | observed | density / at densest mean | W1 floor | replace | smc 8 | smc 32 | smc 128 | "
+        "ms replace / 8 / 32 / 128 | rejection at smc-128's time: accepted, W1 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    totals: dict[str, list[float]] = {"replace": [], "smc 8": [], "smc 32": [], "smc 128": [], "floor": []}
+    for name, mixture in MIXTURES.items():
+        for seed in seeds:
+            data, _ = mixture.sample(cfg["n_train"], np.random.default_rng(seed))
+            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"])
+            scale = data.std(0)
+            for observed, values in CASES[name]:
+                y = np.array(values)
+                conditional = mixture.conditional(observed, y)
+                exact, _ = conditional.sample(20000, np.random.default_rng(7))
+                floors = [w1(conditional.sample(cfg["m"], np.random.default_rng(100 + r))[0], exact) for r in range(10)]
+                peak = max(
+                    mixture.marginal_density(observed, mixture.means[k][observed]) for k in range(len(mixture.weights))
+                )
+                density = mixture.marginal_density(observed, y) / peak
+                row = np.full((1, mixture.dim), np.nan)
+                row[0, observed] = y
+                u = [d for d in range(mixture.dim) if d not in observed]
+                results, times = {}, {}
+                for label, method, particles in (
+                    ("replace", "replace", 1),
+                    ("smc 8", "smc", 8),
+                    ("smc 32", "smc", 32),
+                    ("smc 128", "smc", 128),
+                ):
+                    start = time.perf_counter()
+                    filled = impute(
+                        ddpm, row, method=method, num_particles=particles, num_imputations=cfg["m"], seed=seed
+                    )
+                    times[label] = (time.perf_counter() - start) / cfg["m"] * 1e3
+                    filled = filled[:, 0].numpy()
+                    assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], cfg["m"], 0)), "not exact"
+                    results[label] = w1(filled[:, u], exact)
+                # rejection sampling from the same model for as long as SMC-128 took
+                budget, spent, accepted = times["smc 128"] * cfg["m"] / 1e3, 0.0, []
+                window = cfg["window"] * scale[observed]
+                while spent < budget or not accepted and spent < 10 * budget:
+                    start = time.perf_counter()
+                    draws = ancestral_sample(ddpm, cfg["rejection_batch"]).double().numpy()
+                    spent += time.perf_counter() - start
+                    keep = np.all(np.abs(draws[:, observed] - y) < window, axis=1)
+                    accepted.append(draws[keep])
+                accepted_draws = np.concatenate(accepted)
+                rejection = (
+                    f"{len(accepted_draws)}, {w1(accepted_draws[:, u], exact):.3f}"
+                    if len(accepted_draws) >= 10
+                    else f"{len(accepted_draws)}, -"
+                )
+                for key in results:
+                    totals[key].append(results[key])
+                totals["floor"].append(float(np.mean(floors)))
+                obs = ", ".join(f"x{d} = {v:g}" for d, v in zip(observed, values, strict=True))
+                lines.append(
+                    f"| {name} | {seed} | {obs} | {density:.3f} | {np.mean(floors):.3f} | {results['replace']:.3f} | "
+                    f"{results['smc 8']:.3f} | {results['smc 32']:.3f} | {results['smc 128']:.3f} | "
+                    f"{times['replace']:.2f} / {times['smc 8']:.2f} / {times['smc 32']:.2f} / {times['smc 128']:.2f} "
+                    f"| {rejection} |"
+                )
+                print(lines[-1], flush=True)
+    ratio = np.array(totals["replace"]) / np.array(totals["smc 128"])
+    lines.append(
+        f"| all | all | mean | | {np.mean(totals['floor']):.3f} | **{np.mean(totals['replace']):.3f}** | "
+        f"**{np.mean(totals['smc 8']):.3f}** | **{np.mean(totals['smc 32']):.3f}** | "
+        f"**{np.mean(totals['smc 128']):.3f}**"
+        f" | replace / smc-128 W1: mean {ratio.mean():.1f}x, min {ratio.min():.1f}x, max {ratio.max():.1f}x | |"
+    )
+    return lines
+
+
+def part_moons(cfg, seeds) -> list[str]:
+    lines = [
+        f"### Two moons: the labelled network's null label vs the unconditional model ({cfg['moons_n']} points, "
+        f"{cfg['moons_epochs']} epochs of batches of 2048, T = 10; ED ratio over {cfg['pairs']} pairs of "
+        f"{cfg['moons_eval']} points over a {cfg['floor_pairs']}-pair floor)",
+        "",
+        "| seed | unconditional DDPM: ED ratio | labelled DDPM, null label: ED ratio | labelled: moon accuracy w=0 | "
+        "w=1 | w=3 | train s (unconditional / labelled) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    moons = lambda size, seed: labelled_moons(size, seed)[0]  # noqa: E731
+    floor = noise_floor(moons, cfg["moons_eval"], pairs=cfg["floor_pairs"], seed=100)
+    plain_r, null_r = [], []
+    for seed in seeds:
+        data, labels = labelled_moons(cfg["moons_n"], seed)
+        plain, t_plain = fit(data, None, seed, cfg["moons_epochs"], None)
+        labelled, t_labelled = fit(data, labels, seed, cfg["moons_epochs"], None, num_classes=2)
+        q_plain = energy_distance_ratio(
+            lambda n, model=plain: ancestral_sample(model, n),
+            moons,
+            cfg["moons_eval"],
+            pairs=cfg["pairs"],
+            seed=100,
+            floor=floor,
+        )
+        q_null = energy_distance_ratio(
+            lambda n, model=labelled: ancestral_sample(model, n),
+            moons,
+            cfg["moons_eval"],
+            pairs=cfg["pairs"],
+            seed=100,
+            floor=floor,
+        )
+        accuracy = []
+        for w in (0.0, 1.0, 3.0):
+            hits = [
+                (moon_of(ancestral_sample(labelled, 2000, labels=k, guidance=w).double().numpy()) == k).mean()
+                for k in (0, 1)
+            ]
+            accuracy.append(np.mean(hits))
+        plain_r.append(q_plain.ratio)
+        null_r.append(q_null.ratio)
+        lines.append(
+            f"| {seed} | {q_plain.ratio:.2f} +- {q_plain.se:.2f} | {q_null.ratio:.2f} +- {q_null.se:.2f} | "
+            f"{accuracy[0]:.4f} | {accuracy[1]:.4f} | {accuracy[2]:.4f} | {t_plain:.0f} / {t_labelled:.0f} |"
+        )
+        print(lines[-1], flush=True)
+    lines.append(f"| mean | **{np.mean(plain_r):.2f}** | **{np.mean(null_r):.2f}** | | | | |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny budget (smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print only; do not touch RESULTS.md")
+    parser.add_argument("--part", default="all", help="all, or a comma-separated list of labels, impute, moons")
+    parser.add_argument("--seeds", default="0,1,2", help="training seeds (comma-separated)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument(
+        "--moons-epochs",
+        type=int,
+        default=1000,
+        help="epochs of the two-moons part (default 1000: 5,000 optimizer steps, the defaults)",
+    )
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    cfg = {
+        "n_train": 4000,
+        "epochs": 250,
+        "batch": 512,
+        "n_eval": 2000,
+        "m": 400,
+        "window": 0.05,
+        "rejection_batch": 20000,
+        "moons_n": 10000,
+        "moons_epochs": 1000,
+        "moons_eval": 4000,
+        "pairs": 20,
+        "floor_pairs": 50,
+    }
+    cfg["moons_epochs"] = args.moons_epochs
+    if args.quick:
+        seeds = seeds[:1]
+        cfg.update(
+            n_train=500,
+            epochs=20,
+            n_eval=200,
+            m=20,
+            rejection_batch=500,
+            moons_n=300,
+            moons_epochs=10,
+            moons_eval=200,
+            pairs=2,
+            floor_pairs=2,
+        )
+    parts = {"labels", "impute", "moons"} if args.part == "all" else set(args.part.split(","))
+    if not parts <= {"labels", "impute", "moons"}:
+        parser.error(f"--part: expected all or a list of labels, impute, moons, got {args.part!r}")
+    lines: list[str] = []
+    if "labels" in parts:
+        lines += part_labels(cfg, seeds) + [""]
+    if "impute" in parts:
+        lines += part_impute(cfg, seeds) + [""]
+    if "moons" in parts:
+        lines += part_moons(cfg, seeds) + [""]
+    text = "\n".join(lines)
+    print(text)
+    if not args.no_write and not args.quick:
+        write_section(text)
+
+
+def write_section(body: str) -> None:
+    """Write the "## Diffusion: conditioning" section of RESULTS.md; each part replaces only its "### ..." block."""
+    content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    intro = (
+        f"{HEADING}\n\nCommand: `python benchmarks/diffusion_conditional.py` (or `--part labels,impute` and "
+        f"`--part moons` run side by side), {datetime.date.today().isoformat()}, torch {torch.__version__}, "
+        f"pyro {pyro.__version__}, "
+        "1 torch thread per part, on the shared 2-core machine under load (times: compare within a row only).\n\n"
+    )
+    pattern = re.compile(rf"{re.escape(HEADING)}\n.*?(?=\n## |\Z)", re.S)
+    match = pattern.search(content)
+    old = match.group(0) if match else intro
+    blocks = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", old, re.S)}
+    for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", body, re.S):
+        blocks[m.group(1)] = m.group(0).rstrip()
+    order = [k for k in ("Labels", "Imputation", "Two") if k in blocks] + [
+        k for k in blocks if k not in ("Labels", "Imputation", "Two")
+    ]
+    section = intro + "\n\n".join(blocks[k] for k in order) + "\n"
+    content = (
+        content[: match.start()] + section + content[match.end() :] if match else content.rstrip() + "\n\n" + section
+    )
+    RESULTS.write_text(content)
+    print(f"wrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,356 @@
+r"""Filling in missing entries with a trained DDPM: sequential Monte Carlo over the Pyro model's reverse chain.
+
+Given a row whose entries :math:`o` are observed (value :math:`y`, scaled units) and the others :math:`u` missing,
+:func:`impute` draws :math:`x_0^u` from the model's conditional :math:`p_\theta(x_0^u \mid x_0^o = y)`. The default
+method (``"smc"``) is a twisted particle filter in the spirit of Wu et al. (2023): :math:`P` particles run the
+model's own chain (:meth:`DDPM.model` under the :class:`TwistedSMC` handler), and at each level :math:`t` the
+observed coordinates are tied to :math:`y` by the twisting function
+
+.. math::
+    \tilde p_t(y \mid x_t) = \prod_{d \in o} \mathcal N\big(x_{t,d};\ \sqrt{\bar\alpha_t}\, y_d,\ 1 - \bar\alpha_t\big),
+
+the forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the particle's noisy state (at :math:`t = 0` a point mass at
+:math:`y`). Because the reverse step :math:`p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu, \sigma_t^2 I)` and the
+twist are both Gaussian in :math:`x_{t-1}^o`, the locally optimal proposal is exact and closed form: the observed
+coordinates are drawn from
+
+.. math::
+    q(x_{t-1}^o \mid x_t) \propto \mathcal N(x_{t-1}^o; \mu^o, \sigma_t^2)\, \tilde p_{t-1}(y \mid x_{t-1})
+    = \mathcal N\Big(\frac{v\, \mu^o + \sigma_t^2 a\, y}{\sigma_t^2 + v},\ \frac{\sigma_t^2 v}{\sigma_t^2 + v}\Big),
+    \qquad a = \sqrt{\bar\alpha_{t-1}},\ v = 1 - \bar\alpha_{t-1},
+
+the missing ones from the model's step itself, and the particle's incremental weight depends only on :math:`x_t`,
+
+.. math::
+    w_t(x_t) = \frac{\prod_{d \in o} \mathcal N(a\, y_d;\ \mu_d,\ \sigma_t^2 + v)}{\tilde p_t(y \mid x_t)},
+
+so the particles are reweighted (and resampled, systematically, when the effective sample size falls below
+``ess_threshold`` times :math:`P`) before they move. The weights telescope: at the last step
+(:math:`t = 1`, :math:`v = 0`) the observed coordinates are set to :math:`y` and the weight is the decoder's
+likelihood :math:`\mathcal N(y; \mu^o(x_1), \sigma_1^2)`, so the weighted particles target the model's exact
+conditional, and one particle drawn by weight is an exact draw as :math:`P \to \infty` (for any :math:`P`, an
+unbiased estimate of :math:`p_\theta(x_0^o = y)` comes with it). The twist needs no gradient of the network.
+
+``"replace"`` is the fast heuristic (one particle, no weights): the observed coordinates are overwritten at every
+level by a fresh draw of :math:`q(x_t^o \mid y)`. It ignores how the observed value should steer the missing
+ones through the chain and is **biased** (on two moons at T = 10 it fills the y-coordinate's modes at 0.69 / -0.21
+where the data have 0.87 / -0.32); it is kept for speed and comparison.
+
+Both keep the observed entries of the input exactly (bit for bit, in the input's dtype). Like
+:func:`~pyroflows.diffusion.ancestral_sample`, the last step returns the decoder's mean for the missing entries
+(``denoise_last=True``); a row with every entry missing is therefore an unconditional sample, and a row with no
+entry missing is returned as it is.
+
+| Practical and Asymptotically Exact Conditional Sampling in Diffusion Models (Wu et al., 2023)
+| Diffusion probabilistic modeling of protein backbones in 3D for the motif-scaffolding problem (Trippe et al., 2023)
+
+Example:
+    >>> import torch
+    >>> from pyroflows.diffusion import DDPM, train
+    >>> ddpm = DDPM(data_dim=2, steps=5)
+    >>> _ = train(ddpm, torch.randn(200, 2), epochs=2, progress=False)
+    >>> x = torch.tensor([[0.5, float("nan")], [float("nan"), float("nan")], [1.0, 2.0]])
+    >>> filled = impute(ddpm, x, num_particles=16, seed=0)
+    >>> filled.shape, bool(filled[0, 0] == 0.5), bool(torch.equal(filled[2], x[2]))
+    (torch.Size([3, 2]), True, True)
+    >>> impute(ddpm, x, num_imputations=4, seed=0).shape
+    torch.Size([4, 3, 2])
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any
+
+import numpy as np
+import pyro
+import torch
+from pyro.poutine.messenger import Messenger
+
+from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.errors import DataError
+
+__all__ = ["impute", "TwistedSMC", "IMPUTATION_METHODS", "systematic_resample"]
+
+IMPUTATION_METHODS = ("smc", "replace")
+_SITE = re.compile(r"x_(\d+)$")
+
+
+def _normal_log_prob(x: torch.Tensor, loc: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
+    return -0.5 * ((x - loc) ** 2 / variance + torch.log(2 * math.pi * variance))
+
+
+def systematic_resample(log_weights: torch.Tensor) -> torch.Tensor:
+    """Ancestor indices by systematic resampling, independently for each row of ``log_weights`` (shape ``(B, P)``).
+
+    One uniform offset per row: particle ``i`` takes the ancestor whose cumulative weight first exceeds
+    ``(u + i) / P``. Each ancestor ``j`` is chosen ``P w_j`` times rounded down or up.
+
+    Example:
+        >>> systematic_resample(torch.log(torch.tensor([[0.5, 0.5, 0.0, 0.0]]))).tolist()
+        [[0, 0, 1, 1]]
+    """
+    batch, particles = log_weights.shape
+    weights = torch.softmax(log_weights, dim=-1)
+    cumulative = weights.cumsum(-1)
+    cumulative[:, -1] = 1.0  # rounding must never leave the last interval short of 1
+    offsets = (torch.rand(batch, 1, dtype=weights.dtype, device=weights.device)
+               + torch.arange(particles, dtype=weights.dtype, device=weights.device)) / particles  # fmt: skip
+    return torch.searchsorted(cumulative, offsets, right=True).clamp(max=particles - 1)
+
+
+class TwistedSMC(Messenger):
+    r"""A Pyro handler that turns :meth:`DDPM.model` into a particle filter conditioned on observed coordinates.
+
+    Run the model with ``num_samples = B * P`` under it: rows ``b * P .. b * P + P - 1`` of every site are the
+    ``P`` particles of system ``b`` (one row to impute). At each site ``x_t`` it reads the model's reverse-step
+    distribution (``msg["fn"]``, a ``Normal(mu, sigma_t).to_event(1)``), adds the incremental weight (see the
+    module docstring), resamples the system's particles when their effective sample size is below
+    ``ess_threshold * P``, and proposes the site's value: observed coordinates from the twisted proposal, missing
+    ones from the model's own step. After the run, :meth:`select` draws one particle per system by weight.
+
+    The trace of such a run records each site's value before the particles were resampled at the next site: only
+    the final state, selected by weight, is a draw from the conditional.
+
+    Args:
+        ddpm: The model whose sites are proposed.
+        observed: Observed values in scaled units, shape ``(B, D)`` (any value where ``mask`` is false).
+        mask: ``True`` where observed, shape ``(B, D)``.
+        num_particles: P.
+        method: ``"smc"`` (weights, resampling, twisted proposal) or ``"replace"`` (overwrite the observed
+            coordinates with a draw of the forward marginal; no weights).
+        ess_threshold: Resample a system when its effective sample size is below this fraction of P (1.0:
+            at every step; 0: never).
+        denoise_last: Set the missing coordinates of ``x_0`` to the decoder's mean instead of sampling them.
+        record: Keep, for each site, its step ``t``, the model's mean and variance (after resampling), the
+            incremental log-weights, the ancestors and the proposed value in :attr:`records` (for checks and plots;
+            ``"smc"`` only).
+    """
+
+    def __init__(
+        self,
+        ddpm: DDPM,
+        observed: torch.Tensor,
+        mask: torch.Tensor,
+        num_particles: int,
+        method: str = "smc",
+        ess_threshold: float = 0.5,
+        denoise_last: bool = True,
+        record: bool = False,
+    ) -> None:
+        super().__init__()
+        if method not in IMPUTATION_METHODS:
+            raise ValueError(f"method: expected one of {IMPUTATION_METHODS}, got {method!r}")
+        self.ddpm, self.method, self.particles = ddpm, method, int(num_particles)
+        self.ess_threshold, self.denoise_last, self.record = float(ess_threshold), bool(denoise_last), bool(record)
+        self.y = observed.unsqueeze(1)  # (B, 1, D)
+        self.mask = mask.unsqueeze(1).to(observed.dtype)  # (B, 1, D), 1.0 where observed
+        self.batch = observed.shape[0]
+        self.log_weights = observed.new_zeros(self.batch, self.particles)
+        self.log_evidence = observed.new_zeros(self.batch)  # log of the running estimate of p(x_0^o = y)
+        self.resampled = 0
+        self.records: list[dict[str, torch.Tensor | int]] = []
+        self._log_twist = observed.new_zeros(self.batch, self.particles)  # log p~_{t}(y | x_t) at the last site
+
+    def _levels(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        alpha_bar = self.ddpm.alpha_bar[t].to(self.y.dtype)
+        return alpha_bar.sqrt(), 1 - alpha_bar
+
+    def _twist(self, x: torch.Tensor, t: int) -> torch.Tensor:
+        a, v = self._levels(t)
+        return (_normal_log_prob(x, a * self.y, v) * self.mask).sum(-1)
+
+    def _pyro_sample(self, msg: dict[str, Any]) -> None:
+        match = _SITE.match(str(msg["name"]))
+        if match is None or msg["is_observed"] or msg["value"] is not None:
+            return
+        t = int(match.group(1))
+        fn = msg["fn"]
+        base = getattr(fn, "base_dist", fn)
+        loc = base.loc.reshape(self.batch, self.particles, -1)
+        variance = (base.scale**2).expand_as(base.loc).reshape(self.batch, self.particles, -1)
+        a, v = self._levels(t)
+        # One normal draw per coordinate and step, and none at a denoised last step: a row with every entry missing
+        # then uses the random numbers of ancestral_sample, and is the same draw.
+        last = t == 0 and self.denoise_last
+        if self.method == "replace":
+            noise = None if last else torch.randn_like(loc)
+            value = loc if noise is None else loc + variance.sqrt() * noise
+            noisy_y = a * self.y if noise is None else a * self.y + v.sqrt() * noise
+            value = torch.where(self.mask.bool(), noisy_y, value)
+        else:
+            # The incremental weight depends on x_{t+1} only: reweight and resample before moving.
+            predictive = (_normal_log_prob(a * self.y, loc, variance + v) * self.mask).sum(-1)
+            increment = predictive - self._log_twist
+            self.log_weights = self.log_weights + increment
+            normaliser = torch.logsumexp(self.log_weights, -1)
+            ancestors = None
+            ess = torch.exp(2 * normaliser - torch.logsumexp(2 * self.log_weights, -1))
+            low = ess < self.ess_threshold * self.particles
+            if t == 0:
+                pass  # the final weights are used by select(): no resampling needed
+            elif bool(low.any()):
+                ancestors = torch.arange(self.particles, device=loc.device).expand(self.batch, -1).clone()
+                ancestors[low] = systematic_resample(self.log_weights[low])
+                gather = ancestors.unsqueeze(-1).expand_as(loc)
+                loc, variance = loc.gather(1, gather), variance.gather(1, gather)
+                # Resampled systems restart with equal weights; their normaliser moves into the evidence.
+                self.log_evidence = torch.where(low, self.log_evidence + normaliser - math.log(self.particles),
+                                                self.log_evidence)  # fmt: skip
+                self.log_weights = torch.where(low.unsqueeze(-1), self.log_weights.new_zeros(()), self.log_weights)
+                self.resampled += int(low.sum())
+            if self.record:
+                self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
+                                     "log_increment": increment.clone(),
+                                     "ancestors": ancestors if ancestors is not None else
+                                     torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
+            obs_variance = variance * v / (variance + v)
+            obs_mean = (v * loc + variance * a * self.y) / (variance + v)
+            noise = None if last else torch.randn_like(loc)
+            value = loc if noise is None else loc + variance.sqrt() * noise
+            observed = obs_mean if noise is None else obs_mean + obs_variance.sqrt() * noise
+            value = torch.where(self.mask.bool(), observed, value)
+            if t > 0:
+                self._log_twist = self._twist(value, t)
+            if self.record:
+                self.records[-1]["value"] = value.clone()
+        msg["value"] = value.reshape(base.loc.shape)
+        msg["done"] = True
+
+    def select(self, final: torch.Tensor) -> torch.Tensor:
+        """One particle per system drawn by its final weight: ``final`` of shape ``(B * P, D)`` -> ``(B, D)``."""
+        final = final.reshape(self.batch, self.particles, -1)
+        if self.method == "replace":
+            return final[:, 0]
+        index = torch.distributions.Categorical(logits=self.log_weights).sample()
+        return final[torch.arange(self.batch, device=final.device), index]
+
+    def evidence(self) -> torch.Tensor:
+        r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units), as the
+        increments' running mean over particles; it includes the first site's constant
+        :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`."""
+        return self.log_evidence + torch.logsumexp(self.log_weights, -1) - math.log(self.particles)
+
+
+def _as_partial_data(ddpm: DDPM, x: Any) -> torch.Tensor:
+    if isinstance(x, torch.Tensor):
+        tensor = x.detach().cpu()
+        if not tensor.is_floating_point():
+            tensor = tensor.double()
+    else:
+        try:
+            tensor = torch.as_tensor(np.asarray(x, dtype=np.float64))
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"x: expected a numeric array of shape (N, {ddpm.data_dim}), NaN where missing") from exc
+    if tensor.dim() != 2 or tensor.shape[1] != ddpm.data_dim:
+        raise DataError(f"x: expected shape (N, {ddpm.data_dim}) with NaN where missing, got {tuple(tensor.shape)}")
+    if tensor.shape[0] == 0:
+        raise DataError("x: no rows")
+    infinite = torch.isinf(tensor).any(dim=1)
+    if infinite.any():
+        rows = torch.nonzero(infinite).flatten()
+        raise DataError(
+            f"x: {rows.numel()} row(s) hold inf, e.g. rows {rows[:5].tolist()}; mark missing entries with NaN"
+        )
+    return tensor
+
+
+@torch.no_grad()
+def impute(
+    ddpm: DDPM,
+    x: Any,
+    *,
+    method: str = "smc",
+    num_particles: int = 64,
+    num_imputations: int | None = None,
+    labels: Any = None,
+    guidance: float = 0.0,
+    ess_threshold: float = 0.5,
+    denoise_last: bool = True,
+    seed: int | None = None,
+    batch_size: int = 65536,
+) -> torch.Tensor:
+    r"""Fill the NaN entries of ``x`` (data units) with draws from the model's conditional given each row's
+    observed entries; the observed entries come back exactly.
+
+    Args:
+        ddpm: A trained model.
+        x: Data ``(N, D)`` in data units with NaN where an entry is missing (any pattern per row).
+        method: ``"smc"`` (default: the twisted particle filter, exact as the particles grow) or ``"replace"``
+            (the replacement heuristic: fast, biased).
+        num_particles: P, particles per imputed row for ``"smc"`` (ignored by ``"replace"``).
+        num_imputations: M independent fills of every row (multiple imputation); ``None`` (default) gives one.
+        labels: Class labels ``(N,)`` or one integer (class-conditional models): impute from
+            :math:`p(x^u \mid x^o, c)`; ``None``: the unconditional (null-label) model.
+        guidance: Classifier-free guidance weight w for labelled imputation.
+        ess_threshold: Resample when the effective sample size is below this fraction of P.
+        denoise_last: Return the decoder's mean at the last step (as :func:`ancestral_sample` does).
+        seed: Seed for ``pyro.set_rng_seed`` first.
+        batch_size: Particles per run of the model (rows are processed in chunks of ``batch_size // P``).
+
+    Returns:
+        ``(N, D)``, or ``(M, N, D)`` when ``num_imputations=M`` is given, in ``x``'s floating dtype (float64 for
+        arrays). Rows without a missing entry are returned as they are; rows with every entry missing are
+        unconditional samples.
+
+    Raises:
+        DataError: ``x`` of the wrong shape or with inf, bad labels, an unfitted model.
+        ValueError: unknown method, ``num_particles`` or ``num_imputations`` below 1.
+
+    Example:
+        >>> import torch
+        >>> from pyroflows.diffusion import DDPM
+        >>> ddpm = DDPM(data_dim=3, steps=4)
+        >>> _ = ddpm.scaler.fit(torch.randn(50, 3))
+        >>> x = torch.tensor([[0.1, float("nan"), -0.2]])
+        >>> impute(ddpm, x, method="replace", seed=1)[0, [0, 2]].tolist() == x[0, [0, 2]].tolist()
+        True
+    """
+    if method not in IMPUTATION_METHODS:
+        raise ValueError(f"method: expected one of {IMPUTATION_METHODS}, got {method!r}")
+    for name, value in (("num_particles", num_particles), ("num_imputations", num_imputations)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
+    ddpm._check_fitted()
+    data = _as_partial_data(ddpm, x)
+    n = data.shape[0]
+    row_labels = ddpm.as_labels(labels, n)
+    if guidance and not ddpm.num_classes:
+        raise ValueError("guidance: classifier-free guidance needs a class-conditional DDPM (num_classes=K)")
+    if seed is not None:
+        pyro.set_rng_seed(seed)
+    imputations = 1 if num_imputations is None else int(num_imputations)
+    particles = 1 if method == "replace" else int(num_particles)
+    missing = torch.isnan(data)
+    todo = torch.nonzero(missing.any(dim=1)).flatten()
+    out = data.unsqueeze(0).repeat(imputations, 1, 1)
+    if todo.numel():
+        model_dtype = ddpm.betas.dtype
+        rows = data[todo].to(model_dtype)
+        mask = ~missing[todo]
+        scaled = ddpm.scaler(torch.where(mask, rows, torch.zeros_like(rows)).to(ddpm.betas.device))
+        scaled = torch.where(mask.to(scaled.device), scaled, torch.zeros_like(scaled))
+        # Systems: every (imputation, row) pair gets its own particle filter.
+        system_obs = scaled.repeat(imputations, 1)
+        system_mask = mask.to(scaled.device).repeat(imputations, 1)
+        system_labels = None if row_labels is None else row_labels[todo].repeat(imputations)
+        chunk = max(1, int(batch_size) // particles)
+        filled = []
+        for start in range(0, system_obs.shape[0], chunk):
+            obs, msk = system_obs[start : start + chunk], system_mask[start : start + chunk]
+            handler = TwistedSMC(ddpm, obs, msk, particles, method=method, ess_threshold=ess_threshold,
+                                 denoise_last=denoise_last)  # fmt: skip
+            chunk_labels = None
+            if system_labels is not None:
+                chunk_labels = system_labels[start : start + chunk].repeat_interleave(particles)
+            with handler:
+                final = ddpm.model(num_samples=obs.shape[0] * particles, labels=chunk_labels, guidance=guidance)
+            filled.append(handler.select(final))
+        values = ddpm.scaler.inverse(torch.cat(filled)).to(out.dtype).cpu()
+        values = values.reshape(imputations, todo.numel(), ddpm.data_dim)
+        holes = missing[todo].unsqueeze(0).expand_as(values)
+        out[:, todo] = torch.where(holes, values, out[:, todo])
+    return out[0] if num_imputations is None else out

@@ -1,0 +1,17 @@
+"""Print the CLI property suite's counts (commands, generated cases, failures) after the run."""
+
+from __future__ import annotations
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest's hook
+    import sys
+
+    modules = [m for name, m in list(sys.modules.items()) if name.endswith("test_properties")]
+    cases = getattr(modules[0], "CASES", None) if modules else None
+    if not cases:
+        return
+    failed = [r for r in terminalreporter.stats.get("failed", []) if "test_properties" in r.nodeid]
+    terminalreporter.write_line(
+        f"CLI property suite: {len(cases)} commands, {sum(cases.values())} generated cases, {len(failed)} failing "
+        f"test(s); per command: {dict(cases)}"
+    )
