@@ -479,12 +479,16 @@ def save_array(path: str | os.PathLike, array: np.ndarray, *, overwrite: bool = 
         atomic_write(path, write, overwrite=overwrite)
 
 
-def parse_bounds(text: str | float, *, name: str) -> list[float]:
+def parse_bounds(text: str | float, *, name: str, allow_infinite: bool = False) -> list[float]:
     """Parse ``"1.5"`` or ``"0,0,-1"`` into a list of floats, naming the option when it fails.
+
+    ``allow_infinite`` also accepts ``inf`` / ``-inf`` (one-sided supports); NaN is always an error.
 
     Example:
         >>> parse_bounds("0, 1.5", name="--low")
         [0.0, 1.5]
+        >>> parse_bounds("inf", name="--high", allow_infinite=True)
+        [inf]
     """
     if isinstance(text, (int, float)):
         return [float(text)]
@@ -494,6 +498,8 @@ def parse_bounds(text: str | float, *, name: str) -> list[float]:
         raise DataError(f"{name}: expected a number or comma-separated numbers, got {text!r}") from exc
     if not values:
         raise DataError(f"{name}: expected a number or comma-separated numbers, got {text!r}")
+    if allow_infinite and not any(np.isnan(values)):
+        return values
     if not all(np.isfinite(values)):
         raise DataError(f"{name}: bounds must be finite, got {text!r}")
     return values

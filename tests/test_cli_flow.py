@@ -26,7 +26,7 @@ def data(tmp_path):
 def model(tmp_path, data):
     path = tmp_path / "flow.pt"
     assert main(["flow", "fit", str(data), "--low", "1", "--high", "2.5", "--out", str(path), "--layers", "2",
-                 "--epochs", "2", "--quiet"]) == 0  # fmt: skip
+                 "--steps", "20", "--quiet"]) == 0  # fmt: skip
     return path
 
 
@@ -54,7 +54,7 @@ def test_fit_a_box_from_csv(tmp_path, capsys):
     path = tmp_path / "box.csv"
     np.savetxt(path, np.column_stack([rng.uniform(0, 1, 200), rng.uniform(-2, 3, 200)]), delimiter=",")
     out = tmp_path / "box.pt"
-    argv = ["flow", "fit", str(path), "--low", "0,-2", "--high", "1,3", "--out", str(out), "--epochs", "1"]
+    argv = ["flow", "fit", str(path), "--low", "0,-2", "--high", "1,3", "--out", str(out), "--steps", "5"]
     assert main([*argv, "--layers", "1", "--quiet", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["transform"] == "autoregressive" and summary["dim"] == 2
@@ -88,7 +88,7 @@ def test_fit_rejects_data_outside_the_bounds_naming_rows(tmp_path, capsys):
         ("ok", ["--low", "a", "--high", "3"], "--low: expected a number"),
         ("missing", [], "no such file"),
         ("corrupt", [], "not a readable .npy file"),
-        ("ok", ["--epochs", "0"], "argument --epochs: expected an integer >= 1"),
+        ("ok", ["--steps", "0"], "argument --steps: expected an integer >= 1"),
         ("ok", ["--transform", "autoregressive"], "needs data with 2 or more columns"),
     ],
 )
@@ -147,7 +147,7 @@ def test_negative_bounds_parse_without_equals(tmp_path, capsys):
     path = tmp_path / "box.npy"
     np.save(path, np.random.default_rng(0).uniform(-0.4, 0.4, (50, 2)))
     out = tmp_path / "box.pt"
-    argv = ["flow", "fit", str(path), "--low", "-0.5,-0.5", "--high", "0.5,0.5", "--out", str(out), "--epochs", "1"]
+    argv = ["flow", "fit", str(path), "--low", "-0.5,-0.5", "--high", "0.5,0.5", "--out", str(out), "--steps", "1"]
     assert main([*argv, "--quiet", "--layers", "1"]) == 0
     assert CompactFlow.load(out).config["low"] == [-0.5, -0.5]
     err = _error(["flow", "fit", str(path), "--low=-1e308", "--high=1e308", "--out", str(tmp_path / "w.pt")], capsys)

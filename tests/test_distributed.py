@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -140,14 +141,24 @@ def scenario_sequences() -> dict:
 
 
 def scenario_flow() -> dict:
-    from pyroflows.flows import CompactFlow, fit
+    from pyroflows.flows import CompactFlow, ConditionalCompactFlow, fit
+    from pyroflows.flows.fit import ConvergenceWarning
 
     pyro.set_rng_seed(7)
-    flow = CompactFlow(0.0, 1.0, num_layers=2)
+    flow = CompactFlow(0.0, 1.0, num_layers=2)  # the default spline carries a tail-slope prior: one global term
+    assert flow.config.get("tail_prior")
     data = torch.distributions.Beta(2.0, 5.0).sample((70,))
-    result = fit(flow, data, epochs=4, batch_size=21, seed=0, progress=False, patience=2)
-    return {"train": result.train_nll, "heldout": result.heldout_nll, "best_epoch": result.best_epoch,
-            "weights": {k: v.clone() for k, v in flow.state_dict().items()}}  # fmt: skip
+    result = fit(flow, data, steps=12, eval_every=3, batch_size=21, seed=0, progress=False, patience=6)
+    # A conditional flow: the context rows of this rank's share of the minibatch.
+    context = torch.randn(70, 2)
+    conditional = ConditionalCompactFlow(0.0, 1.0, context_dim=2)
+    with warnings.catch_warnings():  # 6 steps: under-fitted on purpose
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        cond = fit(conditional, data, context=context, steps=6, eval_every=3, batch_size=21, seed=1, progress=False)
+    return {"train": result.train_nll, "heldout": result.heldout_nll, "best_eval": result.best_eval,
+            "weights": {k: v.clone() for k, v in flow.state_dict().items()},
+            "cond_train": cond.train_nll, "cond_heldout": cond.heldout_nll,
+            "cond_weights": {k: v.clone() for k, v in conditional.state_dict().items()}}  # fmt: skip
 
 
 def scenario_tiny() -> dict:
@@ -329,8 +340,11 @@ def test_flow_fit_equal_one_process(ranks):
     for result in results:
         _close(result["train"], reference["train"], rtol=1e-5, atol=1e-7)
         _close(result["heldout"], reference["heldout"], rtol=1e-5, atol=1e-7)
-        assert result["best_epoch"] == reference["best_epoch"]
+        assert result["best_eval"] == reference["best_eval"]
         _close(result["weights"], reference["weights"], rtol=1e-4, atol=1e-6)
+        _close(result["cond_train"], reference["cond_train"], rtol=1e-5, atol=1e-7)
+        _close(result["cond_heldout"], reference["cond_heldout"], rtol=1e-5, atol=1e-7)
+        _close(result["cond_weights"], reference["cond_weights"], rtol=1e-4, atol=1e-6)
 
 
 def test_fewer_images_than_processes(ranks):
@@ -457,7 +471,7 @@ def test_torchrun_flow_fit_saves_the_one_process_flow_once(tmp_path):
     from pyroflows.serialization import load_checkpoint
 
     np.save(tmp_path / "beta.npy", np.random.default_rng(0).beta(2.0, 5.0, 300))
-    common = ["flow", "fit", str(tmp_path / "beta.npy"), "--low", "0", "--high", "1", "--epochs", "4", "--seed", "0",
+    common = ["flow", "fit", str(tmp_path / "beta.npy"), "--low", "0", "--high", "1", "--steps", "40", "--seed", "0",
               "--quiet"]  # fmt: skip
     done = _torchrun([*common, "--out", str(tmp_path / "two.pt")], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -8,6 +8,7 @@ direction) has that log-density with respect to arc length. Points off the segme
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,28 +26,56 @@ from pyroflows.serialization import restore_module, save_checkpoint
 
 __all__ = ["SegmentFlow", "SegmentDistribution", "OnSegment"]
 
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+
 
 class OnSegment(constraints.Constraint):
-    """Constraint "lies on the segment :math:`p_0 \\to p_1`" (to a relative tolerance ``rtol`` of its length)."""
+    """Constraint "lies on the segment :math:`p_0 \\to p_1`", up to rounding.
+
+    A point is accepted when its distance off the line and its overshoot past either end are at most
+
+    .. math:: \\text{slack} = r\\,L + 2\\sqrt{n}\\,\\varepsilon\\,
+        \\max(\\lVert p_0\\rVert_\\infty, \\lVert p_1\\rVert_\\infty, L),
+
+    with :math:`L` the length, :math:`r` = ``rtol`` and :math:`\\varepsilon` the machine epsilon of the point's dtype:
+    rounding each of the :math:`n` coordinates of a point on the segment moves it by at most
+    :math:`\\tfrac12\\varepsilon` times the coordinates' magnitude, so exact float32 points on a segment far from the
+    origin are on it, while the relative tolerance ``rtol`` keeps the test meaningful near the origin.
+
+    Example:
+        >>> far = OnSegment(torch.tensor([1e4, 1e4], dtype=torch.float64), torch.tensor([1e4 + 1, 1e4 + 1.0]))
+        >>> far.check(torch.tensor([[1e4 + 0.3, 1e4 + 0.3]], dtype=torch.float32)).tolist()
+        [True]
+        >>> far.check(torch.tensor([[1e4 + 0.3, 1e4 + 0.4]], dtype=torch.float32)).tolist()
+        [False]
+    """
 
     event_dim = 1
 
     def __init__(self, p0: torch.Tensor, p1: torch.Tensor, rtol: float = 1e-6) -> None:
-        self.p0, self.p1, self.rtol = p0, p1, rtol
+        self.p0, self.p1, self.rtol = p0, p1.to(p0), rtol
         super().__init__()
 
     def arc_length(self, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Arc length :math:`t` of the projection onto the line, and the distance off the line."""
+        value = value.to(self.p0.dtype) if value.is_floating_point() else value.to(self.p0)
         direction = self.p1 - self.p0
         length = direction.norm()
         t = ((value - self.p0) * direction).sum(-1) / length
         off = (value - self.p0 - t[..., None] * direction / length).norm(dim=-1)
         return t, off
 
+    def slack(self, dtype: torch.dtype) -> torch.Tensor:
+        """How far off the segment a point of this dtype may lie (see the class docstring)."""
+        eps = torch.finfo(dtype if dtype.is_floating_point else self.p0.dtype).eps
+        length = (self.p1 - self.p0).norm()
+        scale = torch.maximum(torch.maximum(self.p0.abs().max(), self.p1.abs().max()), length)
+        return self.rtol * length + 2 * math.sqrt(self.p0.numel()) * eps * scale
+
     def check(self, value: torch.Tensor) -> torch.Tensor:
         length = (self.p1 - self.p0).norm()
         t, off = self.arc_length(value)
-        slack = self.rtol * length
+        slack = self.slack(value.dtype)
         return (off <= slack) & (t >= -slack) & (t <= length + slack)
 
     def __repr__(self) -> str:
@@ -152,7 +181,9 @@ class SegmentFlow(PyroModule):
         Raises:
             DataError: wrong shape, NaN/inf, or points off the segment (naming how many and which rows).
         """
-        x = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points).to(self.p0)
+        x = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points).to(self.p0.device)
+        if x.is_complex() or not (x.is_floating_point() or x.dtype in _INTEGER_DTYPES):
+            raise DataError(f"{name}: expected real numbers, got dtype {x.dtype}")
         if x.dim() != 2 or x.shape[1] != self.p0.numel():
             raise DataError(f"{name}: expected shape (N, {self.p0.numel()}), got {tuple(x.shape)}")
         bad = (~torch.isfinite(x).all(-1)).nonzero().flatten()

@@ -17,7 +17,29 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Transform, constraints
 
-__all__ = ["IntervalSquashTransform"]
+__all__ = ["IntervalSquashTransform", "to_bounds_dtype"]
+
+
+def to_bounds_dtype(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """``value`` cast to the dtype of the bounds, with points that lie on a bound at their own precision put on it.
+
+    A float32 point is the float32 number nearest to what was meant, so the upper bound 0.3 written in float32 is
+    :math:`0.3 + 1.2 \\cdot 10^{-8}`, just above the float64 bound. Such a point is inside the support at its own
+    precision and is moved onto the bound (by less than half a float32 unit in the last place); a point beyond the
+    bound at its own precision stays outside. Values already as precise as the bounds are only cast.
+
+    Example:
+        >>> low, high = torch.tensor([0.1], dtype=torch.float64), torch.tensor([0.3], dtype=torch.float64)
+        >>> to_bounds_dtype(torch.tensor([[0.3], [0.31]]), low, high).flatten().tolist()
+        [0.3, 0.3100000023841858]
+    """
+    if not value.is_floating_point() or torch.finfo(value.dtype).eps <= torch.finfo(low.dtype).eps:
+        return value.to(low.dtype)
+    cast = value.to(low.dtype)
+    low, high = low.to(cast.device), high.to(cast.device)
+    on_low = (cast < low) & (value == low.to(value.dtype))
+    on_high = (cast > high) & (value == high.to(value.dtype))
+    return torch.where(on_low, low, torch.where(on_high, high, cast))
 
 
 class IntervalSquashTransform(Transform):
@@ -54,7 +76,8 @@ class IntervalSquashTransform(Transform):
         cache_size: int = 1,
     ) -> None:
         super().__init__(cache_size=cache_size)
-        low_t = torch.as_tensor(low, dtype=torch.get_default_dtype() if not torch.is_tensor(low) else None)
+        # Python numbers become float64 (not torch's float32 default), so 0.1 stays 0.1 and 1e8 + 1 stays above 1e8.
+        low_t = torch.as_tensor(low, dtype=None if torch.is_tensor(low) else torch.float64)
         high_t = torch.as_tensor(high, dtype=low_t.dtype, device=low_t.device)
         low_t, high_t = torch.atleast_1d(low_t), torch.atleast_1d(high_t)
         if low_t.shape != high_t.shape or low_t.dim() != 1:
@@ -92,7 +115,7 @@ class IntervalSquashTransform(Transform):
         )
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        return self.high * torch.sigmoid(x) + self.low * torch.sigmoid(-x)
+        return self.high.to(x) * torch.sigmoid(x) + self.low.to(x) * torch.sigmoid(-x)
 
     def _inverse(self, y: torch.Tensor) -> torch.Tensor:
         low, high = self.low.to(y), self.high.to(y)

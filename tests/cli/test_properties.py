@@ -255,7 +255,7 @@ def assets(tmp_path_factory) -> Path:
     torch.save(torch.nn.Linear(2, 2), root / "pickled.pt")
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["flow", "fit", str(root / "flow_data.npy"), "--low", "0", "--high", "1", "--out",
-                     str(root / "flow.pt"), "--layers", "1", "--epochs", "1", "--quiet"]) == 0  # fmt: skip
+                     str(root / "flow.pt"), "--layers", "1", "--steps", "1", "--quiet"]) == 0  # fmt: skip
         assert main(["diffusion", "train", str(root / "table.npy"), "--out", str(root / "ddpm.pt"), "--epochs", "1",
                      "--steps", "3", "--quiet"]) == 0  # fmt: skip
     return root
@@ -295,7 +295,7 @@ def _check_case(name: str, assets: Path, data: st.DataObject, base: Callable[[Pa
 
 def _flow_fit(work: Path) -> list[str]:
     return ["flow", "fit", str(work / "in" / "flow_data.npy"), "--low", "0", "--high", "1", "--out",
-            str(work / "new" / "flow.pt"), "--layers", "1", "--epochs", "1", "--quiet"]  # fmt: skip
+            str(work / "new" / "flow.pt"), "--layers", "1", "--steps", "1", "--quiet"]  # fmt: skip
 
 
 def _bounds_fault(draw, work: Path, argv: list[str]) -> list[str]:
@@ -316,7 +316,7 @@ def test_flow_fit(assets, data):
         _file_fault(2, DATA_FILES),
         _bounds_fault,
         _bad_option("--layers", bad_int(0, 1000)),
-        _bad_option("--epochs", bad_int(1, 10**6)),
+        _bad_option("--steps", bad_int(1, 10**7)),
         _bad_option("--seed", SEED),
         _output_fault("--out", ".pt"),
         _option_fault(("--out", "--low", "--high"), FLOW_CHOICES),

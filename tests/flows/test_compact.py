@@ -10,7 +10,7 @@ import pyro.distributions as dist
 import pytest
 import torch
 
-from pyroflows.errors import CheckpointError
+from pyroflows.errors import CheckpointError, DataError
 from pyroflows.flows import CompactFlow
 
 CONFIGS = {
@@ -222,3 +222,128 @@ def test_numpy_and_float32_inputs():
     flow = CompactFlow([0.0, 0.0], [1.0, 2.0], transform="autoregressive", num_layers=1)
     y = np.array([[0.5, 1.0], [0.0, 2.0]], dtype=np.float32)
     assert torch.isfinite(flow().log_prob(torch.from_numpy(y))).all()
+
+
+# Scalar bounds are kept in float64 (issue 15, item 1).
+
+
+def test_scalar_bounds_are_exact_python_floats():
+    flow = CompactFlow(0.1, 0.3)
+    assert flow.low.item() == 0.1 and flow.high.item() == 0.3  # the same float64 numbers, not float32 roundings
+    assert flow.config["low"] == [0.1] and flow.config["high"] == [0.3]
+    from pyroflows.flows import IntervalSquashTransform
+
+    assert IntervalSquashTransform(0.1, 0.3).low.dtype == torch.float64
+
+
+def test_float32_points_on_the_bounds_are_inside_and_points_beyond_are_not():
+    from pyroflows.flows import check_data
+
+    flow = CompactFlow(0.1, 0.3, num_layers=1)
+    points = torch.linspace(0.1, 0.3, 50)  # float32: its ends are 0.1 and 0.3 rounded to float32
+    x = check_data(flow, points)
+    # float32(0.1) lies just above 0.1 (inside, kept as it is); float32(0.3) just above 0.3, so it is put on 0.3.
+    assert x.dtype == torch.float64 and x.max().item() == 0.3
+    assert torch.equal(x[:-1, 0], points[:-1].double())
+    assert abs(x[-1, 0].item() - points[-1].item()) <= 0.5 * 0.3 * torch.finfo(torch.float32).eps
+    with torch.no_grad():
+        assert torch.isfinite(flow().log_prob(points[:, None])).all()
+    above = torch.tensor([0.3 + 1e-12], dtype=torch.float64)  # beyond the bound at its own (float64) precision
+    with pytest.raises(DataError, match=r"1 of 1 row\(s\) lie outside \[0.1, 0.3\]"):
+        check_data(flow, above)
+    beyond32 = torch.nextafter(torch.tensor([0.3]), torch.tensor([1.0]))  # the next float32 above 0.3
+    with pytest.raises(DataError, match="lie outside"):
+        check_data(flow, beyond32)
+
+
+def test_fit_on_a_float32_linspace_over_the_whole_interval():
+    from pyroflows.flows import fit
+
+    result = fit(CompactFlow(0.1, 0.3, num_layers=1), torch.linspace(0.1, 0.3, 50), steps=5, progress=False)
+    assert math.isfinite(result.best_heldout_nll)
+
+
+def test_a_unit_interval_far_from_zero():
+    flow = CompactFlow(1e8, 1e8 + 1, num_layers=2)
+    assert flow.high.item() - flow.low.item() == 1.0
+    with torch.no_grad():
+        samples = flow.sample((1000,))
+        assert ((samples >= 1e8) & (samples <= 1e8 + 1)).all()
+        # The density integrates to one: midpoint rule on 20,000 cells of the unit interval (error O(h^2) ~ 1e-8
+        # for a smooth density, dominated here by the float64 resolution of y near 1e8, about 1.5e-8).
+        grid = 1e8 + (torch.arange(20000, dtype=torch.float64) + 0.5) / 20000
+        assert flow().log_prob(grid[:, None]).exp().mean().item() == pytest.approx(1.0, abs=1e-3)
+
+
+# freeze(): a fitted flow as a fixed prior (issue 15, item 14).
+
+
+def test_a_frozen_flow_is_a_fixed_prior_under_svi():
+    import pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    from pyroflows.flows import fit
+
+    pyro.clear_param_store()
+    prior = CompactFlow(0.0, 1.0, num_layers=2)
+    fit(prior, np.random.default_rng(0).beta(2, 5, 500), steps=100, seed=0, progress=False)
+    prior.freeze()
+    assert prior.frozen and not list(prior.parameters())
+    before = {k: v.clone() for k, v in prior.state_dict().items()}
+    with torch.no_grad():
+        mean_before = prior.sample((20000,)).mean().item()
+
+    data = torch.full((50,), 0.9, dtype=torch.float64)  # data that pull theta up, away from the prior's mean ~0.29
+
+    def model():
+        theta = pyro.sample("theta", prior())
+        with pyro.plate("obs", 50):
+            pyro.sample("y", dist.Normal(theta[..., 0], 0.1), obs=data)
+
+    guide = AutoNormal(model)
+    svi = SVI(model, guide, pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(200):
+        svi.step()
+    after = prior.state_dict()
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the same tensors, never written to
+    with torch.no_grad():
+        # Same parameters and the same code: the sample mean differs only by Monte Carlo error (sd < 0.2 / sqrt(2e4)).
+        assert prior.sample((20000,)).mean().item() == pytest.approx(mean_before, abs=0.01)
+    with pytest.raises(ValueError, match="frozen"):
+        fit(prior, np.full(10, 0.5), steps=1, progress=False)
+
+
+def test_an_unfrozen_flow_is_trained_by_svi_on_another_model():
+    """The control for the test above: without freeze() the same SVI run moves the prior's parameters."""
+    import pyro.distributions as dist
+    from pyro.infer import SVI, Trace_ELBO
+    from pyro.infer.autoguide import AutoNormal
+
+    pyro.clear_param_store()
+    prior = CompactFlow(0.0, 1.0, num_layers=2)
+    before = {k: v.clone() for k, v in prior.state_dict().items()}
+    data = torch.full((50,), 0.9, dtype=torch.float64)
+
+    def model():
+        theta = pyro.sample("theta", prior())
+        with pyro.plate("obs", 50):
+            pyro.sample("y", dist.Normal(theta[..., 0], 0.1), obs=data)
+
+    svi = SVI(model, AutoNormal(model), pyro.optim.Adam({"lr": 0.05}), Trace_ELBO())
+    for _ in range(20):
+        svi.step()
+    assert any(not torch.equal(before[k], v) for k, v in prior.state_dict().items())
+
+
+def test_a_frozen_flow_saves_and_reloads_the_same_density(tmp_path):
+    flow = CompactFlow(1.0, 2.5, num_layers=2)
+    x = torch.linspace(1.01, 2.49, 7, dtype=torch.float64)[:, None]
+    with torch.no_grad():
+        expected = flow().log_prob(x)
+    flow.freeze()
+    loaded = CompactFlow.load(flow.save(tmp_path / "frozen.pt"))
+    with torch.no_grad():
+        assert torch.equal(flow().log_prob(x), expected)
+        assert torch.equal(loaded().log_prob(x), expected)

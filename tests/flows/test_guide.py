@@ -65,3 +65,82 @@ def test_psis_khat_flags_a_proposal_lighter_tailed_than_the_target():
     log_q = dist.Normal(0.0, 1.0).log_prob(theta)
     assert psis_khat(dist.Normal(0.0, 0.9).log_prob(theta), log_q) < 0.5
     assert psis_khat(dist.Cauchy(0.0, 1.0).log_prob(theta), log_q) > 0.7
+
+
+def _per_datum_model(n: int, y: torch.Tensor, subsample: int = 20):
+    def model(y=y):
+        with pyro.plate("data", n, subsample_size=subsample) as idx:
+            theta = pyro.sample("theta", dist.Beta(2.0, 2.0))
+            pyro.sample("y", dist.Binomial(20, theta), obs=y[idx])
+
+    return model
+
+
+def _count_parameters() -> int:
+    return sum(v.numel() for v in pyro.get_param_store().values())
+
+
+def test_per_datum_latents_in_a_subsampled_plate_get_an_amortised_guide_whose_size_does_not_grow_with_n():
+    sizes = []
+    for n in (100, 2000):
+        pyro.clear_param_store()
+        y = torch.randint(0, 21, (n,)).double()
+        model = _per_datum_model(n, y)
+        guide = AutoCompactFlow(model, amortized_kwargs={"hidden_dims": [16]})
+        elbo = pyro.infer.Trace_ELBO().differentiable_loss(model, guide)
+        assert torch.isfinite(elbo)
+        values = guide()
+        assert values["theta"].shape == (20,) and ((values["theta"] > 0) & (values["theta"] < 1)).all()
+        assert guide.flow is None and set(guide.amortized) == {"data"}
+        sizes.append(_count_parameters())
+    assert sizes[0] == sizes[1] > 0
+
+
+def test_the_amortised_guide_follows_the_datum_drawn():
+    n = 300
+    y = torch.distributions.Binomial(20, torch.distributions.Beta(2.0, 2.0).sample((n,))).sample()
+    model = _per_datum_model(n, y)
+    guide = AutoCompactFlow(model, amortized_kwargs={"hidden_dims": [16], "num_layers": 1})
+    svi = pyro.infer.SVI(model, guide, pyro.optim.Adam({"lr": 0.02}), pyro.infer.Trace_ELBO())
+    for _ in range(150):
+        svi.step()
+    with torch.no_grad():
+        q = guide.amortized["data"].condition(y[:, None].double())
+        mean = q.sample((400,)).mean(0)[:, 0]
+    exact = (2.0 + y) / 24.0  # the conjugate posterior's mean
+    assert torch.corrcoef(torch.stack([mean, exact.double()]))[0, 1] > 0.95
+    assert (mean - exact).abs().mean() < 0.05
+
+
+def test_global_and_per_datum_latents_together():
+    n = 50
+    y = torch.randint(0, 2, (n,)).double()
+
+    def model():
+        p = pyro.sample("p", dist.Beta(2.0, 2.0))
+        with pyro.plate("data", n, subsample_size=10) as idx:
+            theta = pyro.sample("theta", dist.Beta(1.0 + 4 * p, 1.0 + 4 * (1 - p)))
+            pyro.sample("y", dist.Bernoulli(theta), obs=y[idx])
+
+    guide = AutoCompactFlow(model, num_layers=1, amortized_kwargs={"hidden_dims": [8]})
+    values = guide()
+    assert values["p"].shape == () and values["theta"].shape == (10,)
+    assert guide.flow.dim == 1 and guide.amortized["data"].context_dim == 2  # y_i and the draw of p
+    assert torch.isfinite(pyro.infer.Trace_ELBO().differentiable_loss(model, guide))
+
+
+def test_per_datum_latents_the_amortised_guide_cannot_handle_are_refused():
+    def unobserved():
+        with pyro.plate("data", 100, subsample_size=10):
+            pyro.sample("theta", dist.Beta(2.0, 2.0))
+
+    with pytest.raises(ValueError, match=r"subsampled plate 'data', which holds no observed site"):
+        AutoCompactFlow(unobserved)()
+
+    def nested():
+        with pyro.plate("rows", 10, dim=-2), pyro.plate("cols", 3, dim=-1):
+            theta = pyro.sample("theta", dist.Beta(2.0, 2.0))
+            pyro.sample("y", dist.Bernoulli(theta), obs=torch.ones(10, 3))
+
+    with pytest.raises(ValueError, match=r"per-datum in several plates \(rows, cols\)"):
+        AutoCompactFlow(nested)()

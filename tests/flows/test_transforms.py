@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions.transforms as T
 import pytest
 import torch
@@ -37,6 +39,8 @@ TRANSFORMS = {
     "two-slope-affine-steep": lambda: _steep_two_slope(),
     "sigmoid-spline": lambda: _randomised(SigmoidSpline(2, count_bins=8)),
     "sigmoid-spline-quadratic": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic")),
+    "sigmoid-spline-free-ends": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic", ends="free")),
+    "sigmoid-spline-secant-ends": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic", ends="secant")),
     "pyro-spline-autoregressive": lambda: _randomised(T.spline_autoregressive(3, hidden_dims=[6], count_bins=4)),
     "interval-squash": lambda: IntervalSquashTransform(torch.tensor([1.0, -2.0], dtype=torch.float64), [2.5, 3.0]),
 }
@@ -156,3 +160,46 @@ def test_radial_inverse_matches_pyro_forward():
     x = _inputs(ours)
     assert torch.allclose(ours._inverse(theirs(x)), x, atol=1e-9)
     assert torch.allclose(ours.log_abs_det_jacobian(x, None), theirs.log_abs_det_jacobian(x, theirs(x)), atol=1e-10)
+
+
+def test_rational_quadratic_spline_matches_pyros_when_the_end_derivatives_are_pyros():
+    """With both end derivatives set to Pyro's fixed 0.999, the spline is Pyro's quadratic spline on [-1, 1]."""
+    from pyro.distributions.transforms import Spline
+
+    from pyroflows.flows.sigmoid_spline import rational_quadratic_spline
+
+    torch.manual_seed(0)
+    spline = Spline(2, count_bins=6, bound=1.0, order="quadratic").double()
+    widths = 2 * (1e-3 + (1 - 6e-3) * torch.softmax(spline.unnormalized_widths, -1))
+    heights = 2 * (1e-3 + (1 - 6e-3) * torch.softmax(spline.unnormalized_heights, -1))
+    inner = 1e-3 + torch.nn.functional.softplus(spline.unnormalized_derivatives)
+    ends = torch.full((2, 1), 0.999, dtype=torch.float64)
+    derivatives = torch.cat([ends, inner, ends], -1)
+    z = torch.rand(500, 2, dtype=torch.float64) * 2 - 1
+    with torch.no_grad():
+        ours, our_log = rational_quadratic_spline(z, widths, heights, derivatives)
+        theirs, their_log = spline.spline_op(z)
+    # Two implementations of the same formula in float64: agreement to a few hundred ulps of O(1) numbers.
+    assert torch.allclose(ours, theirs, rtol=0, atol=1e-12)
+    assert torch.allclose(our_log, their_log, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("ends", ["free", "secant"])
+def test_spline_end_derivatives_set_the_density_at_each_bound(ends):
+    """Logistic base -> spline -> squash onto [0, 1]: the density at 0 is 1 / S'(-1) and at 1 is 1 / S'(1)."""
+    from pyroflows.flows import CompactFlow
+
+    flow = CompactFlow(0.0, 1.0, order="quadratic", ends=ends, tail_slopes=False)
+    spline = flow.layers[0]
+    with torch.no_grad():
+        for p in spline.parameters():
+            p.add_(torch.randn_like(p))
+        lo, hi = torch.tensor([[-1.0]], dtype=torch.float64), torch.tensor([[1.0]], dtype=torch.float64)
+        _, log_d0 = spline._spline_op(lo)
+        _, log_dk = spline._spline_op(hi)
+        y = torch.tensor([[1e-9], [1 - 1e-9]], dtype=torch.float64)
+        density = flow().log_prob(y).exp()
+    # u = (1 + S(z)) / 2 with z uniform on [-1, 1], so p(0) = 1 / S'(-1); at 1e-9 from the bound the density differs
+    # from its limit by O(1e-9) relative.
+    assert density[0].item() == pytest.approx(math.exp(-log_d0.item()), rel=1e-6)
+    assert density[1].item() == pytest.approx(math.exp(-log_dk.item()), rel=1e-6)
