@@ -77,3 +77,11 @@ def test_conditional_flows_benchmark_runs():
     out = _run_quick("conditional_flows.py", timeout=1800)
     for model in ("ConditionalCompactFlow (defaults)", "(a) Beta regression", "(d) zuko conditional NSF"):
         assert f"| {model}" in out
+
+
+@pytest.mark.slow
+def test_scale_out_benchmark_runs():
+    # Spawns a 1-process and a 2-process run (40-80 s on the shared 2-core machine); the equality of their results
+    # is what tests/test_distributed.py checks by default.
+    out = _run_quick("scale_out.py", timeout=900)
+    assert "| per-sample attribution" in out and "| readout training" in out and "largest difference" in out

@@ -47,6 +47,7 @@ from torch.distributions import constraints, register_kl
 from torch.distributions.utils import _standard_normal, broadcast_all
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.attribution.capacity import NATS_PER_BIT, lambda_from_alpha, per_element_capacity
 from pyroflows.attribution.hooks import HeadOutput, LayerSplit, frozen
 from pyroflows.attribution.layout import (
@@ -180,7 +181,17 @@ class MaskedFeatureNormal(TorchDistribution):
             if axis == 1 and loc.shape == scale.shape == self.loc.shape[1:]:  # copies x images x feature map
                 return _SharedNoiseSample.apply(loc, scale, eps)
         else:
-            eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
+            # Under a distributed global batch: the whole batch's noise, this rank's images (dim -event_dim-1).
+            axis = len(shape) - self.event_dim - 1
+
+            def draw(m: int) -> torch.Tensor:
+                return _standard_normal(shape[:axis] + [m] + shape[axis + 1 :], dtype=self.loc.dtype,
+                                        device=self.loc.device)  # fmt: skip
+
+            if axis >= 0:
+                eps = distributed.draw_rows(draw, shape[axis], dim=axis)
+            else:
+                eps = _standard_normal(shape, dtype=self.loc.dtype, device=self.loc.device)
         return torch.addcmul(self.loc, eps, self.scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -251,6 +262,18 @@ def _batches(data: Any, batch_size: int = 64, args: tuple[Any, ...] = ()) -> Ite
 
 def _rows(value: Any, rows: slice, n: int) -> Any:
     return value[rows] if isinstance(value, torch.Tensor) and value.ndim and value.shape[0] == n else value
+
+
+def _shard_estimation(data: Any, args: tuple[Any, ...], max_samples: int | None) -> tuple[Any, tuple[Any, ...]]:
+    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`), with the rows of
+    batch-first ``additional_forward_args`` that go with a tensor's shard."""
+    if not distributed.active():
+        return data, args
+    if isinstance(data, torch.Tensor):
+        n = data.shape[0]
+        r = distributed.shard_range(n if max_samples is None else min(n, max_samples))
+        args = tuple(_rows(a, slice(r.start, r.stop), n) for a in args)
+    return distributed.shard_batches(data, max_samples), args
 
 
 def _model_device(model: nn.Module) -> torch.device | None:
@@ -450,22 +473,26 @@ class BottleneckBase(LayerAttribution):
         args = _forward_args(additional_forward_args)
         sample: tuple[torch.Tensor, tuple[Any, ...]] | None = None
         bar = tqdm(total=max_samples, disable=not progress, desc=f"estimating {self.layer_name}", unit="sample")
+        data, args = _shard_estimation(data, args, max_samples)  # in a process group: this rank's rows
         with frozen(self.model):
-            for x, batch_args in _batches(data, args=args):
-                if max_samples is not None and stats.count >= max_samples:
-                    break
-                if max_samples is not None:
-                    keep = slice(0, max_samples - stats.count)
-                    x, batch_args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in batch_args)
-                x = x.to(device) if device is not None else x
-                call = self._run_head(x, batch_args)
-                mask = None if call.padding is None else ~call.padding[:, None, :]
-                stats.update(call.features, mask)
-                if sample is None:
-                    sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in batch_args))
-                bar.update(x.shape[0])
+            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
+                for x, batch_args in _batches(data, args=args):
+                    if max_samples is not None and stats.count >= max_samples:
+                        break
+                    if max_samples is not None:
+                        keep = slice(0, max_samples - stats.count)
+                        x, batch_args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in batch_args)
+                    x = x.to(device) if device is not None else x
+                    call = self._run_head(x, batch_args)
+                    mask = None if call.padding is None else ~call.padding[:, None, :]
+                    stats.update(call.features, mask)
+                    if sample is None:
+                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in batch_args))
+                    bar.update(x.shape[0])
             bar.close()
+            distributed.reduce_statistics(stats)  # moments merged over ranks: one process's up to rounding
             self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
                 self._measure_receptive_field(*sample)
         return self
@@ -670,6 +697,12 @@ class BottleneckBase(LayerAttribution):
                 )
             inputs = inputs[0]
         inputs = self._check_inputs(inputs)
+        if distributed.active():  # each process attributes its shard of the inputs; results gathered in order
+            result = distributed.map_shards(
+                lambda x, t, *a: self.attribute(x, t, a, upsample=upsample, output=output),
+                inputs, target, *_forward_args(additional_forward_args),
+            )  # fmt: skip
+            return (result,) if is_tuple else result
         with torch.enable_grad():  # NoiseTunnel calls its method under no_grad
             capacity, call = self._capacity_call(inputs, target, _forward_args(additional_forward_args))
         maps = self._to_map(capacity, inputs if upsample else None, call.padding if upsample else None)

@@ -38,6 +38,7 @@ from pyro.nn import PyroModule
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.hooks import frozen, resolve_layer
 from pyroflows.attribution.layout import check_channel_dim, to_channels_first
@@ -48,6 +49,7 @@ from pyroflows.attribution.per_sample import (
     _forward_args,
     _model_device,
     _rows,
+    _shard_estimation,
 )
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
@@ -233,25 +235,30 @@ class ReadoutBottleneck(BottleneckBase):
         device = _model_device(self.model)
         sample = None
         bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
+        data, forward_args = _shard_estimation(data, _forward_args(additional_forward_args), max_samples)  # our rows
         with frozen(self.model):
-            for x, args in _batches(data, args=_forward_args(additional_forward_args)):
-                if max_samples is not None and bottleneck.count >= max_samples:
-                    break
-                if max_samples is not None:
-                    keep = slice(0, max_samples - bottleneck.count)
-                    x, args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in args)
-                x = x.to(device) if device is not None else x
-                call = self._run_head(x, args)
-                bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
-                for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
-                    padded = (
-                        call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
-                    )
-                    stats.update(feature, ~call.padding[:, None, :] if padded else None)
-                if sample is None:
-                    sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))
-                bar.update(x.shape[0])
+            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
+                for x, args in _batches(data, args=forward_args):
+                    if max_samples is not None and bottleneck.count >= max_samples:
+                        break
+                    if max_samples is not None:
+                        keep = slice(0, max_samples - bottleneck.count)
+                        x, args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in args)
+                    x = x.to(device) if device is not None else x
+                    call = self._run_head(x, args)
+                    bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
+                    for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
+                        padded = (
+                            call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+                        )
+                        stats.update(feature, ~call.padding[:, None, :] if padded else None)
+                    if sample is None:
+                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))
+                    bar.update(x.shape[0])
             bar.close()
+            for stats in [bottleneck, *readout]:  # moments merged over ranks: one process's up to rounding
+                distributed.reduce_statistics(stats)
+            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
                 self._set_statistics(
                     bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold),
@@ -313,7 +320,9 @@ class ReadoutBottleneck(BottleneckBase):
         steps_per_epoch = len(data) if hasattr(data, "__len__") else None
         step = 0
         with frozen(self.model), pyro.get_param_store().scope(), pyro.validation_enabled(False):
-            svi = SVI(self._train_model, self._train_guide, pyro.optim.Adam({"lr": lr}), elbo)
+            distributed.synchronize(self.network)  # rank 0's weights and random state on every rank
+            optim = distributed.synchronize_gradients(pyro.optim.Adam({"lr": lr}))
+            svi = SVI(self._train_model, self._train_guide, optim, elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
                     if warmup > 0 and steps_per_epoch:
@@ -324,9 +333,10 @@ class ReadoutBottleneck(BottleneckBase):
                     x, y = batch[0], batch[1]
                     if device is not None:
                         x, y = x.to(device), y.to(device)
-                    call = self._run_head(x)
-                    stacked = self._stacked(self._readout_features(x), call.features.shape[2:])
-                    loss = svi.step(call, y.long(), stacked)
+                    with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
+                        call = self._run_head(x[share.rows])
+                        stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
+                        loss = share.total(svi.step(call, y[share.rows].long(), stacked))
                     self.history.append(loss / x.shape[0])
         self._kl_factor = 1.0
         self.network.eval()

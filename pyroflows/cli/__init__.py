@@ -61,10 +61,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    from pyroflows import distributed
+
     showwarning = warnings.showwarning
     warnings.showwarning = _show_warning
     try:
-        result = args.handler(args)
+        with distributed.launched():  # under torchrun: join the process group; each command splits its work
+            if distributed.active() and not getattr(args, "splits_work", False):
+                # A command that does not split its work (sampling, scoring, the demo) runs once, on rank 0.
+                if not distributed.is_main():
+                    return 0
+                with distributed.local():
+                    result = args.handler(args)
+            else:
+                result = args.handler(args)
     except PyroflowsError as exc:
         print(f"pyroflows: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
 from pyroflows.cli._model_file import add_model_file_arguments, check_model_runs, load_model_file
 from pyroflows.errors import DataError, NumericalError
@@ -84,7 +85,7 @@ def register(subparsers: Any) -> None:
         help="sequences: axis of the layer's channels (1 for [N, C, L]; -1 for batch-first transformer features)",
     )  # fmt: skip
     parser.add_argument("--pad-id", type=int, default=None, help="token inputs: padding id, left out of the maps")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, splits_work=True)
 
 
 def load_image(path: Path, shape: tuple[int, ...]) -> torch.Tensor:
@@ -269,10 +270,12 @@ def run(args: argparse.Namespace) -> int:
     if args.target is not None and not 0 <= args.target < n_classes:
         raise DataError(f"--target must be a class index in [0, {n_classes}), got {args.target}")
     target = predicted if args.target is None else torch.full_like(predicted, args.target)
-    maps = bottleneck.attribute(images, target).detach()
+    maps = bottleneck.attribute(images, target).detach()  # under torchrun: sharded, gathered on every rank
     if not bool(torch.isfinite(maps).all()):
         bad = [str(p) for p, m in zip(args.images, maps, strict=True) if not bool(torch.isfinite(m).all())]
         raise NumericalError(f"the attribution maps of {', '.join(bad[:3])} hold NaN or infinity; nothing was written")
+    if not distributed.is_main():  # rank 0 alone writes, once every rank's maps have arrived
+        return 0
     summary = []
     with atomic_outputs(overwrite=args.force) as group:  # all maps and figures, or none
         for image, heatmap, (npy, png), path, pred, tgt in zip(

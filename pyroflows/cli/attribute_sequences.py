@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pyroflows import distributed
 from pyroflows.cli._common import print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
 from pyroflows.io import AtomicOutputs, atomic_outputs, check_output_dir, save_array, save_figure
@@ -157,6 +158,8 @@ def run_sequences(args: argparse.Namespace) -> int:
         if not bool(torch.isfinite(maps).all()):
             raise NumericalError(f"the attribution maps of {path} hold NaN or infinity; nothing was written")
         results.append(maps)
+    if not distributed.is_main():  # under torchrun: the maps are gathered on every rank; rank 0 alone writes
+        return 0
     summary: list[dict[str, Any]] = []
     with atomic_outputs(overwrite=args.force) as group:  # every map and plot, or none
         for path, x, maps, (npy, png) in zip(args.images, batches, results, outputs, strict=True):

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
 
@@ -95,7 +96,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     train.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
-    train.set_defaults(handler=_train)
+    train.set_defaults(handler=_train, splits_work=True)
 
     sample = add_parser(
         sub,
@@ -237,6 +238,8 @@ def _train(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise DataError(str(exc)) from exc
     seconds = time.perf_counter() - start
+    if not distributed.is_main():  # under torchrun every rank holds the same trained DDPM; rank 0 writes it
+        return 0
     ddpm.save(args.out, overwrite=args.force, extra={"history": history[-100:], "train_seconds": seconds,
                                                      "source": source})  # fmt: skip
     classes = f", {num_classes} classes" if num_classes else ""

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_everything
 from pyroflows.cli._model_file import TRUST_HELP, check_model_runs
 from pyroflows.errors import DataError
@@ -71,7 +72,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--force", action="store_true", help="replace existing output files")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.add_argument("--json", action="store_true", help="print the table as one JSON object")
-    parser.set_defaults(handler=run)
+    parser.set_defaults(handler=run, splits_work=True)
 
 
 def _load_model(spec: str, trust: bool = False):
@@ -147,11 +148,12 @@ def evaluate_bundled(
         model, inputs, labels, methods, boxes=boxes, context=context, n_masks=n_masks,
         sensitivity_steps=sensitivity_steps, sanity_images=sanity_images, seed=seed, progress=progress,
     )  # fmt: skip
-    with atomic_outputs(overwrite=force) as outputs:  # the table and every plot, or nothing
-        outputs.write(out / "table.md", lambda tmp: tmp.write_text(table.to_markdown(), encoding="utf-8"))
-        table.to_csv(out / "table.csv", outputs=outputs)
-        table.save_plots(out, outputs=outputs)
-        _plot_maps(table, inputs, out / "maps.png", plt, outputs)
+    if distributed.is_main():  # under torchrun the table is complete on every rank; rank 0 writes it
+        with atomic_outputs(overwrite=force) as outputs:  # the table and every plot, or nothing
+            outputs.write(out / "table.md", lambda tmp: tmp.write_text(table.to_markdown(), encoding="utf-8"))
+            table.to_csv(out / "table.csv", outputs=outputs)
+            table.save_plots(out, outputs=outputs)
+            _plot_maps(table, inputs, out / "maps.png", plt, outputs)
     return table, len(correct)
 
 
@@ -204,6 +206,8 @@ def evaluate_sequences(
     from pyroflows.cli.attribute_sequences import plot_sequence_maps
 
     shown = {r.method: r.maps for r in table.results.values() if r.maps is not None}
+    if not distributed.is_main():  # under torchrun the table is complete on every rank; rank 0 writes it
+        return table, len(setup.target)
     with atomic_outputs(overwrite=force) as outputs:  # the table and every plot, or nothing
         outputs.write(out / "table.md", lambda tmp: tmp.write_text(table.to_markdown(), encoding="utf-8"))
         table.to_csv(out / "table.csv", outputs=outputs)
@@ -227,19 +231,22 @@ def run(args: argparse.Namespace) -> int:
             args.out, task=args.task, methods=methods, n_images=args.n_images, n_masks=args.n_masks,
             sensitivity_steps=args.sensitivity_steps, sanity_images=args.sanity_images,
             estimation_images=args.estimation_images, seed=args.seed, force=args.force,
-            progress=not args.no_progress,
+            progress=not args.no_progress and distributed.is_main(),
         )  # fmt: skip
         return _report(args, table, n, time.perf_counter() - start)
     table, n = evaluate_bundled(
         args.out, model_spec=args.model, layer=args.layer, methods=methods, n_images=args.n_images,
         n_masks=args.n_masks, sensitivity_steps=args.sensitivity_steps,
         sanity_images=args.sanity_images, estimation_images=args.estimation_images,
-        seed=args.seed, force=args.force, progress=not args.no_progress, trust_model_file=args.trust_model_file,
+        seed=args.seed, force=args.force, progress=not args.no_progress and distributed.is_main(),
+        trust_model_file=args.trust_model_file,
     )  # fmt: skip
     return _report(args, table, n, time.perf_counter() - start)
 
 
 def _report(args: argparse.Namespace, table: Any, n: int, seconds: float) -> int:
+    if not distributed.is_main():  # under torchrun rank 0 alone prints
+        return 0
     if args.json:
         print_json({"images": n, "seconds": seconds, "rows": table.rows(), "out": str(args.out)})
     else:

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
 from pyroflows.io import check_output_path, check_output_suffix, load_array, parse_bounds, save_array, save_figure
@@ -85,7 +86,7 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--force", action="store_true", help="replace MODEL if it exists")
     fit.add_argument("--quiet", action="store_true", help="no progress bar")
     fit.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    fit.set_defaults(handler=fit_command)
+    fit.set_defaults(handler=fit_command, splits_work=True)
 
     score = add_parser(
         sub,
@@ -192,6 +193,8 @@ def fit_command(args: argparse.Namespace) -> int:
         "heldout_nll": result.best_heldout_nll,
         "seconds": round(result.seconds, 2),
     }
+    if not distributed.is_main():  # under torchrun every rank holds the same fitted flow; rank 0 writes it
+        return 0
     flow.save(args.out, overwrite=args.force, extra={"fit": summary, "train_nll": result.train_nll})
     if args.json:
         print_json(summary)

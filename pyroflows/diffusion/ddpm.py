@@ -55,6 +55,7 @@ from pyro.distributions.kl import kl_divergence
 from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
 
+from pyroflows import distributed
 from pyroflows.diffusion.forward import forward_marginal, forward_posterior
 from pyroflows.diffusion.networks import make_network
 from pyroflows.diffusion.scaler import MinMaxScaler
@@ -447,8 +448,9 @@ class DDPM(PyroModule):
         rows' labels (``0..K``, K the null label) for a class-conditional model."""
         y0 = self._scaled(x0)
         labels = self.as_labels(labels, y0.shape[0], allow_null=True)
-        t = torch.randint(1, self.steps + 1, (y0.shape[0],), device=y0.device)
-        eps = torch.randn_like(y0)
+        # draw_rows: under a distributed global batch, the whole batch's draws and this rank's rows of them.
+        t = distributed.draw_rows(lambda m: torch.randint(1, self.steps + 1, (m,), device=y0.device), y0.shape[0])
+        eps = distributed.draw_rows(lambda m: torch.randn(m, *y0.shape[1:], dtype=y0.dtype, device=y0.device), len(y0))
         alpha_bar = self.alpha_bar[t].unsqueeze(-1)
         x_t = alpha_bar.sqrt() * y0 + (1 - alpha_bar).sqrt() * eps
         return (self.predict_noise(x_t, t, labels) - eps).pow(2).mean()

@@ -27,6 +27,7 @@ from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.diffusion.ddpm import DDPM
 from pyroflows.errors import DataError, NumericalError
 from pyroflows.validation import check_float
@@ -121,6 +122,7 @@ def train(
         ddpm.scaler.fit(x)
     if seed is not None:
         pyro.set_rng_seed(seed)
+    distributed.synchronize(ddpm)  # in a process group: rank 0's weights and random state everywhere
     n = x.shape[0]
     batch = min(DEFAULT_BATCH_SIZE if batch_size is None else int(batch_size), n)
     steps_per_epoch = -(-n // batch)
@@ -135,6 +137,7 @@ def train(
         )
     else:
         optimizer = pyro.optim.AdamW(optim_args)
+    optimizer = distributed.synchronize_gradients(optimizer)  # gradients summed over processes before each step
     if loss == "eps-mse":
         svi = SVI(ddpm.model, ddpm.guide, optimizer,
                   loss=lambda model, guide, x0, labels=None: ddpm.eps_mse(x0, labels))  # fmt: skip
@@ -160,13 +163,16 @@ def train(
         total = 0.0
         for start in range(0, n, batch):
             x_batch = x if order is None else x[order[start : start + batch]]
-            if y is None:
-                value = svi.step(x_batch)
-            else:
+            y_batch = None
+            if y is not None:  # label dropout drawn for the whole global batch, so every rank drops the same rows
                 y_batch = y if order is None else y[order[start : start + batch]]
                 dropped = torch.rand(y_batch.shape, device=y_batch.device) < float(label_dropout)
                 y_batch = torch.where(dropped, torch.full_like(y_batch, ddpm.null_label), y_batch)
-                value = svi.step(x_batch, labels=y_batch)
+            with distributed.global_batch(x_batch.shape[0], "mean") as share:  # this process's rows of the batch
+                if y_batch is None:
+                    value = share.total(svi.step(x_batch[share.rows]))
+                else:
+                    value = share.total(svi.step(x_batch[share.rows], labels=y_batch[share.rows]))
             step += 1
             if not math.isfinite(value):
                 raise NumericalError(

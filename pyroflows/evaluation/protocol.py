@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.errors import DataError
 from pyroflows.evaluation.baselines import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves
@@ -305,10 +306,14 @@ def evaluate_methods(
                 result.error = str(exc).split("\n")[0][:200]
                 continue
             result.maps = maps
+            # Under a process group the per-image metrics run on shards of the images, gathered in order.
             for tile in degradation_tiles:
-                result.degradation[tile] = degradation_curves(
-                    model, inputs, maps, target, tile_size=tile, baseline=baseline, batch_size=batch_size
-                )
+                result.degradation[tile] = distributed.map_shards(
+                    lambda x, m, t, tile=tile: degradation_curves(
+                        model, x, m, t, tile_size=tile, baseline=baseline, batch_size=batch_size
+                    ),
+                    inputs, maps, target, concat={"morf": 0, "lerf": 0},
+                )  # fmt: skip
             if boxes is not None:
                 from pyroflows.evaluation import bounding_box_score
 
@@ -324,9 +329,12 @@ def evaluate_methods(
             for tile in sensitivity_tiles:
                 n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
                 ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps, spatial=len(positions))
-                result.sensitivity[tile] = sensitivity_n(
-                    model, inputs, maps, target, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,
-                    seed=seed, batch_size=batch_size,
+                result.sensitivity[tile] = distributed.map_shards(
+                    lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
+                        model, x, m, t, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,
+                        seed=seed, batch_size=batch_size,
+                    ),
+                    inputs, maps, target, concat={"correlation": 0},
                 )  # fmt: skip
             if sanity_images > 0:
                 k = min(sanity_images, n)

@@ -20,6 +20,7 @@ import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
+from pyroflows import distributed
 from pyroflows.errors import DataError
 from pyroflows.flows.compact import CompactFlow
 from pyroflows.flows.segment import SegmentFlow
@@ -238,6 +239,7 @@ def fit(
         raise DataError(f"data: need at least 2 points to fit, got {x.shape[0]}")
     if seed is not None:
         pyro.set_rng_seed(seed)
+    distributed.synchronize(flow)  # in a process group: rank 0's parameters and random state everywhere
     perm = torch.randperm(x.shape[0], device=x.device)
     n_heldout = int(round(heldout_fraction * x.shape[0]))
     heldout, train = x[perm[:n_heldout]], x[perm[n_heldout:]]
@@ -249,17 +251,23 @@ def fit(
     eval_every = min(eval_every, steps)
     decay = final_lr_fraction ** (1.0 / steps)
 
+    # In a process group the ranks' losses are summed: the global prior term is shared out between them.
+    world = distributed.world_size() if distributed.active() else 1
+
     def model(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         d = flow() if ctx is None else None
         if ctx is None:
-            pyro.factor("tail_prior", flow.log_prior())  # MAP: the flow's own prior on its tail slopes (0 by default)
-        with pyro.plate("data", points.shape[0], subsample_size=batch) as idx:
+            # MAP: the flow's own prior on its tail slopes (0 by default)
+            pyro.factor("tail_prior", flow.log_prior() / world)
+        # In a process group each process observes its share of the (common) minibatch.
+        with distributed.subsample_plate("data", points.shape[0], batch) as idx:
             pyro.sample("obs", d if ctx is None else flow(ctx[idx]), obs=points[idx])
 
     def guide(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         pass
 
-    svi = SVI(model, guide, pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}), Trace_ELBO())
+    optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}))
+    svi = SVI(model, guide, optim, Trace_ELBO())
     result = FitResult(eval_every=eval_every)
     best_state, best_log_probs = None, None
     best = smoothed = math.inf
@@ -271,7 +279,7 @@ def fit(
     while result.steps < steps:
         flow.train()
         block = min(eval_every, steps - result.steps)
-        total = sum(svi.step(train, c_train) for _ in range(block))
+        total = sum(distributed.all_sum(svi.step(train, c_train)) for _ in range(block))
         result.steps += block
         bar.update(block)
         result.train_nll.append(total / (block * n))
