@@ -133,6 +133,10 @@ def launched(backend: str | None = None) -> Iterator[None]:
     created = init_from_env(backend)
     try:
         yield
+        if created and world_size() > 1:
+            # Every rank reaches the teardown before any destroys the group: a rank that tore gloo down while rank 0
+            # was still writing its outputs was seen to abort ("terminate called without an active exception").
+            _dist().barrier()
     finally:
         if created:
             _dist().destroy_process_group()
