@@ -27,7 +27,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -469,21 +469,11 @@ class BottleneckBase(LayerAttribution):
             DataError: fewer than 2 samples, or the layer's output holds NaN.
         """
         stats = FeatureStatistics()
-        device = _model_device(self.model)
-        args = _forward_args(additional_forward_args)
         sample: tuple[torch.Tensor, tuple[Any, ...]] | None = None
         bar = tqdm(total=max_samples, disable=not progress, desc=f"estimating {self.layer_name}", unit="sample")
-        data, args = _shard_estimation(data, args, max_samples)  # in a process group: this rank's rows
         with frozen(self.model):
             with distributed.fail_together():  # a failure on one rank ends estimate on every rank
-                for x, batch_args in _batches(data, args=args):
-                    if max_samples is not None and stats.count >= max_samples:
-                        break
-                    if max_samples is not None:
-                        keep = slice(0, max_samples - stats.count)
-                        x, batch_args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in batch_args)
-                    x = x.to(device) if device is not None else x
-                    call = self._run_head(x, batch_args)
+                for x, batch_args, call in self._estimation_heads(data, additional_forward_args, max_samples, stats):
                     mask = None if call.padding is None else ~call.padding[:, None, :]
                     stats.update(call.features, mask)
                     if sample is None:
@@ -496,6 +486,22 @@ class BottleneckBase(LayerAttribution):
             if sample is not None:
                 self._measure_receptive_field(*sample)
         return self
+
+    def _estimation_heads(
+        self, data: Any, additional_forward_args: Any, max_samples: int | None, counted: FeatureStatistics
+    ) -> Iterator[tuple[torch.Tensor, tuple[Any, ...], BottleneckCall]]:
+        """The head of each batch of ``data`` that :meth:`estimate` reads: this rank's rows in a process group, cut
+        at ``max_samples`` samples as counted by ``counted`` (updated by the caller), on the model's device."""
+        device = _model_device(self.model)
+        data, args = _shard_estimation(data, _forward_args(additional_forward_args), max_samples)
+        for x, batch_args in _batches(data, args=args):
+            if max_samples is not None and counted.count >= max_samples:
+                break
+            if max_samples is not None:
+                keep = slice(0, max_samples - counted.count)
+                x, batch_args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in batch_args)
+            x = x.to(device) if device is not None else x
+            yield x, batch_args, self._run_head(x, batch_args)
 
     def _measure_receptive_field(self, inputs: torch.Tensor, args: tuple[Any, ...]) -> None:
         """Cache the receptive field of a sequence layer shorter than its float input (see :mod:`.layout`)."""

@@ -45,11 +45,8 @@ from pyroflows.attribution.layout import check_channel_dim, to_channels_first
 from pyroflows.attribution.per_sample import (
     BottleneckBase,
     ClosedFormKLELBO,
-    _batches,
-    _forward_args,
     _model_device,
     _rows,
-    _shard_estimation,
 )
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
@@ -235,17 +232,9 @@ class ReadoutBottleneck(BottleneckBase):
         device = _model_device(self.model)
         sample = None
         bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
-        data, forward_args = _shard_estimation(data, _forward_args(additional_forward_args), max_samples)  # our rows
         with frozen(self.model):
             with distributed.fail_together():  # a failure on one rank ends estimate on every rank
-                for x, args in _batches(data, args=forward_args):
-                    if max_samples is not None and bottleneck.count >= max_samples:
-                        break
-                    if max_samples is not None:
-                        keep = slice(0, max_samples - bottleneck.count)
-                        x, args = x[keep], tuple(_rows(a, keep, x.shape[0]) for a in args)
-                    x = x.to(device) if device is not None else x
-                    call = self._run_head(x, args)
+                for x, args, call in self._estimation_heads(data, additional_forward_args, max_samples, bottleneck):
                     bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
                     for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
                         padded = (
