@@ -108,16 +108,10 @@ def evaluate_bundled(
     from pyroflows.attribution import BUNDLED_LAYER
     from pyroflows.attribution.hooks import resolve_layer
     from pyroflows.datasets import make_cluttered_digits
-    from pyroflows.evaluation import MethodContext, available_methods, evaluate_methods
+    from pyroflows.evaluation import MethodContext, evaluate_methods
     from pyroflows.io import atomic_outputs, check_output_dir
 
-    if not methods:
-        raise DataError("--methods: no method given; choose from " + ", ".join(available_methods()))
-    unknown = [m for m in methods if m not in available_methods()]
-    if unknown:
-        raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
-    if n_images < 1:
-        raise DataError(f"--n-images must be at least 1, got {n_images}")
+    _check_methods(methods, n_images)
     check_output_dir(out, DEMO_OUTPUTS, overwrite=force)
     model = _load_model(model_spec, trust_model_file)
     if layer is None and model_spec != "bundled" and {"per-sample", "readout"} & set(methods):
@@ -177,6 +171,19 @@ def _plot_maps(table, inputs, path: Path, plt, outputs) -> None:
         plt.close(figure)
 
 
+def _check_methods(methods: list[str], n_images: int) -> None:
+    """Refuse, before any work, an empty or unknown ``--methods`` and a non-positive ``--n-images``."""
+    from pyroflows.evaluation import available_methods
+
+    if not methods:
+        raise DataError("--methods: no method given; choose from " + ", ".join(available_methods()))
+    unknown = [m for m in methods if m not in available_methods()]
+    if unknown:
+        raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
+    if n_images < 1:
+        raise DataError(f"--n-images must be at least 1, got {n_images}")
+
+
 def evaluate_sequences(
     out: Path, *, task: str, methods: list[str], n_images: int, n_masks: int, sensitivity_steps: int,
     sanity_images: int, estimation_images: int, seed: int, force: bool, progress: bool,
@@ -187,17 +194,10 @@ def evaluate_sequences(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pyroflows.evaluation import available_methods
     from pyroflows.evaluation.sequence_tasks import evaluate_sequence_task
     from pyroflows.io import atomic_outputs, check_output_dir
 
-    if not methods:
-        raise DataError("--methods: no method given; choose from " + ", ".join(available_methods()))
-    unknown = [m for m in methods if m not in available_methods()]
-    if unknown:
-        raise DataError(f"--methods: unknown {unknown}; choose from {', '.join(available_methods())}")
-    if n_images < 1:
-        raise DataError(f"--n-images must be at least 1, got {n_images}")
+    _check_methods(methods, n_images)
     check_output_dir(out, ["table.md", "table.csv", "maps.png", "sanity_check.png"], overwrite=force)
     table, setup = evaluate_sequence_task(
         task, methods, n=n_images, estimation=estimation_images, seed=seed, n_masks=n_masks,
