@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pyroflows.serialization import load_checkpoint
+from pyroflows.serialization import restore_module
 
 __all__ = [
     "MotifCNN",
@@ -125,9 +125,7 @@ def load_motif_model() -> MotifCNN:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    checkpoint = load_checkpoint(MOTIF_WEIGHTS, kind="MotifCNN")
-    model = MotifCNN(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model, _ = restore_module(MOTIF_WEIGHTS, kind="MotifCNN", build=lambda config: MotifCNN(**config))
     return model.eval()
 
 
@@ -137,7 +135,7 @@ def load_keyword_model() -> KeywordTransformer:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    checkpoint = load_checkpoint(KEYWORD_WEIGHTS, kind="KeywordTransformer")
-    model = KeywordTransformer(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
+    model, _ = restore_module(
+        KEYWORD_WEIGHTS, kind="KeywordTransformer", build=lambda config: KeywordTransformer(**config)
+    )
     return model.eval()
