@@ -30,7 +30,7 @@ from pyroflows.datasets import make_cluttered_digits  # noqa: E402
 from pyroflows.evaluation import bounding_box_score  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attribution_speed import _write_section  # noqa: E402
+from _results import write_section as _write_section  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

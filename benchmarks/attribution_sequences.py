@@ -28,7 +28,7 @@ from pyroflows.evaluation import SEQUENCE_METHODS, make_attribute_fn, span_score
 from pyroflows.evaluation.sequence_tasks import sequence_task, train_readout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from attribution_speed import _write_section  # noqa: E402
+from _results import write_section as _write_section  # noqa: E402
 
 
 def _measure(task: str, n: int, seed: int, estimation: int, epochs: int) -> dict[str, tuple[float, float, float]]:

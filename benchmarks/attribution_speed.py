@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import re
 import sys
 import time
 from pathlib import Path
@@ -35,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 
 import torch.nn.functional as F
+from _results import write_section as _write_section  # noqa: E402  # benchmarks/ is sys.path[0] when run
 from torch import nn
 
 from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
@@ -348,13 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         _write_section(section, "## Attribution speed")
     return 0
-
-
-def _write_section(section: str, heading: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    RESULTS.write_text(text)
 
 
 if __name__ == "__main__":

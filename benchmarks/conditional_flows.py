@@ -28,7 +28,6 @@ import copy
 import datetime
 import math
 import os
-import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from _results import write_section as _write_section  # noqa: E402  # benchmarks/ is sys.path[0] when run
 from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
@@ -311,13 +311,7 @@ def render(rows, n_train, n_test, draws, quick, load_before, load_after, total) 
 
 
 def write_section(table: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
-    if pattern.search(text):
-        text = pattern.sub(table.rstrip("\n") + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    RESULTS.write_text(text)
+    _write_section(table, SECTION)
     print(f"updated {RESULTS}")
 
 

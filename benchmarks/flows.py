@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import math
-import re
 import time
 import warnings
 from pathlib import Path
@@ -33,6 +32,7 @@ import pyro
 import pyro.distributions as dist
 import pyro.distributions.transforms as T
 import torch
+from _results import write_section as _write_section  # benchmarks/ is sys.path[0] when run
 from scipy import stats
 from sklearn.model_selection import GridSearchCV
 from sklearn.neighbors import KernelDensity
@@ -331,13 +331,7 @@ def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: in
 
 
 def write_section(table: str, section: str = SECTION) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"{re.escape(section)}\n.*?(?=\n## |\Z)", re.S)
-    if pattern.search(text):
-        text = pattern.sub(table.rstrip("\n") + "\n", text)
-    else:
-        text = text.rstrip("\n") + "\n\n" + table
-    RESULTS.write_text(text)
+    _write_section(table, section)
     print(f"updated {RESULTS}")
 
 

@@ -35,7 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from attribution_speed import _write_section  # noqa: E402
+from _results import write_section as _write_section  # noqa: E402
 
 SECTION = "## Scale-out on torch.distributed"
 
