@@ -17,14 +17,22 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import torch
 
 from pyroflows.errors import CheckpointError, PyroflowsError
 from pyroflows.io import atomic_write, check_output_path
 
-__all__ = ["save_checkpoint", "load_checkpoint", "restore_module", "check_config", "FORMAT_VERSION", "CONFIG_LIMITS"]
+__all__ = [
+    "Checkpointable",
+    "save_checkpoint",
+    "load_checkpoint",
+    "restore_module",
+    "check_config",
+    "FORMAT_VERSION",
+    "CONFIG_LIMITS",
+]
 
 T = TypeVar("T", bound=torch.nn.Module)
 
@@ -175,11 +183,13 @@ def restore_module(
     kind: str,
     build: Callable[[dict[str, Any]], T],
     limits: Mapping[str, tuple[int, int]] | None = None,
+    restore: Callable[[T, Mapping[str, torch.Tensor], Mapping[str, Any]], None] | None = None,
 ) -> tuple[T, dict[str, Any]]:
     """Load a checkpoint and rebuild its module, every failure a one-line :class:`CheckpointError`.
 
     The config is checked with :func:`check_config` first; then ``build(config)`` makes the module and its
-    ``state_dict`` is loaded strictly (missing, unexpected or mis-shaped tensors are errors).
+    ``state_dict`` is loaded strictly (missing, unexpected or mis-shaped tensors are errors), or handed to
+    ``restore(module, state_dict, extra)`` when given.
 
     Returns:
         The module and the checkpoint dictionary.
@@ -202,7 +212,10 @@ def restore_module(
         raise CheckpointError(f"{path}: corrupt {kind} model file (its state_dict is not a dict of tensors)")
     try:
         module = build(dict(checkpoint["config"]))
-        module.load_state_dict(state)
+        if restore is None:
+            module.load_state_dict(state)
+        else:
+            restore(module, state, checkpoint.get("extra") or {})
     except PyroflowsError as exc:
         raise CheckpointError(f"{path}: corrupt {kind} model file ({exc})") from exc
     except (TypeError, ValueError, KeyError, RuntimeError, AttributeError, IndexError) as exc:
@@ -214,3 +227,96 @@ def restore_module(
         if tensor.is_floating_point() and not finite.all():
             raise CheckpointError(f"{path}: corrupt {kind} model file ({name} holds NaN or infinity)")
     return module, checkpoint
+
+
+C = TypeVar("C", bound="Checkpointable")
+
+
+class Checkpointable:
+    """The one persistence protocol of every saved pyroflows object (flows, DDPMs, bottlenecks, bundled models).
+
+    A subclass is a ``torch.nn.Module`` that provides
+
+    * ``config``: a **property** (or attribute) holding its constructor arguments as plain values;
+    * ``from_config(config, **kwargs)``: a classmethod rebuilding an untrained object (the default calls
+      ``cls(**config, **kwargs)``; override it to convert values such as dtypes or to read older files);
+
+    and gets :meth:`save` (``save(path, overwrite=False, extra=None) -> Path``, atomic, refusing to replace a file)
+    and :meth:`load` (``load(path, **kwargs)``, every failure a one-line :class:`~pyroflows.errors.CheckpointError`,
+    the state_dict loaded strictly) with the same behaviour everywhere. ``checkpoint_kind`` (default: the class name)
+    is the tag written into the file and checked on load; ``checkpoint_limits`` overrides :data:`CONFIG_LIMITS`.
+    Objects whose state is not a plain ``state_dict`` override :meth:`checkpoint_state` / :meth:`restore_state`.
+
+    Example:
+        >>> import tempfile, pathlib
+        >>> class Line(Checkpointable, torch.nn.Linear):
+        ...     def __init__(self, n: int):
+        ...         super().__init__(n, 1)
+        ...         self.n = n
+        ...     @property
+        ...     def config(self):
+        ...         return {"n": self.n}
+        >>> path = Line(3).save(pathlib.Path(tempfile.mkdtemp()) / "line.pt")
+        >>> Line.load(path).weight.shape
+        torch.Size([1, 3])
+    """
+
+    checkpoint_kind: ClassVar[str | None] = None
+    checkpoint_limits: ClassVar[Mapping[str, tuple[int, int]] | None] = None
+
+    @classmethod
+    def _kind(cls) -> str:
+        return cls.checkpoint_kind or cls.__name__
+
+    @classmethod
+    def from_config(cls: type[C], config: dict[str, Any], **kwargs: Any) -> C:
+        """Rebuild an untrained object from :attr:`config` (plus non-saved arguments such as a model to explain)."""
+        return cls(**config, **kwargs)
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The tensors to save (default: ``state_dict()``)."""
+        return self.state_dict()  # type: ignore[attr-defined]
+
+    def restore_state(self, state: Mapping[str, torch.Tensor], extra: Mapping[str, Any]) -> None:
+        """Load what :meth:`checkpoint_state` saved (default: a strict ``load_state_dict``)."""
+        self.load_state_dict(state)  # type: ignore[attr-defined]
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """Non-tensor values kept beside the weights (training history, counts); default none."""
+        return {}
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
+        """Write the object atomically with :func:`save_checkpoint`; refuses to replace a file unless ``overwrite``.
+
+        Returns:
+            The path written.
+        """
+        return save_checkpoint(
+            path,
+            kind=self._kind(),
+            config=dict(self.config),  # type: ignore[attr-defined]
+            state_dict=self.checkpoint_state(),
+            extra={**self.checkpoint_extra(), **(extra or {})},
+            overwrite=overwrite,
+        )
+
+    @classmethod
+    def load(cls: type[C], path: str | os.PathLike, **kwargs: Any) -> C:
+        """Read an object written by :meth:`save`; it equals the saved one exactly.
+
+        Args:
+            path: The file.
+            **kwargs: Passed to :meth:`from_config` (arguments that are not saved, such as the model explained).
+
+        Raises:
+            pyroflows.errors.CheckpointError: the file is missing, corrupt, of another kind, or does not fit.
+        """
+
+        module, _ = restore_module(
+            path,
+            kind=cls._kind(),
+            build=lambda config: cls.from_config(config, **kwargs),  # type: ignore[arg-type, return-value]
+            limits=cls.checkpoint_limits,
+            restore=lambda obj, state, extra: obj.restore_state(state, extra),  # type: ignore[attr-defined]
+        )
+        return module  # type: ignore[return-value]
