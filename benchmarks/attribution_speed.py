@@ -226,7 +226,7 @@ def bench_network(name, model, layer, images, estimate_data, targets, *, batched
     t_single = _time(lambda: [ours.attribute(images[i : i + 1], targets[i : i + 1]) for i in range(n)], repeats) / n
     # The same bottleneck with the tail run as the model's own modules (same statistics).
     plain = PerSampleBottleneck(model, layer, optimize_tail=False)
-    plain._set_statistics(ours.mean, ours.std, ours.active, ours.n_samples)
+    plain.set_statistics(ours.mean, ours.std, ours.active, ours.n_samples)
     plain.attribute(images[:1], targets[:1])
     t_plain = _time(lambda: [plain.attribute(images[i : i + 1], targets[i : i + 1]) for i in range(n)], repeats) / n
     row = {"network": name, "images": n, "official": t_official, "single": t_single, "batched": None}

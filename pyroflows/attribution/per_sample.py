@@ -481,7 +481,7 @@ class BottleneckBase(LayerAttribution):
                     bar.update(x.shape[0])
             bar.close()
             distributed.reduce_statistics(stats)  # moments merged over ranks: one process's up to rounding
-            self._set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+            self.set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
             sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
                 self._measure_receptive_field(*sample)
@@ -513,8 +513,21 @@ class BottleneckBase(LayerAttribution):
             self.model, self.split.layer, inputs, additional_forward_args=args, channel_dim=self.channel_dim
         )
 
-    def _set_statistics(self, mean: torch.Tensor, std: torch.Tensor, active: torch.Tensor, n: int) -> None:
-        self.mean, self.std, self.active, self.n_samples = mean, std, active.bool(), int(n)
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor, active: torch.Tensor, n_samples: int) -> None:
+        """Use given feature statistics instead of :meth:`estimate` (e.g. ones estimated once and shared).
+
+        Args:
+            mean, std: Per-element mean and standard deviation of the layer's features, shape ``features.shape[1:]``.
+            active: Boolean mask of the elements that vary (the others are never noised).
+            n_samples: How many inputs the statistics came from.
+        """
+        if mean.shape != std.shape or mean.shape != active.shape:
+            raise DataError(
+                f"set_statistics: mean, std and active must have one shape, got {tuple(mean.shape)}, "
+                f"{tuple(std.shape)} and {tuple(active.shape)}"
+            )
+        self.mean, self.std, self.active, self.n_samples = mean, std, active.bool(), int(n_samples)
+
 
     def _statistics_like(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         if self.mean is None:

@@ -249,7 +249,7 @@ class ReadoutBottleneck(BottleneckBase):
                 distributed.reduce_statistics(stats)
             sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
-                self._set_statistics(
+                self.set_statistics(
                     bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold),
                     bottleneck.count,
                 )  # fmt: skip
@@ -413,7 +413,7 @@ class ReadoutBottleneck(BottleneckBase):
         try:
             device = _model_device(model)
             n_samples = checkpoint["extra"].get("n_samples", 0)
-            readout._set_statistics(state["mean"], state["std"], state["active"], n_samples)
+            readout.set_statistics(state["mean"], state["std"], state["active"], n_samples)
             n = len(readout_layers)
             readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
             readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]

@@ -184,7 +184,7 @@ def _bottleneck(args: argparse.Namespace):
             # The shipped readout holds this layer's statistics over 5,000 training digits: no estimation needed.
             bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)
             stats = load_bundled_readout(model)
-            bottleneck._set_statistics(stats.mean, stats.std, stats.active, stats.n_samples)
+            bottleneck.set_statistics(stats.mean, stats.std, stats.active, stats.n_samples)
             return model, bottleneck, shape
         if data is None:
             data = make_cluttered_digits(2000, split="train", seed=1).images

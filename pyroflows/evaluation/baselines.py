@@ -581,7 +581,7 @@ def readout_for_model(readout: Any, model: nn.Module) -> Any:
             active_threshold=readout.active_threshold, channel_dim=readout.channel_dim,
             padding_mask=readout.padding_mask,
         )  # fmt: skip
-    clone._set_statistics(readout.mean, readout.std, readout.active, readout.n_samples)
+    clone.set_statistics(readout.mean, readout.std, readout.active, readout.n_samples)
     clone.readout_mean, clone.readout_std = readout.readout_mean, readout.readout_std
     clone.network = readout.network
     clone._receptive_fields = dict(readout._receptive_fields)

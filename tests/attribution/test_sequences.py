@@ -176,7 +176,7 @@ def test_padding_is_left_out_of_the_statistics_and_does_not_change_the_maps():
     torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-7)
     assert (first[pad] == 0).all()
     callable_mask = PerSampleBottleneck(model, "embedding", channel_dim=-1, padding_mask=lambda t, a: t == 0)
-    callable_mask._set_statistics(b.mean, b.std, b.active, b.n_samples)
+    callable_mask.set_statistics(b.mean, b.std, b.active, b.n_samples)
     torch.manual_seed(1)
     torch.testing.assert_close(callable_mask.attribute(x, 0), first, rtol=1e-4, atol=1e-6)
 
