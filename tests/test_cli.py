@@ -41,3 +41,27 @@ def test_argument_errors_are_one_line_with_status_2(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "error:" in err and "--help" in err
+
+
+@pytest.mark.parametrize("argv", [["--version"], ["--help"], []])
+def test_top_level_help_and_version_import_no_command_module(argv):
+    """``pyroflows --help`` / ``--version`` list the commands without importing torch or any command module."""
+    code = (
+        "import sys, contextlib, io\n"
+        "from pyroflows.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()) as out:\n"
+        f"    main({argv!r})\n"
+        "heavy = sorted(m for m in sys.modules if m == 'torch' or m.startswith(('pyroflows.cli.flow', "
+        "'pyroflows.cli.diffusion', 'pyroflows.cli.attribute', 'pyroflows.cli.evaluate', 'pyroflows.cli.demo')))\n"
+        "assert not heavy, heavy\n"
+        "assert 'pyroflows' in out.getvalue()\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_a_command_parses_with_only_its_own_module(capsys):
+    with pytest.raises(SystemExit) as info:
+        build_parser(["flow", "--help"]).parse_args(["flow", "--help"])
+    assert info.value.code == 0
+    assert "pyroflows flow" in capsys.readouterr().out

@@ -17,17 +17,32 @@ import warnings
 from collections.abc import Sequence
 
 from pyroflows import __version__
-from pyroflows.cli._common import OneLineParser
+from pyroflows.cli._common import COMMANDS, OneLineParser
 from pyroflows.errors import PyroflowsError
 
-__all__ = ["main", "build_parser"]
-
-# Sub-command modules, in the order they appear in ``--help``. Each exposes ``register(subparsers)``.
-_COMMAND_MODULES = ("demo", "flow", "diffusion", "attribute", "evaluate")
+__all__ = ["main", "build_parser", "COMMANDS"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """Build the argument parser with every sub-command registered."""
+def _selected_command(argv: Sequence[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option), if it is one of :data:`COMMANDS`."""
+    for word in argv:
+        if not word.startswith("-"):
+            return word if word in COMMANDS else None
+    return None
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """Build the argument parser.
+
+    Args:
+        argv: The arguments about to be parsed. When given, only the sub-command they name is imported and fully
+            registered (the others are listed by name and summary); when ``None`` every sub-command is registered.
+
+    Example:
+        >>> parser = build_parser(["--version"])  # imports no command module
+        >>> sorted(parser._subparsers._group_actions[0].choices)
+        ['attribute', 'demo', 'diffusion', 'evaluate', 'flow']
+    """
     import importlib
 
     parser = OneLineParser(
@@ -41,8 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pyroflows {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMAND_MODULES:
-        importlib.import_module(f"pyroflows.cli.{name}").register(subparsers)
+    selected = None if argv is None else _selected_command(argv)
+    for name, summary in COMMANDS.items():
+        if argv is None or name == selected:
+            importlib.import_module(f"pyroflows.cli.{name}").register(subparsers)
+        else:
+            subparsers.add_parser(name, help=summary, add_help=False)
     return parser
 
 
@@ -53,7 +72,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         >>> main(["--version"])  # doctest: +SKIP
         pyroflows 0.1.0
     """
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, --version, or a one-line argument error (status 2)

@@ -12,6 +12,17 @@ from typing import Any
 
 from pyroflows.errors import DataError, NumericalError
 
+#: The sub-commands, in ``--help`` order, with their one-line summaries: the one home of that text (each
+#: module's ``register(subparsers)`` takes it from here through :func:`add_parser`). A command's module is imported
+#: only when that command runs, so ``pyroflows --help`` and ``--version`` answer without importing torch.
+COMMANDS: dict[str, str] = {
+    "demo": "run a short tour of every capability on built-in data",
+    "flow": "fit, score and sample densities on an interval or a box",
+    "diffusion": "train, sample and score DDPM diffusion models",
+    "attribute": "information-bottleneck attribution maps (per-sample or readout) for images",
+    "evaluate": "compare attribution methods with the IBA paper's metrics (a Table-1-style table and plots)",
+}
+
 
 class OneLineParser(argparse.ArgumentParser):
     """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), and which reads values that
@@ -80,11 +91,14 @@ def float_arg(
 SEED = int_arg(low=0, high=2**32 - 1)
 
 
-def add_parser(subparsers: Any, name: str, *, help: str, description: str, example: str) -> argparse.ArgumentParser:
-    """Add a sub-command whose ``--help`` ends with a runnable example."""
+def add_parser(
+    subparsers: Any, name: str, *, description: str, example: str, help: str | None = None
+) -> argparse.ArgumentParser:
+    """Add a sub-command whose ``--help`` ends with a runnable example (``help`` defaults to its :data:`COMMANDS`
+    summary)."""
     return subparsers.add_parser(
         name,
-        help=help,
+        help=COMMANDS.get(name) if help is None else help,
         description=description,
         epilog=f"example:\n  {example}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
