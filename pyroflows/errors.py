@@ -1,6 +1,6 @@
 """Exceptions raised for bad user input.
 
-All of them derive from :class:`ValueError`, so ``except ValueError`` keeps working, and from
+The errors derive from :class:`ValueError`, so ``except ValueError`` keeps working, and from
 :class:`PyroflowsError`, which the command line turns into a one-line message instead of a traceback.
 """
 
@@ -21,3 +21,8 @@ class CheckpointError(PyroflowsError, ValueError):
 
 class NumericalError(PyroflowsError, ArithmeticError):
     """A computation produced NaN or infinity (a diverged training, a non-finite result); nothing is written."""
+
+
+class PyroflowsWarning(UserWarning):
+    """Base class of the warnings pyroflows issues (a header row skipped, an under-fitted flow, a model that cannot
+    be split, a trusted pickle); the CLI always shows them, one line each, whatever the warning filters say."""

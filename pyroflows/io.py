@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pyroflows.errors import DataError
+from pyroflows.errors import DataError, PyroflowsWarning
 
 __all__ = [
     "load_array",
@@ -48,7 +48,7 @@ def _cell(value: str, allow_missing: bool) -> float:
     return float(value)
 
 
-class HeaderWarning(UserWarning):
+class HeaderWarning(PyroflowsWarning):
     """A ``.csv`` file's first line was taken as a header (the warning names the line), not as data."""
 
 
