@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from pyroflows import __version__
 from pyroflows.cli._common import COMMANDS, OneLineParser
-from pyroflows.errors import PyroflowsError
+from pyroflows.errors import PyroflowsError, PyroflowsWarning
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -81,10 +81,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    with warnings.catch_warnings():  # restores the caller's filters and ``showwarning`` afterwards
+        # The package's own warnings are part of a command's output: always shown, one line each, even under a
+        # caller's ``-W error``; other libraries' warnings follow the caller's filters.
+        warnings.simplefilter("always", PyroflowsWarning)
+        warnings.showwarning = _show_warning
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the parsed command under torchrun's process group (if any); the package's errors become one line."""
     from pyroflows import distributed
 
-    showwarning = warnings.showwarning
-    warnings.showwarning = _show_warning
     try:
         with distributed.launched():  # under torchrun: join the process group; each command splits its work
             if distributed.active() and not getattr(args, "splits_work", False):
@@ -101,8 +109,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pyroflows: interrupted", file=sys.stderr)
         return 130
-    finally:
-        warnings.showwarning = showwarning
     return int(result or 0)
 
 
