@@ -312,7 +312,7 @@ class AtomicOutputs:
             sub.mkdir()
             self._created.append(sub)
 
-    def write(self, path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
+    def write(self, path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
         """Stage ``path``: ``write(tmp)`` writes the content to ``tmp`` (a path with ``path``'s suffix)."""
         path = Path(path)
         check_output_path(path, overwrite=self.overwrite)
@@ -383,7 +383,7 @@ def atomic_outputs(*, overwrite: bool = False) -> Iterator[AtomicOutputs]:
         raise
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None], *, overwrite: bool = False) -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object], *, overwrite: bool = False) -> Path:
     """Write one file atomically: ``write(tmp)`` fills a temporary file beside ``path``, which then replaces it.
 
     Every output of pyroflows goes through here (arrays, checkpoints, tables, figures, maps): a failed or

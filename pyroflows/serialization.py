@@ -312,7 +312,7 @@ class Checkpointable:
             pyroflows.errors.CheckpointError: the file is missing, corrupt, of another kind, or does not fit.
         """
 
-        module, _ = restore_module(
+        module, _ = restore_module(  # type: ignore[type-var]
             path,
             kind=cls._kind(),
             build=lambda config: cls.from_config(config, **kwargs),  # type: ignore[arg-type, return-value]

@@ -62,8 +62,9 @@ def check_float(
     expected = _range_text("a finite number", low, high, low_open, high_open)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         try:  # 0-d tensors and arrays
-            if getattr(value, "ndim", None) == 0 and not isinstance(value.item(), bool):
-                value = value.item()
+            item = getattr(value, "item", None)
+            if getattr(value, "ndim", None) == 0 and item is not None and not isinstance(item(), bool):
+                value = item()
         except Exception:  # noqa: BLE001 - anything unconvertible is reported below
             pass
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -97,7 +98,7 @@ def check_int(value: Any, name: str, *, low: int | None = None, high: int | None
     if isinstance(value, numbers.Integral):
         number = int(value)
     elif isinstance(value, numbers.Real) and math.isfinite(float(value)) and float(value).is_integer():
-        number = int(value)
+        number = int(float(value))
     else:
         raise DataError(f"{name}: expected {expected}, got {value!r}")
     if (low is not None and number < low) or (high is not None and number > high):
