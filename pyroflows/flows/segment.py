@@ -138,7 +138,7 @@ class SegmentFlow(PyroModule):
             ``num_layers``, ...).
 
     Raises:
-        ValueError: ``p0`` and ``p1`` differ in shape, are not finite, or coincide.
+        DataError: ``p0`` and ``p1`` differ in shape, are not finite, or coincide.
 
     Example:
         >>> seg = SegmentFlow([0.0, 0.0], [3.0, 4.0], num_layers=2)
@@ -157,12 +157,12 @@ class SegmentFlow(PyroModule):
         p0_t = torch.as_tensor(p0, dtype=dtype).flatten()
         p1_t = torch.as_tensor(p1, dtype=dtype).flatten()
         if p0_t.shape != p1_t.shape:
-            raise ValueError(f"p0 and p1 must have the same length, got {p0_t.numel()} and {p1_t.numel()}")
+            raise DataError(f"p0 and p1 must have the same length, got {p0_t.numel()} and {p1_t.numel()}")
         if not (torch.isfinite(p0_t).all() and torch.isfinite(p1_t).all()):
-            raise ValueError("p0 and p1 must be finite")
+            raise DataError("p0 and p1 must be finite")
         length = (p1_t - p0_t).norm().item()
         if length == 0:
-            raise ValueError(f"p0 and p1 coincide ({p0_t.tolist()}): a segment needs two distinct end points")
+            raise DataError(f"p0 and p1 coincide ({p0_t.tolist()}): a segment needs two distinct end points")
         self.register_buffer("p0", p0_t)
         self.register_buffer("p1", p1_t)
         self.length = length
