@@ -26,7 +26,14 @@ from pyroflows.flows.two_slope_affine import TwoSlopeAffine
 from pyroflows.serialization import Checkpointable
 from pyroflows.validation import check_int
 
-__all__ = ["CompactFlow", "BoundedTransformedDistribution", "TRANSFORMS", "BASES", "default_transform", "freeze_parameters"]
+__all__ = [
+    "CompactFlow",
+    "BoundedTransformedDistribution",
+    "TRANSFORMS",
+    "BASES",
+    "default_transform",
+    "freeze_parameters",
+]
 
 #: The layer families (:data:`pyroflows.flows.families.FAMILIES`; iterating gives their names).
 TRANSFORMS = FAMILIES
@@ -208,7 +215,9 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         self.dim = dim
         self.register_buffer("low", squash.low.to(dtype))
         self.register_buffer("high", squash.high.to(dtype))
-        options = LayerOptions(count_bins=int(count_bins), bound=float(bound), hidden_dims=hidden, order=order, ends=ends)
+        options = LayerOptions(
+            count_bins=int(count_bins), bound=float(bound), hidden_dims=hidden, order=order, ends=ends
+        )
         # Base to data: the tail layer, then the family's stack (permutations between its layers included).
         self._stack: Stack = [TwoSlopeAffine(dim)] if tail_slopes else []
         self._stack += family(dim, num_layers, options)

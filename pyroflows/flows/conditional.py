@@ -26,7 +26,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from pyro.distributions.conditional import ConditionalTransform, ConditionalTransformModule
