@@ -269,6 +269,45 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         self._frozen = True
         return self
 
+    def center_at(self, loc: torch.Tensor | Sequence[float]) -> CompactFlow:
+        """Shift the tail layer so the base distribution's median (the origin) maps to ``loc``.
+
+        Every later layer is inverted at ``squash^{-1}(loc)`` and the :class:`~pyroflows.flows.TwoSlopeAffine`
+        shift set to reach that point; with elementwise layers each coordinate's median is then exactly ``loc``
+        (monotone maps carry medians). :class:`~pyroflows.flows.AutoCompactFlow` uses it for ``init_loc_fn``.
+
+        Args:
+            loc: A point inside the bounds, ``dim`` values.
+
+        Returns:
+            The flow itself.
+
+        Raises:
+            DataError: the flow has no tail layer, or ``loc`` has the wrong size or is not inside the bounds.
+
+        Example:
+            >>> flow = CompactFlow(0.0, 1.0, num_layers=1).center_at([0.2])
+            >>> d = flow()
+            >>> x = torch.zeros(1, 1, dtype=torch.float64)
+            >>> for t in d.transforms:
+            ...     x = t(x)
+            >>> round(x.item(), 12)
+            0.2
+        """
+        if not (self._config["tail_slopes"] and isinstance(self.layers[0], TwoSlopeAffine)):
+            raise DataError("center_at: the flow has no tail layer (tail_slopes=False) to shift")
+        point = torch.as_tensor(loc, dtype=self.low.dtype, device=self.low.device).reshape(-1)
+        if point.numel() != self.dim or not bool(((point > self.low) & (point < self.high)).all()):
+            raise DataError(f"center_at: expected {self.dim} value(s) strictly inside the bounds, got {point.tolist()}")
+        with torch.no_grad():
+            z = self.squash.inv(point[None])
+            for t in reversed(self._stack[1:]):
+                z = t.inv(z)
+            tails = self.layers[0]
+            _, d = tails._coefficients()
+            tails.shift.copy_(z[0] - d)  # T(0) = m * 0 + d * sqrt(0 + 1) + shift
+        return self
+
     @property
     def frozen(self) -> bool:
         """Whether :meth:`freeze` has been called (the flow has no trainable parameters left)."""
