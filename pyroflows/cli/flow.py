@@ -31,8 +31,6 @@ def __getattr__(name: str) -> tuple[str, ...]:
 
 def register(subparsers: Any) -> None:
     """Add ``flow`` and its sub-commands to the ``pyroflows`` parser."""
-    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES
-
     flow = add_parser(
         subparsers,
         "flow",
@@ -45,6 +43,14 @@ def register(subparsers: Any) -> None:
     )
     sub = flow.add_subparsers(dest="flow_command", metavar="SUBCOMMAND")
     flow.set_defaults(handler=lambda args: (flow.print_help(), 2)[1])
+    _add_fit(sub)
+    _add_score(sub)
+    _add_sample(sub)
+
+
+def _add_fit(sub: Any) -> None:
+    """``flow fit``: its options, the ``--transform`` choices and help read from the family registry."""
+    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES
 
     fit = add_parser(
         sub,
@@ -97,6 +103,9 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     fit.set_defaults(handler=fit_command, splits_work=True)
 
+
+def _add_score(sub: Any) -> None:
+    """``flow score``."""
     score = add_parser(
         sub,
         "score",
@@ -119,6 +128,9 @@ def register(subparsers: Any) -> None:
     )
     score.set_defaults(handler=score_command)
 
+
+def _add_sample(sub: Any) -> None:
+    """``flow sample``."""
     sample = add_parser(
         sub,
         "sample",
