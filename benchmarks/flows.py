@@ -41,6 +41,7 @@ from pyroflows.datasets.bounded import BOUNDED_TARGETS, BoundedTarget
 from pyroflows.flows import CompactFlow, fit
 from pyroflows.flows.beta_binomial import compare_guides
 from pyroflows.flows.fit import DEFAULT_STEPS, ConvergenceWarning
+from pyroflows.io import save_figure
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Compact-support flows"
@@ -158,8 +159,6 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
     target = BOUNDED_TARGETS["piecewise"]()
     draws, seeds, n_train, n_test = ((1, 2), (0,), 2000, 10000) if quick else ((1, 2, 3, 4, 5), (0, 1, 2), 5000, 50000)
     steps = 300 if quick else DEFAULT_STEPS
-    test = target.sample(n_test, seed=1000)
-    truth = true_nll(target, test)
     (low,), (high,) = target.low, target.high
     width = high - low
     windows = {
@@ -168,8 +167,39 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
         "first 0.1%": (low, low + 0.001 * width, 0.4),
         "last 0.1%": (high - 0.001 * width, high, 0.6),
     }
-    runs, curves = [], []
     near = width * np.geomspace(1e-6, 0.05, 300)
+    runs, curves = _piecewise_runs(target, draws, seeds, n_train, n_test, steps, windows, near)
+    if figure:
+        _bounds_figure(near / width, curves)
+    beta = _beta_runs(quick, seeds, steps)
+    header = (
+        f"Command: `python benchmarks/flows.py{' --quick' if quick else ' --only draws'}` "
+        f"(date {datetime.date.today()}). "
+        f"`CompactFlow(1, 2.5)` fitted with `fit`'s defaults ({steps} steps at most), as `pyroflows flow fit` does, "
+        f"on {len(draws)} independent draws of {n_train:,} points (seeds {', '.join(map(str, draws))}) x "
+        f"{len(seeds)} fit seeds; KL = NLL on {n_test:,} fresh points (seed 1000) minus the truth's on the same "
+        "points. "
+        "Bound columns: the learned density's mean over the first / last 1% and 0.1% of the interval divided by the "
+        "truth's (0.4 at the left, 0.6 at the right); 1 is exact."
+    )
+    return _render_draws(header, runs, draws, windows, beta)
+
+
+def _piecewise_runs(
+    target: BoundedTarget,
+    draws: tuple[int, ...],
+    seeds: tuple[int, ...],
+    n_train: int,
+    n_test: int,
+    steps: int,
+    windows: dict[str, tuple[float, float, float]],
+    near: np.ndarray,
+) -> tuple[list[dict], list[tuple[np.ndarray, np.ndarray]]]:
+    """The default fit on each draw x seed: KL, the density's mean near each bound, and its curve there."""
+    test = target.sample(n_test, seed=1000)
+    truth = true_nll(target, test)
+    (low,), (high,) = target.low, target.high
+    runs, curves = [], []
     for draw in draws:
         train = target.sample(n_train, seed=draw)
         for seed in seeds:
@@ -194,15 +224,17 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
                          "warned": bool(caught), **ratios})  # fmt: skip
             print(f"piecewise draw {draw} seed {seed}: KL {kl:.4f}, " +
                   ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) + f", {seconds:.1f} s", flush=True)  # fmt: skip
-    if figure:
-        _bounds_figure(near / width, curves)
+    return runs, curves
 
+
+def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int) -> dict:
+    """The default fit to 1,000 points of Beta(2, 5) (200 with ``quick``) per seed, against the optimum."""
     beta, n_beta = stats.beta(2, 5), 200 if quick else 1000
     optimum = float(beta.entropy())  # the lowest expected NLL: H(Beta(2, 5)) = -0.4845
     rng = np.random.default_rng(2025)
     beta_test = rng.beta(2, 5, 10000 if quick else 50000)
     beta_truth = -float(beta.logpdf(beta_test).mean())
-    beta_rows = []
+    rows = []
     for seed in seeds if quick else (0, 1, 2):
         train = np.random.default_rng(100 + seed).beta(2, 5, n_beta)
         pyro.clear_param_store()
@@ -213,23 +245,18 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
             result = fit(flow, train, steps=steps, seed=seed, progress=False)
         with torch.no_grad():
             nll = -flow().log_prob(torch.as_tensor(beta_test)[:, None]).mean().item()
-        beta_rows.append(
-            {"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught)}
-        )
+        rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught)})
         print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f})")
+    return {"rows": rows, "n": n_beta, "n_test": len(beta_test), "optimum": optimum, "truth": beta_truth}
 
+
+def _render_draws(header: str, runs: list[dict], draws: tuple[int, ...], windows: dict, beta: dict) -> str:
+    """The draws-and-seeds section: the piecewise table, its spread and bound ratios, the Beta(2, 5) table."""
     kls = np.array([r["kl"] for r in runs])
     lines = [
         DRAWS_SECTION,
         "",
-        f"Command: `python benchmarks/flows.py{' --quick' if quick else ' --only draws'}` "
-        f"(date {datetime.date.today()}). "
-        f"`CompactFlow(1, 2.5)` fitted with `fit`'s defaults ({steps} steps at most), as `pyroflows flow fit` does, "
-        f"on {len(draws)} independent draws of {n_train:,} points (seeds {', '.join(map(str, draws))}) x "
-        f"{len(seeds)} fit seeds; KL = NLL on {n_test:,} fresh points (seed 1000) minus the truth's on the same "
-        "points. "
-        "Bound columns: the learned density's mean over the first / last 1% and 0.1% of the interval divided by the "
-        "truth's (0.4 at the left, 0.6 at the right); 1 is exact.",
+        header,
         "",
         "| draw | seed | KL (nats) | first 1% | last 1% | first 0.1% | last 0.1% | steps | fit time (s) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -250,16 +277,17 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
             f"- {key}: median over draws of the per-draw median ratio {np.median(per_draw):.3f}; over every run "
             f"{every.min():.3f} to {every.max():.3f} (worst error {np.abs(every - 1).max():.1%})."
         )
+    optimum = beta["optimum"]
     lines += [
         "",
-        f"Beta(2, 5), {n_beta:,} points (fresh draw per seed), default fit: held-out NLL on {len(beta_test):,} fresh "
-        f"points against the optimum {optimum:.4f} (the entropy, the truth's expected NLL; the truth's NLL on these "
-        f"points is {beta_truth:.4f}).",
+        f"Beta(2, 5), {beta['n']:,} points (fresh draw per seed), default fit: held-out NLL on {beta['n_test']:,} "
+        f"fresh points against the optimum {optimum:.4f} (the entropy, the truth's expected NLL; the truth's NLL on "
+        f"these points is {beta['truth']:.4f}).",
         "",
         "| seed | held-out NLL | minus optimum | KL (minus the truth's NLL) | steps |",
         "|---|---|---|---|---|",
     ]
-    for r in beta_rows:
+    for r in beta["rows"]:
         lines.append(f"| {r['seed']} | {r['nll']:.4f} | {r['nll'] - optimum:+.4f} | {r['kl']:.4f} | "
                      f"{r['steps']}{' (warned)' if r['warned'] else ''} |")  # fmt: skip
     lines += [
@@ -270,15 +298,16 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
 
 
 def _bounds_figure(distance: np.ndarray, curves: list) -> None:
-    """Learned density near each bound for every run, on a log scale of the distance to the bound."""
-    try:
-        import matplotlib
+    """Learned density near each bound for every run, on a log scale of the distance to the bound.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    Built as a :class:`matplotlib.figure.Figure` (no pyplot: importing this script never changes a backend).
+    """
+    try:
+        from matplotlib.figure import Figure
     except ImportError:  # pragma: no cover - matplotlib is a dependency
         return
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.5), sharey=True)
+    fig = Figure(figsize=(9, 3.5))
+    axes = fig.subplots(1, 2, sharey=True)
     for ax, side, truth, k in ((axes[0], "lower", 0.4, 0), (axes[1], "upper", 0.6, 1)):
         for curve in curves:
             ax.semilogx(distance, curve[k], color="C1", alpha=0.5, lw=1)
@@ -290,8 +319,7 @@ def _bounds_figure(distance: np.ndarray, curves: list) -> None:
     axes[0].legend(loc="upper left")
     fig.suptitle("piecewise-uniform target: learned density near the bounds, every draw and seed")
     fig.tight_layout()
-    fig.savefig(Path(__file__).with_name("flows_bounds.png"), dpi=100)
-    plt.close(fig)
+    save_figure(fig, Path(__file__).with_name("flows_bounds.png"), overwrite=True, dpi=100)
 
 
 def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool) -> str:

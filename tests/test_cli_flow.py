@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from pyroflows.cli import main
+from pyroflows.errors import DataError
 from pyroflows.flows import CompactFlow
 
 
@@ -89,7 +90,7 @@ def test_fit_rejects_data_outside_the_bounds_naming_rows(tmp_path, capsys):
         ("missing", [], "no such file"),
         ("corrupt", [], "not a readable .npy file"),
         ("ok", ["--steps", "0"], "argument --steps: expected an integer >= 1"),
-        ("ok", ["--transform", "autoregressive"], "needs data with 2 or more columns"),
+        ("ok", ["--transform", "autoregressive"], "'autoregressive' needs dim > 1 (data with 2 or more columns)"),
     ],
 )
 def test_fit_bad_input(tmp_path, capsys, content, extra, message):
@@ -131,16 +132,25 @@ def test_flow_help_lists_the_sub_commands():
         [sys.executable, "-m", "pyroflows", "flow", "fit", "--help"], capture_output=True, text=True, check=True
     )
     assert "--transform {radial,spline,autoregressive}" in result.stdout
+    # The choices, their help and the default rule come from the family registry (one home for the default).
+    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES
+
+    text = " ".join(result.stdout.split())
+    assert f"(default: {DEFAULT_TRANSFORM_RULE})" in text
+    assert all(f"{name}: {' '.join(FAMILIES.get(name).help.split())}" in text for name in FAMILIES)
     assert "example:" in result.stdout
 
 
 def test_run_demo_fast_writes_its_outputs(tmp_path):
-    from pyroflows.cli.flow import run_demo
+    from pyroflows.flows.demo import DEMO_OUTPUTS, run_demo
 
     lines = run_demo(tmp_path / "flow", fast=True)
     assert any("KL estimate" in line for line in lines)
     for name in ("data.npy", "flow.pt", "samples.npy", "density.png"):
         assert (tmp_path / "flow" / name).exists()
+    assert DEMO_OUTPUTS == ("data.npy", "flow.pt", "samples.npy", "density.png")
+    with pytest.raises(DataError, match="already exists"):  # a second run replaces nothing without overwrite
+        run_demo(tmp_path / "flow", fast=True)
 
 
 def test_negative_bounds_parse_without_equals(tmp_path, capsys):
@@ -158,7 +168,10 @@ def test_negative_bounds_parse_without_equals(tmp_path, capsys):
     "change, message",
     [
         (lambda c: c["config"].update(num_layers=10**9), "num_layers = 1000000000 is outside [0, 1000]"),
-        (lambda c: c["config"].update(transform="nope"), "corrupt CompactFlow model file (ValueError: transform"),
+        (
+            lambda c: c["config"].update(transform="nope"),
+            "corrupt CompactFlow model file (transform: unknown 'nope'; expected one of",
+        ),
         (lambda c: c["state_dict"].update({next(iter(c["state_dict"])): torch.zeros(7, 7)}), "size mismatch"),
         (lambda c: c.update(config=[1, 2]), "config is a list, not a dict"),
     ],

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -14,14 +12,21 @@ import numpy as np
 from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
-from pyroflows.io import check_output_path, check_output_suffix, load_array, parse_bounds, save_array, save_figure
+from pyroflows.io import check_output_path, check_output_suffix, load_array, parse_bounds, save_array
 
 __all__ = ["register", "run_demo", "fit_command", "score_command", "sample_command"]
 
 #: Most samples one ``flow sample`` writes (8 bytes per value per column).
 MAX_SAMPLES = 100_000_000
-#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
-DEMO_OUTPUTS = ("data.npy", "flow.pt", "samples.npy", "density.png")
+
+
+def __getattr__(name: str) -> tuple[str, ...]:
+    # ``DEMO_OUTPUTS`` (what run_demo writes; ``pyroflows demo`` checks them) lives in the library, imported lazily.
+    if name == "DEMO_OUTPUTS":
+        from pyroflows.flows.demo import DEMO_OUTPUTS
+
+        return DEMO_OUTPUTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(subparsers: Any) -> None:
@@ -38,6 +43,14 @@ def register(subparsers: Any) -> None:
     )
     sub = flow.add_subparsers(dest="flow_command", metavar="SUBCOMMAND")
     flow.set_defaults(handler=lambda args: (flow.print_help(), 2)[1])
+    _add_fit(sub)
+    _add_score(sub)
+    _add_sample(sub)
+
+
+def _add_fit(sub: Any) -> None:
+    """``flow fit``: its options, the ``--transform`` choices and help read from the family registry."""
+    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES
 
     fit = add_parser(
         sub,
@@ -62,9 +75,11 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--out", required=True, type=Path, metavar="MODEL", help="where to save the model (.pt)")
     fit.add_argument(
         "--transform",
-        choices=("radial", "spline", "autoregressive"),
+        choices=FAMILIES.names(),
         default=None,
-        help="flow layers (default: spline for one column, autoregressive for several)",
+        help="flow layers: "
+        + "; ".join(f"{n}: {FAMILIES.get(n).help}" for n in FAMILIES)
+        + f" (default: {DEFAULT_TRANSFORM_RULE})",
     )
     fit.add_argument("--layers", type=int_arg(low=0, high=1000), default=None,
                      help="number of flow layers (default: per transform)")  # fmt: skip
@@ -88,6 +103,9 @@ def register(subparsers: Any) -> None:
     fit.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     fit.set_defaults(handler=fit_command, splits_work=True)
 
+
+def _add_score(sub: Any) -> None:
+    """``flow score``."""
     score = add_parser(
         sub,
         "score",
@@ -110,6 +128,9 @@ def register(subparsers: Any) -> None:
     )
     score.set_defaults(handler=score_command)
 
+
+def _add_sample(sub: Any) -> None:
+    """``flow sample``."""
     sample = add_parser(
         sub,
         "sample",
@@ -163,7 +184,7 @@ def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float
 
 def fit_command(args: argparse.Namespace) -> int:
     """``pyroflows flow fit``."""
-    from pyroflows.flows import default_transform, fit
+    from pyroflows.flows import fit
     from pyroflows.flows.fit import DEFAULT_STEPS
 
     check_output_path(args.out, overwrite=args.force)  # fail before loading and fitting, not after
@@ -173,12 +194,10 @@ def fit_command(args: argparse.Namespace) -> int:
     if data.shape[0] < 10:
         raise DataError(f"{args.data}: need at least 10 points to fit and hold some out, got {data.shape[0]}")
     low, high = _bounds(args, dim)
-    transform = args.transform or default_transform(dim)
-    if transform == "autoregressive" and dim == 1:
-        raise DataError("--transform autoregressive needs data with 2 or more columns; use spline or radial")
     context = _load_context(args.context, data.shape[0]) if args.context is not None else None
     seed_everything(args.seed)
-    flow = _make_flow(low, high, data, context, transform, args)
+    flow = _make_flow(low, high, data, context, args)
+    transform = flow.config["transform"]
     result = fit(flow, data, steps=steps, seed=args.seed, progress=not args.quiet, context=context)
     summary = {
         "model": str(args.out),
@@ -217,7 +236,7 @@ def _load_context(path: Path, rows: int) -> np.ndarray:
     return context
 
 
-def _make_flow(low, high, data, context, transform, args):  # noqa: ANN001, ANN202 - lazily imported types
+def _make_flow(low, high, data, context, args):  # noqa: ANN001, ANN202 - lazily imported types
     from pyroflows.flows import CompactFlow, ConditionalCompactFlow
 
     scale = 1.0
@@ -226,14 +245,11 @@ def _make_flow(low, high, data, context, transform, args):  # noqa: ANN001, ANN2
         bound = np.asarray(low if math.isinf(high[0]) else high)
         distance = np.abs(data.reshape(data.shape[0], -1) - bound)
         scale = float(np.median(distance)) if np.median(distance) > 0 else 1.0
-    try:
-        if context is None:
-            return CompactFlow(low, high, transform=transform, num_layers=args.layers, scale=scale)
-        return ConditionalCompactFlow(
-            low, high, context.shape[1], transform=transform, num_layers=args.layers, scale=scale
-        )
-    except ValueError as exc:  # bounds the flows cannot take (mixed one-sided kinds, no finite bound)
-        raise DataError(f"--low/--high: {exc}") from exc
+    # The flows check the transform (families.FAMILIES), its dimension and the bounds, raising DataError.
+    if context is None:
+        return CompactFlow(low, high, transform=args.transform, num_layers=args.layers, scale=scale)
+    return ConditionalCompactFlow(low, high, context.shape[1], transform=args.transform, num_layers=args.layers,
+                                  scale=scale)  # fmt: skip
 
 
 def _load_flow(path: Path):  # noqa: ANN202 - CompactFlow or ConditionalCompactFlow, imported lazily
@@ -264,22 +280,16 @@ def _check_context_option(flow, args: argparse.Namespace) -> None:  # noqa: ANN0
 
 def score_command(args: argparse.Namespace) -> int:
     """``pyroflows flow score``."""
-    import torch
-
-    from pyroflows.flows import check_context, check_data
+    from pyroflows.flows import check_context, check_data, log_prob_chunked
 
     flow = _load_flow(args.model)
     _check_context_option(flow, args)
     data = load_array(args.data)
     x = check_data(flow, data, name=str(args.data))
-    with torch.no_grad():
-        if args.context is not None:
-            c = check_context(flow, _load_context(args.context, x.shape[0]), name=str(args.context))
-            chunks = [flow(c[i : i + 65536]).log_prob(x[i : i + 65536]) for i in range(0, x.shape[0], 65536)]
-        else:
-            d = flow()
-            chunks = [d.log_prob(x[i : i + 65536]) for i in range(0, x.shape[0], 65536)]
-        log_prob = torch.cat(chunks)
+    c = None
+    if args.context is not None:
+        c = check_context(flow, _load_context(args.context, x.shape[0]), name=str(args.context))
+    log_prob = log_prob_chunked(flow, x, context=c)
     nll = -log_prob.mean().item()
     if not math.isfinite(nll):  # cannot happen for in-support points, but never print a silent non-number
         raise DataError(f"{args.data}: the NLL is not finite ({nll})")
@@ -326,73 +336,8 @@ def sample_command(args: argparse.Namespace) -> int:
 
 
 def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """Fit the default flow to 5,000 points of the piecewise-uniform target on [1, 2.5] and score 50,000 more.
+    """``pyroflows demo``'s flow part: :func:`pyroflows.flows.demo.run_demo` (``pyroflows demo`` has checked the
+    outputs, with ``--force``, before calling it)."""
+    from pyroflows.flows.demo import run_demo as flows_demo
 
-    Writes ``data.npy``, ``flow.pt``, ``samples.npy`` and ``density.png`` to ``out_dir``; returns summary lines.
-    """
-    import torch
-
-    from pyroflows.datasets.bounded import piecewise_uniform
-    from pyroflows.flows import CompactFlow, fit
-    from pyroflows.flows.fit import ConvergenceWarning
-
-    target = piecewise_uniform()
-    n_train, n_test, steps = (1000, 5000, 60) if fast else (5000, 50000, None)
-    train = target.sample(n_train, seed=1)
-    test = target.sample(n_test, seed=2)
-    save_array(out_dir / "data.npy", train[:, 0], overwrite=True)
-    start = time.perf_counter()
-    flow = CompactFlow(1.0, 2.5)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # --fast trains for a few steps on purpose
-        result = fit(flow, train, **({} if steps is None else {"steps": steps}), seed=0, progress=False)
-    seconds = time.perf_counter() - start
-    flow.save(out_dir / "flow.pt", overwrite=True)
-    with torch.no_grad():
-        nll = -flow().log_prob(torch.as_tensor(test)).mean().item()
-        samples = flow.sample((n_test,)).numpy()
-    save_array(out_dir / "samples.npy", samples[:, 0], overwrite=True)
-    truth = -target.log_prob(test).mean()
-    lines = [
-        f"piecewise-uniform target on [1, 2.5], {n_train} training points, default flow ({flow.config['transform']})",
-        f"fit: {result.steps} optimiser steps in {seconds:.1f} s",
-        f"held-out NLL {nll:.4f} nats vs the true density's {truth:.4f} on the same {n_test} points: "
-        f"KL estimate {nll - truth:.4f} nats",
-    ]
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        # Fine everywhere, and geometrically finer towards each bound (down to 1e-7 of the width), so neither the
-        # jumps nor the behaviour at the bounds are drawn as straight segments between distant grid points.
-        width = 1.5
-        near = width * np.geomspace(1e-7, 0.05, 200)
-        grid_np = np.unique(np.concatenate([np.linspace(1.0, 2.5, 4001)[1:-1], 1.0 + near, 2.5 - near]))
-        grid = torch.as_tensor(grid_np, dtype=torch.float64)[:, None]
-        with torch.no_grad():
-            density = flow().log_prob(grid).exp().numpy()
-        truth_density = np.exp(target.log_prob(grid_np[:, None]))
-        fig = plt.figure(figsize=(7, 5.5))
-        ax = fig.add_subplot(2, 1, 1)
-        ax.plot(grid_np, truth_density, label="true density", color="k")
-        ax.plot(grid_np, density, label="learned flow", color="C1")
-        ax.set_xlabel("y")
-        ax.set_ylabel("density")
-        ax.legend()
-        for i, (side, distance) in enumerate((("lower", grid_np - 1.0), ("upper", 2.5 - grid_np))):
-            edge = fig.add_subplot(2, 2, 3 + i)
-            keep = (distance > 0) & (distance < 0.05 * width)
-            edge.semilogx(distance[keep] / width, truth_density[keep], color="k")
-            edge.semilogx(distance[keep] / width, density[keep], color="C1")
-            edge.set_xlabel(f"distance from the {side} bound / width")
-            edge.set_ylabel("density")
-            edge.set_ylim(bottom=0)
-        fig.tight_layout()
-        save_figure(fig, out_dir / "density.png", overwrite=True, dpi=100)
-        plt.close(fig)
-        lines.append(f"figure: {out_dir / 'density.png'}")
-    except ImportError:  # pragma: no cover - matplotlib is a dependency, but the figure is optional
-        pass
-    return lines
+    return flows_demo(out_dir, fast, overwrite=True)

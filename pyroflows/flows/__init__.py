@@ -5,13 +5,17 @@ logit space, squashed onto the bounds by a transform whose codomain is the inter
 ``support`` is right; half-lines ``[low, inf)`` / ``(-inf, high]`` through an exp squash; conditional densities
 :math:`p(y \\mid x)` with the same layers (``ConditionalCompactFlow``); maximum-likelihood fitting with SVI; an
 autoguide for interval-constrained latents, amortised for per-datum latents.
+
+The layer families (``radial``, ``spline``, ``autoregressive``) and bases are registries in
+:mod:`pyroflows.flows.families`: a new family is one new file and one ``FAMILIES.register`` line there.
 """
 
-from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow, default_transform
+from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
 from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
 from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
-from pyroflows.flows.fit import ConvergenceWarning, FitResult, check_data, fit
-from pyroflows.flows.guide import AutoCompactFlow, interval_bounds
+from pyroflows.flows.families import BASES, FAMILIES, FlowFamily, LayerOptions, default_transform
+from pyroflows.flows.fit import ConvergenceWarning, FitResult, check_data, fit, log_prob_chunked
+from pyroflows.flows.guide import AutoCompactFlow, interval_bounds, support_bounds
 from pyroflows.flows.half_line import HalfLineSquashTransform
 from pyroflows.flows.radial import Radial, radial
 from pyroflows.flows.segment import OnSegment, SegmentDistribution, SegmentFlow
@@ -21,6 +25,10 @@ from pyroflows.flows.two_slope_affine import TwoSlopeAffine, two_slope_affine
 
 __all__ = [
     "AutoCompactFlow",
+    "BASES",
+    "FAMILIES",
+    "FlowFamily",
+    "LayerOptions",
     "BoundedTransformedDistribution",
     "CompactFlow",
     "ConditionalCompactFlow",
@@ -40,9 +48,11 @@ __all__ = [
     "fit",
     "interval_bounds",
     "kl_to_posterior",
+    "log_prob_chunked",
     "psis_khat",
     "radial",
     "sigmoid_spline",
+    "support_bounds",
     "to_bounds_dtype",
     "two_slope_affine",
 ]

@@ -99,45 +99,9 @@ def plan_local_sites(trace: Any) -> dict[str, LocalPlan]:
     for name, site in trace.iter_stochastic_nodes():
         if isinstance(site["fn"], _Subsample):
             continue  # a plate's subsample indices, not a latent
-        frames = [f for f in site["cond_indep_stack"] if f.vectorized]
-        subsampled = [f for f in frames if f.full_size is not None and f.full_size != f.size]
-        local = [f for f in frames if f.name in data_plates or f in subsampled]
-        if not local:
-            continue
-        if len(local) > 1:
-            raise ValueError(
-                f"AutoCompactFlow: latent site {name!r} is per-datum in several plates "
-                f"({', '.join(f.name for f in local)}); amortised guides support one data plate per site"
-            )
-        frame = local[0]
-        if frame.name not in data_plates:
-            raise ValueError(
-                f"AutoCompactFlow: latent site {name!r} sits in the subsampled plate {frame.name!r}, which holds no "
-                "observed site to condition an amortised guide on; use AutoNormal for it (it indexes per-datum "
-                "parameters by the subsample)"
-            )
-        value, event_dim = site["value"], site["fn"].event_dim
-        batch = value.shape[: value.dim() - event_dim]
-        axis = len(batch) + frame.dim
-        if axis < 0 or any(s != 1 for i, s in enumerate(batch) if i != axis):
-            raise ValueError(
-                f"AutoCompactFlow: per-datum latent site {name!r} has batch shape {tuple(batch)}; amortised guides "
-                f"need the plate {frame.name!r} to be its only batch dimension larger than 1"
-            )
-        bounds = interval_bounds(site["fn"].support)
-        if bounds is None:
-            continue  # AutoCompactFlow reports unsupported supports itself
-        low, high = (_per_datum(torch.as_tensor(b, dtype=torch.float64).expand(value.shape), event_dim, frame.dim)
-                     for b in bounds)  # fmt: skip
-        if not (torch.equal(low, low[:1].expand_as(low)) and torch.equal(high, high[:1].expand_as(high))):
-            raise ValueError(
-                f"AutoCompactFlow: per-datum latent site {name!r} has bounds that differ between data; one amortised "
-                "flow needs the same bounds for every datum"
-            )
-        plan = plans.setdefault(frame.name, LocalPlan(frame.name, frame.dim, frame.size))
-        plan.sites[name] = (value.shape, low.shape[1])
-        plan.low.append(low[0])
-        plan.high.append(high[0])
+        frame = _data_frame(name, site, data_plates)
+        if frame is not None:
+            _add_site(plans, name, site, frame, interval_bounds)
     for plan in plans.values():
         for name, site in trace.nodes.items():
             if (
@@ -147,3 +111,51 @@ def plan_local_sites(trace: Any) -> dict[str, LocalPlan]:
             ):
                 plan.observed[name] = site["fn"].event_dim
     return plans
+
+
+def _data_frame(name: str, site: dict, data_plates: set[str]) -> Any:
+    """The one data plate (or subsampled plate) that makes a latent site per-datum, ``None`` for a global site."""
+    frames = [f for f in site["cond_indep_stack"] if f.vectorized]
+    subsampled = [f for f in frames if f.full_size is not None and f.full_size != f.size]
+    local = [f for f in frames if f.name in data_plates or f in subsampled]
+    if not local:
+        return None
+    if len(local) > 1:
+        raise ValueError(
+            f"AutoCompactFlow: latent site {name!r} is per-datum in several plates "
+            f"({', '.join(f.name for f in local)}); amortised guides support one data plate per site"
+        )
+    frame = local[0]
+    if frame.name not in data_plates:
+        raise ValueError(
+            f"AutoCompactFlow: latent site {name!r} sits in the subsampled plate {frame.name!r}, which holds no "
+            "observed site to condition an amortised guide on; use AutoNormal for it (it indexes per-datum "
+            "parameters by the subsample)"
+        )
+    return frame
+
+
+def _add_site(plans: dict[str, LocalPlan], name: str, site: dict, frame: Any, interval_bounds: Any) -> None:
+    """Add a per-datum latent site to its plate's plan, checking its batch shape and that its bounds are shared."""
+    value, event_dim = site["value"], site["fn"].event_dim
+    batch = value.shape[: value.dim() - event_dim]
+    axis = len(batch) + frame.dim
+    if axis < 0 or any(s != 1 for i, s in enumerate(batch) if i != axis):
+        raise ValueError(
+            f"AutoCompactFlow: per-datum latent site {name!r} has batch shape {tuple(batch)}; amortised guides "
+            f"need the plate {frame.name!r} to be its only batch dimension larger than 1"
+        )
+    bounds = interval_bounds(site["fn"].support)
+    if bounds is None:
+        return  # AutoCompactFlow reports unsupported supports itself
+    low, high = (_per_datum(torch.as_tensor(b, dtype=torch.float64).expand(value.shape), event_dim, frame.dim)
+                 for b in bounds)  # fmt: skip
+    if not (torch.equal(low, low[:1].expand_as(low)) and torch.equal(high, high[:1].expand_as(high))):
+        raise ValueError(
+            f"AutoCompactFlow: per-datum latent site {name!r} has bounds that differ between data; one amortised "
+            "flow needs the same bounds for every datum"
+        )
+    plan = plans.setdefault(frame.name, LocalPlan(frame.name, frame.dim, frame.size))
+    plan.sites[name] = (value.shape, low.shape[1])
+    plan.low.append(low[0])
+    plan.high.append(high[0])

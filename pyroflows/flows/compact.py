@@ -10,49 +10,35 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyroflows.errors import DataError
+from pyroflows.flows.families import BASES, FAMILIES, LayerOptions, Stack, default_transform, family_for, modules_of
 from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
-from pyroflows.flows.radial import Radial
-from pyroflows.flows.sigmoid_spline import SigmoidSpline
 from pyroflows.flows.squash import IntervalSquashTransform, to_bounds_dtype
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
-from pyroflows.serialization import restore_module, save_checkpoint
+from pyroflows.serialization import Checkpointable
+from pyroflows.validation import check_int
 
-__all__ = ["CompactFlow", "BoundedTransformedDistribution", "TRANSFORMS", "BASES", "default_transform"]
+__all__ = [
+    "CompactFlow",
+    "BoundedTransformedDistribution",
+    "TRANSFORMS",
+    "BASES",
+    "default_transform",
+    "freeze_parameters",
+]
 
-TRANSFORMS = ("radial", "spline", "autoregressive")
-BASES = ("logistic", "normal")
-_DEFAULT_LAYERS = {"radial": 16, "spline": 1, "autoregressive": 2}
+#: The layer families (:data:`pyroflows.flows.families.FAMILIES`; iterating gives their names).
+TRANSFORMS = FAMILIES
 _DEFAULT_TAIL_PRIOR = 0.1
 _names = itertools.count()
-
-
-def default_transform(dim: int) -> str:
-    """The flow layers used when none are named: ``"spline"`` for one dimension, ``"autoregressive"`` otherwise.
-
-    Chosen by held-out KL (``benchmarks/flows.py``): on the piecewise-uniform target an 8-bin whole-interval spline
-    after the tail layer averaged 0.0045 nats over three seeds against 0.0054 for 16 radial layers (the source post's
-    design), in about half the time; both were within 0.01 on the other interval targets. The spline's defaults
-    (rational-quadratic with free end derivatives, tight tail-slope prior) are measured over data draws and seeds in
-    the benchmark's "draws and seeds" section. Elementwise layers (and a
-    single radial centre) cannot express the dependence between the coordinates of a box, which autoregressive
-    splines can.
-
-    Example:
-        >>> default_transform(1), default_transform(2)
-        ('spline', 'autoregressive')
-    """
-    return "spline" if dim == 1 else "autoregressive"
 
 
 class BoundedTransformedDistribution(dist.TransformedDistribution):
@@ -120,7 +106,7 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
         return log_prob.masked_fill(~inside, float("-inf"))
 
 
-class CompactFlow(PyroModule):
+class CompactFlow(Checkpointable, PyroModule):
     """A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
 
     The event shape is always ``(dim,)``: one-dimensional data are a column, shape ``(N, 1)``.
@@ -137,8 +123,9 @@ class CompactFlow(PyroModule):
     Args:
         low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\\infty, high]`.
         high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \\infty)` (``greater_than``).
-        transform: One of ``"radial"``, ``"spline"``, ``"autoregressive"``; by default :func:`default_transform`
-            (spline on an interval, autoregressive on a box).
+        transform: A name in :data:`~pyroflows.flows.families.FAMILIES` (``"radial"``, ``"spline"``,
+            ``"autoregressive"``); by default :func:`~pyroflows.flows.families.default_transform` (spline on an
+            interval, autoregressive on a box).
         num_layers: Number of flow layers (default 16 radial, 1 spline, 2 autoregressive).
         base: ``"logistic"`` (default: a finite density at the bounds before the tail layer adjusts it) or
             ``"normal"`` (density forced to 0 at the bounds).
@@ -162,8 +149,10 @@ class CompactFlow(PyroModule):
             finite bound (see :class:`~pyroflows.flows.HalfLineSquashTransform`); unused on an interval or a box.
 
     Raises:
-        ValueError: bad bounds (not finite, ``low >= high``), an unknown ``transform`` or ``base``, or
-            ``"autoregressive"`` with ``dim == 1``.
+        DataError: bad bounds (not finite, ``low >= high``), an unknown ``transform`` or ``base`` (checked by
+            :data:`~pyroflows.flows.families.FAMILIES` / :data:`~pyroflows.flows.families.BASES`, whose names and
+            help texts are the choices), or a family used below its dimension (``"autoregressive"`` with
+            ``dim == 1``). :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
         >>> flow = CompactFlow(1.0, 2.5, num_layers=2)
@@ -199,27 +188,15 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         squash = make_squash(*bound_tensors(low, high), scale=scale)
         dim = squash.low.numel()
         transform = default_transform(dim) if transform is None else transform
-        if transform not in TRANSFORMS:
-            raise ValueError(f"transform must be one of {TRANSFORMS}, got {transform!r}")
-        if base not in BASES:
-            raise ValueError(f"base must be one of {BASES}, got {base!r}")
-        if transform == "autoregressive" and dim == 1:
-            raise ValueError("transform='autoregressive' needs dim > 1; use 'radial' or 'spline' for an interval")
+        family = family_for(transform, dim)
+        BASES.get(base)
         # A spline whose end derivatives are free sets the density at each bound itself; its tail slopes then only
         # need to move for a density that truly vanishes or diverges there, hence the tight prior by default.
-        ends = ("free" if transform == "spline" else "fixed") if ends is None else ends
+        ends = family.default_ends if ends is None else ends
         order = ("quadratic" if ends != "fixed" else "linear") if order is None else order
-        if tail_prior == "auto":
-            tail_prior = _DEFAULT_TAIL_PRIOR if ends == "free" else None
-        if tail_prior is not None and not (
-            isinstance(tail_prior, (int, float)) and math.isfinite(tail_prior) and tail_prior > 0
-        ):
-            raise ValueError(f"tail_prior must be a positive number, None or 'auto', got {tail_prior!r}")
-        num_layers = _DEFAULT_LAYERS[transform] if num_layers is None else int(num_layers)
-        if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        num_layers = family.default_layers if num_layers is None else check_int(num_layers, "num_layers", low=0)
         hidden = list(hidden_dims) if hidden_dims is not None else [8 * dim, 8 * dim]
-        self.config: dict[str, Any] = {
+        self._config: dict[str, Any] = {
             "low": squash.low.tolist(),
             "high": squash.high.tolist(),
             "transform": transform,
@@ -231,25 +208,28 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             "tail_slopes": bool(tail_slopes),
             "order": order,
             "ends": ends,
-            "tail_prior": None if tail_prior is None else float(tail_prior),
+            "tail_prior": _tail_prior(tail_prior, ends),
             "dtype": str(dtype).removeprefix("torch."),
             "scale": float(scale),
         }
         self.dim = dim
         self.register_buffer("low", squash.low.to(dtype))
         self.register_buffer("high", squash.high.to(dtype))
-        layers: list[nn.Module] = [TwoSlopeAffine(dim)] if tail_slopes else []
-        for _ in range(num_layers):
-            if transform == "radial":
-                layers.append(Radial(dim))
-            elif transform == "spline":
-                layers.append(SigmoidSpline(dim, count_bins=count_bins, order=order, ends=ends))
-            else:
-                layers.append(T.spline_autoregressive(dim, hidden_dims=hidden, count_bins=count_bins, bound=bound))
+        options = LayerOptions(
+            count_bins=int(count_bins), bound=float(bound), hidden_dims=hidden, order=order, ends=ends
+        )
+        # Base to data: the tail layer, then the family's stack (permutations between its layers included).
+        self._stack: Stack = [TwoSlopeAffine(dim)] if tail_slopes else []
+        self._stack += family(dim, num_layers, options)
         # A plain nn.ModuleList: PyroModule issues a pyro.module statement for it whenever forward() touches it, so
         # every layer's parameters are registered (and trained by SVI) without converting Pyro's transforms.
-        self.layers = nn.ModuleList(layers).to(dtype)
+        self.layers = nn.ModuleList(modules_of(self._stack)).to(dtype)
         self._dtype = dtype
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments as plain values (what :meth:`save` writes and :meth:`from_config` reads)."""
+        return dict(self._config)
 
     def log_prior(self) -> torch.Tensor:
         """Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
@@ -264,8 +244,8 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             >>> float(CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior()) == 0.0  # slopes start at 1
             True
         """
-        scale = self.config.get("tail_prior")
-        tails = self.layers[0] if self.config["tail_slopes"] and len(self.layers) else None
+        scale = self._config.get("tail_prior")
+        tails = self.layers[0] if self._config["tail_slopes"] and len(self.layers) else None
         if scale is None or not isinstance(tails, TwoSlopeAffine):
             return torch.zeros((), dtype=self.low.dtype, device=self.low.device)
         return -(tails.log_slope_lower.abs().sum() + tails.log_slope_upper.abs().sum()) / scale
@@ -285,12 +265,47 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             >>> flow.frozen, len(list(flow.parameters()))
             (True, 0)
         """
-        for module in self.layers.modules():
-            for name, param in list(module._parameters.items()):
-                if param is not None:
-                    del module._parameters[name]
-                    module.register_buffer(name, param.detach().clone())
+        freeze_parameters(self.layers)
         self._frozen = True
+        return self
+
+    def center_at(self, loc: torch.Tensor | Sequence[float]) -> CompactFlow:
+        """Shift the tail layer so the base distribution's median (the origin) maps to ``loc``.
+
+        Every later layer is inverted at ``squash^{-1}(loc)`` and the :class:`~pyroflows.flows.TwoSlopeAffine`
+        shift set to reach that point; with elementwise layers each coordinate's median is then exactly ``loc``
+        (monotone maps carry medians). :class:`~pyroflows.flows.AutoCompactFlow` uses it for ``init_loc_fn``.
+
+        Args:
+            loc: A point inside the bounds, ``dim`` values.
+
+        Returns:
+            The flow itself.
+
+        Raises:
+            DataError: the flow has no tail layer, or ``loc`` has the wrong size or is not inside the bounds.
+
+        Example:
+            >>> flow = CompactFlow(0.0, 1.0, num_layers=1).center_at([0.2])
+            >>> d = flow()
+            >>> x = torch.zeros(1, 1, dtype=torch.float64)
+            >>> for t in d.transforms:
+            ...     x = t(x)
+            >>> round(x.item(), 12)
+            0.2
+        """
+        if not (self._config["tail_slopes"] and isinstance(self.layers[0], TwoSlopeAffine)):
+            raise DataError("center_at: the flow has no tail layer (tail_slopes=False) to shift")
+        point = torch.as_tensor(loc, dtype=self.low.dtype, device=self.low.device).reshape(-1)
+        if point.numel() != self.dim or not bool(((point > self.low) & (point < self.high)).all()):
+            raise DataError(f"center_at: expected {self.dim} value(s) strictly inside the bounds, got {point.tolist()}")
+        with torch.no_grad():
+            z = self.squash.inv(point[None])
+            for t in reversed(self._stack[1:]):
+                z = t.inv(z)
+            tails = self.layers[0]
+            _, d = tails._coefficients()
+            tails.shift.copy_(z[0] - d)  # T(0) = m * 0 + d * sqrt(0 + 1) + shift
         return self
 
     @property
@@ -301,23 +316,16 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
     @property
     def squash(self) -> IntervalSquashTransform | HalfLineSquashTransform:
         """The squash onto this flow's bounds (a half-line squash when one bound is infinite)."""
-        return make_squash(self.low, self.high, scale=self.config.get("scale", 1.0))
+        return make_squash(self.low, self.high, scale=self._config.get("scale", 1.0))
 
     def _base(self) -> dist.TorchDistribution:
         zeros = torch.zeros(self.dim, dtype=self.low.dtype, device=self.low.device)
-        ones = torch.ones_like(zeros)
-        base = dist.Logistic(zeros, ones) if self.config["base"] == "logistic" else dist.Normal(zeros, ones)
-        return base.to_event(1)
+        return BASES.build(self._config["base"], zeros, torch.ones_like(zeros)).to_event(1)
 
     def forward(self) -> BoundedTransformedDistribution:
         """A fresh distribution over :math:`[low, high]` built from the current parameters."""
-        layers = list(self.layers)  # touching self.layers inside forward registers its parameters with Pyro
-        if self.config["transform"] == "autoregressive":
-            # Reverse the order of the dimensions between autoregressive layers so each conditions on the others.
-            reverse = T.Permute(torch.arange(self.dim - 1, -1, -1, device=self.low.device))
-            first = 1 if self.config["tail_slopes"] else 0
-            layers = layers[: first + 1] + [t for layer in layers[first + 1 :] for t in (reverse, layer)]
-        d = BoundedTransformedDistribution(self._base(), [*layers, self.squash])
+        list(self.layers)  # touching self.layers inside forward registers its parameters with Pyro
+        d = BoundedTransformedDistribution(self._base(), [*self._stack, self.squash])
         d.compute_dtype = self.low.dtype
         return d
 
@@ -330,15 +338,10 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         with torch.no_grad():
             return self().sample(torch.Size(sample_shape))
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-        """Write the flow with :func:`pyroflows.serialization.save_checkpoint` (``kind="CompactFlow"``)."""
-        return save_checkpoint(
-            path, kind="CompactFlow", config=self.config, state_dict=self.state_dict(), extra=extra, overwrite=overwrite
-        )
-
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> CompactFlow:
-        """Rebuild an (untrained) flow from :attr:`config`."""
+        """Rebuild an (untrained) flow from :attr:`config`; files written before ``ends``, ``tail_prior`` and
+        ``order`` existed get the values those flows had."""
         config = dict(config)
         config.setdefault("ends", "fixed")  # checkpoints written before these options existed
         config.setdefault("tail_prior", None)
@@ -346,12 +349,30 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         config["dtype"] = getattr(torch, config.get("dtype", "float64"))
         return cls(config.pop("low"), config.pop("high"), **config, **kwargs)
 
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> CompactFlow:
-        """Read a flow written by :meth:`save`; its ``log_prob`` matches the saved one bit for bit.
 
-        Raises:
-            pyroflows.errors.CheckpointError: the file is missing, corrupt or holds another kind of model.
-        """
-        flow, _ = restore_module(path, kind="CompactFlow", build=cls.from_config)
-        return flow
+def freeze_parameters(*modules: nn.Module) -> None:
+    """Turn every parameter of ``modules`` (and their children) into a buffer of the same name and value.
+
+    Example:
+        >>> layer = torch.nn.Linear(2, 1)
+        >>> freeze_parameters(layer)
+        >>> len(list(layer.parameters())), sorted(layer.state_dict())
+        (0, ['bias', 'weight'])
+    """
+    for root in modules:
+        for module in root.modules():
+            for name, param in list(module._parameters.items()):
+                if param is not None:
+                    del module._parameters[name]
+                    module.register_buffer(name, param.detach().clone())
+
+
+def _tail_prior(tail_prior: float | None | str, ends: str) -> float | None:
+    """The Laplace scale of the tail-slope prior: ``"auto"`` is 0.1 with free spline ends, None otherwise."""
+    if tail_prior == "auto":
+        return _DEFAULT_TAIL_PRIOR if ends == "free" else None
+    if tail_prior is None:
+        return None
+    if not (isinstance(tail_prior, (int, float)) and math.isfinite(tail_prior) and tail_prior > 0):
+        raise DataError(f"tail_prior must be a positive number, None or 'auto', got {tail_prior!r}")
+    return float(tail_prior)

@@ -22,30 +22,28 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyro.distributions as dist
-import pyro.distributions.transforms as T
 import torch
 import torch.nn.functional as F
-from pyro.distributions.conditional import ConditionalTransformModule
+from pyro.distributions.conditional import ConditionalTransform, ConditionalTransformModule
 from pyro.distributions.transforms.spline import ConditionedSpline
 from pyro.nn import PyroModule
 from torch import nn
 from torch.distributions import Transform, constraints
 
 from pyroflows.errors import DataError
-from pyroflows.flows.compact import BASES, BoundedTransformedDistribution
+from pyroflows.flows.compact import BoundedTransformedDistribution, freeze_parameters
+from pyroflows.flows.families import BASES, FAMILIES, LayerOptions, Stack, default_transform, family_for, modules_of
 from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
 from pyroflows.flows.radial import Radial
 from pyroflows.flows.sigmoid_spline import SigmoidSpline
 from pyroflows.flows.squash import IntervalSquashTransform
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
-from pyroflows.serialization import load_checkpoint, save_checkpoint
+from pyroflows.serialization import Checkpointable
+from pyroflows.validation import as_finite_2d, check_int
 
 __all__ = [
     "ConditionalCompactFlow",
@@ -55,10 +53,12 @@ __all__ = [
     "ConditionedSigmoidSpline",
     "check_context",
     "CONDITIONAL_TRANSFORMS",
+    "CONDITIONED",
 ]
 
-CONDITIONAL_TRANSFORMS = ("spline", "radial", "autoregressive")
-_DEFAULT_LAYERS = {"spline": 2, "radial": 8, "autoregressive": 2}
+#: The layer families (:data:`pyroflows.flows.families.FAMILIES`); a family whose ``conditional`` factory is ``None``
+#: is refused by :class:`ConditionalCompactFlow` with a clear error.
+CONDITIONAL_TRANSFORMS = FAMILIES
 _names = itertools.count()
 
 
@@ -153,23 +153,25 @@ class ConditionedSigmoidSpline(_Elementwise):
     log_abs_det_jacobian = SigmoidSpline.log_abs_det_jacobian
 
 
-_FAMILIES: dict[str, tuple[type[nn.Module], type[Transform]]] = {
-    "two_slope": (TwoSlopeAffine, ConditionedTwoSlopeAffine),
-    "radial": (Radial, ConditionedRadial),
-    "spline": (SigmoidSpline, ConditionedSigmoidSpline),
+#: The conditioned twin of each built-in layer class, and the constructor options it also takes.
+CONDITIONED: dict[str, tuple[type[nn.Module], type[Transform], tuple[str, ...]]] = {
+    "two_slope": (TwoSlopeAffine, ConditionedTwoSlopeAffine, ()),
+    "radial": (Radial, ConditionedRadial, ()),
+    "spline": (SigmoidSpline, ConditionedSigmoidSpline, ("order",)),
 }
 
 
 class ConditionalLayer(ConditionalTransformModule):
-    """One layer of a family (``"two_slope"``, ``"radial"``, ``"spline"``) whose parameters are a linear function of
-    context features.
+    """One layer of a family whose parameters are a linear function of context features.
 
     The head outputs the raw parameters of an unconditional layer of the same family (built once as a template: its
     parameter names, shapes and initial values). Its weights start at zero and its bias at the template's values, so
     at initialisation the layer is the unconditional layer, whatever the context.
 
     Args:
-        family: The layer family.
+        family: A built-in name (``"two_slope"``, ``"radial"``, ``"spline"``: see :data:`CONDITIONED`), or a new
+            family's ``(layer class, conditioned class, option names the conditioned class also takes)``; the
+            conditioned class takes the layer's raw parameters, by name, as batched tensors.
         input_dim: Dimension of the flow.
         features: Size of the context features the head reads.
         **kwargs: Passed to the family's constructor (``count_bins``, ``order`` for splines).
@@ -182,13 +184,21 @@ class ConditionalLayer(ConditionalTransformModule):
         True
     """
 
-    def __init__(self, family: str, input_dim: int, features: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        family: str | tuple[type[nn.Module], type[Transform], tuple[str, ...]],
+        input_dim: int,
+        features: int,
+        **kwargs: Any,
+    ) -> None:
         super().__init__()
-        if family not in _FAMILIES:
-            raise ValueError(f"family must be one of {sorted(_FAMILIES)}, got {family!r}")
-        template = _FAMILIES[family][0](input_dim, **kwargs)
+        if isinstance(family, str) and family not in CONDITIONED:
+            raise DataError(f"family must be one of {sorted(CONDITIONED)}, got {family!r}")
+        layer_class, self._conditioned, passed = CONDITIONED[family] if isinstance(family, str) else family
+        template = layer_class(input_dim, **kwargs)
         named = list(template.named_parameters())
         self.family, self.input_dim, self.kwargs = family, input_dim, dict(kwargs)
+        self._condition_kwargs = {k: v for k, v in kwargs.items() if k in passed}
         self._names = [name.rsplit(".", 1)[-1] for name, _ in named]
         self._shapes = [tuple(p.shape) for _, p in named]
         self.head = nn.Linear(features, sum(p.numel() for _, p in named))
@@ -208,10 +218,7 @@ class ConditionalLayer(ConditionalTransformModule):
 
     def condition(self, context: torch.Tensor) -> Transform:
         """The layer for the given context features, as a transform batched over their leading dimensions."""
-        params = self.parameters_for(context)
-        if self.family == "spline":
-            return ConditionedSigmoidSpline(**params, order=self.kwargs.get("order", "linear"))
-        return _FAMILIES[self.family][1](**params)
+        return self._conditioned(**self.parameters_for(context), **self._condition_kwargs)
 
 
 def check_context(
@@ -233,31 +240,29 @@ def check_context(
         ...
         pyroflows.errors.DataError: context: expected shape (N, 2) (one row of 2 features per data row), got (4, 3)
     """
-    if not torch.is_tensor(context):
-        array = np.asarray(context)
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
-            raise DataError(f"{name}: expected real numbers, got dtype {array.dtype}")
-        context = torch.as_tensor(array)
-    if context.is_complex():
-        raise DataError(f"{name}: expected real numbers, got dtype {context.dtype}")
-    c = context.to(dtype=flow.low.dtype, device=flow.low.device)
     k = flow.context_dim
-    if c.dim() == 1 and k == 1:
-        c = c[:, None]
-    if c.dim() != 2 or c.shape[1] != k:
-        raise DataError(
-            f"{name}: expected shape (N, {k}){' or (N,)' if k == 1 else ''} (one row of {k} feature"
-            f"{'s' if k != 1 else ''} per data row), got {tuple(c.shape)}"
-        )
+    shape = f"(N, {k}){' or (N,)' if k == 1 else ''} (one row of {k} feature{'s' if k != 1 else ''} per data row)"
+    c = _as_real_tensor(context, name)
+    if c.dim() == 1 and k != 1 or c.dim() == 2 and c.shape[1] != k or c.dim() not in (1, 2):
+        raise DataError(f"{name}: expected shape {shape}, got {tuple(c.shape)}")
     if rows is not None and c.shape[0] != rows:
         raise DataError(f"{name}: has {c.shape[0]} row(s) but the data have {rows}; the rows must be aligned")
-    bad = (~torch.isfinite(c).all(-1)).nonzero().flatten()
-    if bad.numel():
-        raise DataError(f"{name}: {bad.numel()} row(s) hold NaN or inf, e.g. rows {bad[:5].tolist()}")
-    return c
+    return as_finite_2d(c, name, dim=k, dtype=flow.low.dtype, device=flow.low.device, allow_empty=True)
 
 
-class ConditionalCompactFlow(PyroModule):
+def _as_real_tensor(x: Any, name: str) -> torch.Tensor:
+    """``x`` as a tensor of real numbers (bools count as 0/1), or a :class:`DataError` naming ``name``."""
+    if not torch.is_tensor(x):
+        array = np.asarray(x)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_) or np.iscomplexobj(array):
+            raise DataError(f"{name}: expected real numbers, got dtype {array.dtype}")
+        x = torch.as_tensor(array)
+    if x.is_complex():
+        raise DataError(f"{name}: expected real numbers, got dtype {x.dtype}")
+    return x.double() if x.dtype == torch.bool else x
+
+
+class ConditionalCompactFlow(Checkpointable, PyroModule):
     """A conditional normalizing flow :math:`p(y \\mid x)` whose support is :math:`[low, high]` for every context.
 
     Bounds as for :class:`~pyroflows.flows.CompactFlow`: numbers for an interval, one per dimension for a box, and
@@ -288,7 +293,9 @@ class ConditionalCompactFlow(PyroModule):
         name: Pyro name prefix; unique by default.
 
     Raises:
-        ValueError: bad bounds, ``context_dim < 1``, an unknown ``transform`` or ``base``.
+        DataError: bad bounds, ``context_dim < 1``, an unknown ``transform`` or ``base`` (checked by
+            :data:`~pyroflows.flows.families.FAMILIES` / ``BASES``), a family used below its dimension or without
+            a conditional version. :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
         >>> flow = ConditionalCompactFlow(0.0, 1.0, context_dim=2)
@@ -319,23 +326,17 @@ class ConditionalCompactFlow(PyroModule):
         super().__init__(name or ("conditional_flow" if (n := next(_names)) == 0 else f"conditional_flow_{n}"))
         squash = make_squash(*bound_tensors(low, high), scale=scale)
         dim = squash.low.numel()
-        if int(context_dim) < 1:
-            raise ValueError(f"context_dim must be a positive integer, got {context_dim}")
-        context_dim = int(context_dim)
-        transform = ("spline" if dim == 1 else "autoregressive") if transform is None else transform
-        if transform not in CONDITIONAL_TRANSFORMS:
-            raise ValueError(f"transform must be one of {CONDITIONAL_TRANSFORMS}, got {transform!r}")
-        if base not in BASES:
-            raise ValueError(f"base must be one of {BASES}, got {base!r}")
-        if transform == "autoregressive" and dim == 1:
-            raise ValueError("transform='autoregressive' needs dim > 1; use 'spline' or 'radial' for an interval")
-        num_layers = _DEFAULT_LAYERS[transform] if num_layers is None else int(num_layers)
-        if num_layers < 0:
-            raise ValueError(f"num_layers must be >= 0, got {num_layers}")
+        context_dim = check_int(context_dim, "context_dim", low=1)
+        transform = default_transform(dim) if transform is None else transform
+        family = family_for(transform, dim, conditional=True)
+        BASES.get(base)
+        num_layers = (
+            family.conditional_default_layers if num_layers is None else check_int(num_layers, "num_layers", low=0)
+        )
         hidden = [int(h) for h in hidden_dims] if hidden_dims is not None else [64, 64]
         if not hidden or min(hidden) < 1:
-            raise ValueError(f"hidden_dims must be a non-empty list of positive sizes, got {hidden_dims}")
-        self.config: dict[str, Any] = {
+            raise DataError(f"hidden_dims must be a non-empty list of positive sizes, got {hidden_dims}")
+        self._config: dict[str, Any] = {
             "low": squash.low.tolist(),
             "high": squash.high.tolist(),
             "context_dim": context_dim,
@@ -362,24 +363,21 @@ class ConditionalCompactFlow(PyroModule):
             width = h
         # Plain nn modules: PyroModule registers their parameters with Pyro whenever forward() touches them.
         self.trunk = nn.Sequential(*trunk).to(dtype)
-        layers: list[nn.Module] = [ConditionalLayer("two_slope", dim, width)]
-        for _ in range(num_layers):
-            if transform == "spline":
-                layers.append(ConditionalLayer("spline", dim, width, count_bins=count_bins, order=order))
-            elif transform == "radial":
-                layers.append(ConditionalLayer("radial", dim, width))
-            else:
-                layers.append(
-                    T.conditional_spline_autoregressive(
-                        dim, context_dim=width, hidden_dims=[8 * dim, 8 * dim], count_bins=count_bins, bound=bound
-                    )
-                )
-        self.layers = nn.ModuleList(layers).to(dtype)
+        options = LayerOptions(count_bins=int(count_bins), bound=float(bound), order=order)
+        # Base to data: the conditional tail layer, then the family's conditional stack (permutations included).
+        self._stack: Stack = [ConditionalLayer("two_slope", dim, width)]
+        self._stack += family.conditional(dim, num_layers, width, options)
+        self.layers = nn.ModuleList(modules_of(self._stack)).to(dtype)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments as plain values (what :meth:`save` writes and :meth:`from_config` reads)."""
+        return dict(self._config)
 
     @property
     def squash(self) -> IntervalSquashTransform | HalfLineSquashTransform:
         """The squash onto this flow's bounds."""
-        return make_squash(self.low, self.high, scale=self.config["scale"])
+        return make_squash(self.low, self.high, scale=self._config["scale"])
 
     def set_context_scaling(self, context: torch.Tensor) -> None:
         """Standardise contexts with this sample's mean and standard deviation (constant columns keep scale 1)."""
@@ -406,17 +404,34 @@ class ConditionalCompactFlow(PyroModule):
         if context.dim() == 0 or context.shape[-1] != self.context_dim:
             raise ValueError(f"context must have shape (..., {self.context_dim}), got {tuple(context.shape)}")
         h = self.features(context)
-        layers = [layer.condition(h) for layer in self.layers]
-        if self.config["transform"] == "autoregressive":
-            reverse = T.Permute(torch.arange(self.dim - 1, -1, -1, device=self.low.device))
-            layers = layers[:2] + [t for layer in layers[2:] for t in (reverse, layer)]
+        list(self.layers)  # touching self.layers inside forward registers its parameters with Pyro
+        layers = [t.condition(h) if isinstance(t, ConditionalTransform) else t for t in self._stack]
         zeros = torch.zeros(self.dim, dtype=self.low.dtype, device=self.low.device)
-        ones = torch.ones_like(zeros)
-        base = dist.Logistic(zeros, ones) if self.config["base"] == "logistic" else dist.Normal(zeros, ones)
-        base = base.to_event(1).expand(h.shape[:-1])
+        base = BASES.build(self._config["base"], zeros, torch.ones_like(zeros)).to_event(1).expand(h.shape[:-1])
         d = BoundedTransformedDistribution(base, [*layers, self.squash])
         d.compute_dtype = self.low.dtype
         return d
+
+    def freeze(self) -> ConditionalCompactFlow:
+        """Fix the flow's current conditional density (its parameters become buffers), as
+        :meth:`CompactFlow.freeze <pyroflows.flows.CompactFlow.freeze>` does; :func:`~pyroflows.flows.fit` refuses it.
+
+        Returns:
+            The flow itself.
+
+        Example:
+            >>> flow = ConditionalCompactFlow(0.0, 1.0, context_dim=2).freeze()
+            >>> flow.frozen, len(list(flow.parameters()))
+            (True, 0)
+        """
+        freeze_parameters(self.trunk, self.layers)
+        self._frozen = True
+        return self
+
+    @property
+    def frozen(self) -> bool:
+        """Whether :meth:`freeze` has been called."""
+        return getattr(self, "_frozen", False)
 
     def condition(self, context: torch.Tensor) -> BoundedTransformedDistribution:
         """The conditional distribution for ``context`` (the same as calling the module); see :meth:`forward`.
@@ -437,32 +452,9 @@ class ConditionalCompactFlow(PyroModule):
         with torch.no_grad():
             return self(context).sample(torch.Size(sample_shape))
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> Path:
-        """Write the flow with :func:`pyroflows.serialization.save_checkpoint` (``kind="ConditionalCompactFlow"``)."""
-        return save_checkpoint(
-            path,
-            kind="ConditionalCompactFlow",
-            config=self.config,
-            state_dict=self.state_dict(),
-            extra=extra,
-            overwrite=overwrite,
-        )
-
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> ConditionalCompactFlow:
         """Rebuild an (untrained) flow from :attr:`config`."""
         config = dict(config)
         config["dtype"] = getattr(torch, config.get("dtype", "float64"))
         return cls(config.pop("low"), config.pop("high"), config.pop("context_dim"), **config, **kwargs)
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> ConditionalCompactFlow:
-        """Read a flow written by :meth:`save`; its ``log_prob`` matches the saved one bit for bit.
-
-        Raises:
-            pyroflows.errors.CheckpointError: the file is missing, corrupt or holds another kind of model.
-        """
-        checkpoint = load_checkpoint(path, kind="ConditionalCompactFlow")
-        flow = cls.from_config(checkpoint["config"])
-        flow.load_state_dict(checkpoint["state_dict"])
-        return flow

@@ -12,6 +12,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pyro
@@ -25,8 +26,9 @@ from pyroflows.errors import DataError
 from pyroflows.flows.compact import CompactFlow
 from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
+from pyroflows.validation import as_finite_2d, check_float, check_int
 
-__all__ = ["fit", "FitResult", "check_data", "ConvergenceWarning", "DEFAULT_STEPS"]
+__all__ = ["fit", "FitResult", "check_data", "log_prob_chunked", "ConvergenceWarning", "DEFAULT_STEPS"]
 
 
 DEFAULT_STEPS = 2000
@@ -72,6 +74,9 @@ class FitResult:
 def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str = "data") -> torch.Tensor:
     """Validate data for ``flow``: shape ``(N,)`` (one dimension) or ``(N, dim)``, finite, inside the bounds.
 
+    The shape and finiteness checks are :func:`pyroflows.validation.as_finite_2d`'s; the bounds are compared at the
+    data's own precision (see :func:`~pyroflows.flows.to_bounds_dtype`).
+
     Returns:
         The data as a ``(N, dim)`` tensor in the flow's dtype and device.
 
@@ -85,26 +90,13 @@ def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str 
         ...
         pyroflows.errors.DataError: data: 2 of 3 row(s) lie outside [0.0, 1.0], e.g. rows [1, 2] = [2.0, 3.0]
     """
-    if not torch.is_tensor(data):
-        array = np.asarray(data)
-        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
-            raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
-        data = torch.as_tensor(array)
-    x = data
-    if x.is_complex():
-        raise DataError(f"{name}: expected real numbers, got dtype {x.dtype}")
-    x = x.to(device=flow.low.device)
-    if x.dim() == 1 and flow.dim == 1:
-        x = x[:, None]
-    if x.dim() != 2 or x.shape[1] != flow.dim:
+    x = _as_numbers(data, name)
+    if not (x.dim() == 2 and x.shape[1] == flow.dim or x.dim() == 1 and flow.dim == 1):
         raise DataError(
             f"{name}: expected shape (N, {flow.dim}){' or (N,)' if flow.dim == 1 else ''}, got {tuple(x.shape)}"
         )
-    if x.shape[0] == 0:
-        raise DataError(f"{name}: no rows")
-    bad = (~torch.isfinite(x).all(-1)).nonzero().flatten()
-    if bad.numel():
-        raise DataError(f"{name}: {bad.numel()} row(s) hold NaN or inf, e.g. rows {bad[:5].tolist()}")
+    x = as_finite_2d(x, name, dim=flow.dim, dtype=x.dtype if x.is_floating_point() else flow.low.dtype,
+                     device=flow.low.device)  # fmt: skip
     # Compared at the data's own precision: a float32 row equal to a bound rounded to float32 is on the bound.
     x = to_bounds_dtype(x, flow.low, flow.high)
     outside = ((x < flow.low) | (x > flow.high)).any(-1).nonzero().flatten()
@@ -123,6 +115,18 @@ def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str 
     return x
 
 
+def _as_numbers(data: Any, name: str) -> torch.Tensor:
+    """``data`` as a tensor of real numbers (bools as 0/1), or a :class:`DataError` naming ``name``."""
+    if not torch.is_tensor(data):
+        array = np.asarray(data)
+        if not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+            raise DataError(f"{name}: expected numbers, got dtype {array.dtype}")
+        data = torch.as_tensor(array)
+    if data.is_complex():
+        raise DataError(f"{name}: expected real numbers, got dtype {data.dtype}")
+    return data.to(torch.get_default_dtype()) if data.dtype == torch.bool else data
+
+
 def _significantly_better(candidate: torch.Tensor, incumbent: torch.Tensor, z: float = 2.0) -> bool:
     """Whether per-point log-likelihoods ``candidate`` beat ``incumbent`` on the same points by > ``z`` std. errors."""
     diff = candidate - incumbent
@@ -131,16 +135,34 @@ def _significantly_better(candidate: torch.Tensor, incumbent: torch.Tensor, z: f
     return bool(diff.mean() > z * diff.std() / math.sqrt(diff.numel()))
 
 
-def _log_probs(
-    flow: CompactFlow, x: torch.Tensor, batch: int = 65536, context: torch.Tensor | None = None
+def log_prob_chunked(
+    flow: CompactFlow | Any, x: torch.Tensor, *, context: torch.Tensor | None = None, chunk: int = 65536
 ) -> torch.Tensor:
+    """``log p(x_i)`` (or ``log p(y_i | c_i)`` for a conditional flow) of every row, ``chunk`` rows at a time.
+
+    Scoring a million points at once would hold every layer's intermediate values for all of them; chunks keep the
+    memory bounded. No gradient is recorded. ``pyroflows flow score`` and :func:`fit`'s held-out evaluations use it.
+
+    Args:
+        flow: A :class:`~pyroflows.flows.CompactFlow` (or any module whose call returns a distribution), or a
+            :class:`~pyroflows.flows.ConditionalCompactFlow` with ``context``.
+        x: Checked points, shape ``(N, dim)`` (see :func:`check_data`).
+        context: The conditional flow's checked context rows, aligned with ``x``.
+        chunk: Rows per chunk.
+
+    Example:
+        >>> flow = CompactFlow(0.0, 1.0, num_layers=1)
+        >>> x = torch.rand(10, 1, dtype=torch.float64)
+        >>> torch.equal(log_prob_chunked(flow, x, chunk=3), flow().log_prob(x))
+        True
+    """
     with torch.no_grad():
         if context is not None:  # a ConditionalCompactFlow: one distribution per chunk of context rows
             return torch.cat(
-                [flow(context[i : i + batch]).log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)]
+                [flow(context[i : i + chunk]).log_prob(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)]
             )
         d = flow()
-        return torch.cat([d.log_prob(x[i : i + batch]) for i in range(0, x.shape[0], batch)])
+        return torch.cat([d.log_prob(x[i : i + chunk]) for i in range(0, x.shape[0], chunk)])
 
 
 def fit(
@@ -195,7 +217,8 @@ def fit(
         DataError: bad data (see :func:`check_data`), fewer than 2 points, or a bad ``context`` (see
             :func:`~pyroflows.flows.conditional.check_context`; also a conditional flow without one or a context for
             an unconditional flow).
-        ValueError: a bad argument, or a frozen flow (:meth:`CompactFlow.freeze`).
+        DataError: also a bad argument (:func:`pyroflows.validation.check_int` / ``check_float``), or a frozen flow
+            (:meth:`CompactFlow.freeze`); :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
         >>> flow = CompactFlow(0.0, 1.0, num_layers=2)
@@ -217,22 +240,16 @@ def fit(
             seed=seed,
             progress=progress,
         )
-    for arg, value in (
-        ("steps", steps),
-        ("batch_size", batch_size),
-        ("eval_every", eval_every),
-        ("patience", patience),
-    ):
-        if not (isinstance(value, int) and value >= 1):
-            raise ValueError(f"{arg} must be a positive integer, got {value!r}")
-    if not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be positive and finite, got {lr}")
-    if not 0 < final_lr_fraction <= 1:
-        raise ValueError(f"final_lr_fraction must lie in (0, 1], got {final_lr_fraction}")
-    if not 0 <= heldout_fraction < 1:
-        raise ValueError(f"heldout_fraction must lie in [0, 1), got {heldout_fraction}")
+    steps, batch_size, eval_every, patience = (
+        check_int(value, name, low=1)
+        for name, value in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
+                            ("patience", patience))
+    )  # fmt: skip
+    lr = check_float(lr, "lr", low=0, low_open=True)
+    final_lr_fraction = check_float(final_lr_fraction, "final_lr_fraction", low=0, high=1, low_open=True)
+    heldout_fraction = check_float(heldout_fraction, "heldout_fraction", low=0, high=1, high_open=True)
     if getattr(flow, "frozen", False):
-        raise ValueError("the flow is frozen (CompactFlow.freeze): it has no parameters to fit")
+        raise DataError("the flow is frozen (CompactFlow.freeze): it has no parameters to fit")
     x = check_data(flow, data)
     c = _fit_context(flow, context, x.shape[0])
     if x.shape[0] < 2:
@@ -240,17 +257,41 @@ def fit(
     if seed is not None:
         pyro.set_rng_seed(seed)
     distributed.synchronize(flow)  # in a process group: rank 0's parameters and random state everywhere
-    perm = torch.randperm(x.shape[0], device=x.device)
-    n_heldout = int(round(heldout_fraction * x.shape[0]))
-    heldout, train = x[perm[:n_heldout]], x[perm[n_heldout:]]
-    c_heldout, c_train = (None, None) if c is None else (c[perm[:n_heldout]], c[perm[n_heldout:]])
-    if c_train is not None and not bool(flow.context_scaling_set):
-        flow.set_context_scaling(c_train)
-    n = train.shape[0]
-    batch = min(batch_size, n)
+    split = _Split.draw(flow, x, c, heldout_fraction)
     eval_every = min(eval_every, steps)
-    decay = final_lr_fraction ** (1.0 / steps)
+    svi = _make_svi(flow, split, min(batch_size, split.train.shape[0]), lr, final_lr_fraction ** (1.0 / steps))
+    result = FitResult(eval_every=eval_every)
+    start = time.perf_counter()
+    tracker = _train(flow, svi, split, result, steps=steps, patience=patience, progress=progress)
+    _finish(flow, split, result, tracker, steps)
+    result.seconds = time.perf_counter() - start
+    return result
 
+
+@dataclass
+class _Split:
+    """The training and held-out rows (and their context rows for a conditional flow)."""
+
+    train: torch.Tensor
+    heldout: torch.Tensor
+    c_train: torch.Tensor | None
+    c_heldout: torch.Tensor | None
+
+    @classmethod
+    def draw(cls, flow: Any, x: torch.Tensor, c: torch.Tensor | None, heldout_fraction: float) -> _Split:
+        """A random split from Pyro's RNG; a conditional flow without context scaling gets the training rows'."""
+        perm = torch.randperm(x.shape[0], device=x.device)
+        n_heldout = int(round(heldout_fraction * x.shape[0]))
+        split = cls(x[perm[n_heldout:]], x[perm[:n_heldout]], None, None)
+        if c is not None:
+            split.c_heldout, split.c_train = c[perm[:n_heldout]], c[perm[n_heldout:]]
+            if not bool(flow.context_scaling_set):
+                flow.set_context_scaling(split.c_train)
+        return split
+
+
+def _make_svi(flow: Any, split: _Split, batch: int, lr: float, decay: float) -> SVI:
+    """SVI on the observed flow with an empty guide (maximum likelihood, MAP with the flow's ``log_prior``)."""
     # In a process group the ranks' losses are summed: the global prior term is shared out between them.
     world = distributed.world_size() if distributed.active() else 1
 
@@ -267,66 +308,87 @@ def fit(
         pass
 
     optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}))
-    svi = SVI(model, guide, optim, Trace_ELBO())
-    result = FitResult(eval_every=eval_every)
-    best_state, best_log_probs = None, None
-    best = smoothed = math.inf
-    since_best = 0
-    history: list[torch.Tensor] = []  # held-out log-densities of the recent evaluations, for the convergence check
-    lookback = max(1, steps // (4 * eval_every))  # the convergence check looks at the last quarter of the budget
-    start = time.perf_counter()
-    bar = tqdm(total=steps, desc="fit", disable=not progress, leave=False)
-    while result.steps < steps:
-        flow.train()
-        block = min(eval_every, steps - result.steps)
-        total = sum(distributed.all_sum(svi.step(train, c_train)) for _ in range(block))
-        result.steps += block
-        bar.update(block)
-        result.train_nll.append(total / (block * n))
-        if not n_heldout:
-            bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
-            continue
-        flow.eval()
-        log_probs = _log_probs(flow, heldout, context=c_heldout)
-        history = [*history[-lookback:], log_probs]
+    return SVI(model, guide, optim, Trace_ELBO())
+
+
+@dataclass
+class _Tracker:
+    """Early-stopping state: the smoothed held-out NLL, the best evaluation and the recent held-out log-densities."""
+
+    lookback: int
+    best: float = math.inf
+    smoothed: float = math.inf
+    since_best: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    best_log_probs: torch.Tensor | None = None
+    history: list[torch.Tensor] = field(default_factory=list)
+
+    def update(self, flow: Any, log_probs: torch.Tensor, result: FitResult, block: int) -> None:
+        """Record one evaluation's held-out log-densities."""
+        self.history = [*self.history[-self.lookback :], log_probs]
         nll = -log_probs.mean().item()
         result.heldout_nll.append(nll)
         # Evaluation-to-evaluation jitter of the iterates is as large as the gains late in training; a smoothed curve
         # decides when to stop, so one lucky evaluation neither stops the run nor gets restored.
-        smoothed = nll if len(result.heldout_nll) == 1 else 0.7 * smoothed + 0.3 * nll
-        if smoothed < best - 1e-5:
-            best, since_best = smoothed, 0
-            best_state, best_log_probs = copy.deepcopy(flow.state_dict()), log_probs
+        self.smoothed = nll if len(result.heldout_nll) == 1 else 0.7 * self.smoothed + 0.3 * nll
+        if self.smoothed < self.best - 1e-5:
+            self.best, self.since_best = self.smoothed, 0
+            self.best_state, self.best_log_probs = copy.deepcopy(flow.state_dict()), log_probs
             result.best_eval = len(result.heldout_nll) - 1
         else:
-            since_best += block
-        bar.set_postfix(train=f"{result.train_nll[-1]:.4f}", heldout=f"{nll:.4f}")
-        if since_best >= patience:
+            self.since_best += block
+
+
+def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int, patience: int, progress: bool
+           ) -> _Tracker:  # fmt: skip
+    """SVI steps in blocks of ``result.eval_every``, a held-out evaluation after each, until the budget or patience
+    runs out."""
+    n, eval_every = split.train.shape[0], result.eval_every
+    # The convergence check looks at the last quarter of the budget.
+    tracker = _Tracker(lookback=max(1, steps // (4 * eval_every)))
+    bar = tqdm(total=steps, desc="fit", disable=not progress, leave=False)
+    while result.steps < steps:
+        flow.train()
+        block = min(eval_every, steps - result.steps)
+        total = sum(distributed.all_sum(svi.step(split.train, split.c_train)) for _ in range(block))
+        result.steps += block
+        bar.update(block)
+        result.train_nll.append(total / (block * n))
+        if not split.heldout.shape[0]:
+            bar.set_postfix(train=f"{result.train_nll[-1]:.4f}")
+            continue
+        flow.eval()
+        tracker.update(flow, log_prob_chunked(flow, split.heldout, context=split.c_heldout), result, block)
+        bar.set_postfix(train=f"{result.train_nll[-1]:.4f}", heldout=f"{result.heldout_nll[-1]:.4f}")
+        if tracker.since_best >= patience:
             result.stopped_early = True
             break
     bar.close()
-    if n_heldout:
-        final_log_probs = history[-1]
-        # Go back to the best evaluation only when the held-out data say it is better than the last parameters by
-        # more than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
-        if best_log_probs is not None and _significantly_better(best_log_probs, final_log_probs):
-            flow.load_state_dict(best_state)
-        else:
-            result.best_eval = len(result.heldout_nll) - 1
-        result.best_heldout_nll = -_log_probs(flow, heldout, context=c_heldout).mean().item()
-        if not result.stopped_early and len(history) > 1 and _significantly_better(final_log_probs, history[0]):
-            result.converged = False
-            warnings.warn(
-                f"fit: the held-out NLL was still improving when the budget of {steps} steps ran out "
-                f"({-history[0].mean().item():.4f} -> {-final_log_probs.mean().item():.4f} nats over the last "
-                f"{(len(history) - 1) * eval_every} steps); the flow is probably under-fitted: raise steps",
-                ConvergenceWarning,
-                stacklevel=2,
-            )
-    else:
+    return tracker
+
+
+def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, steps: int) -> None:
+    """Keep the last parameters unless an earlier evaluation was significantly better; warn when still improving."""
+    if not split.heldout.shape[0]:
         result.best_eval = len(result.train_nll) - 1
-    result.seconds = time.perf_counter() - start
-    return result
+        return
+    history, final_log_probs = tracker.history, tracker.history[-1]
+    # Go back to the best evaluation only when the held-out data say it is better than the last parameters by
+    # more than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
+    if tracker.best_log_probs is not None and _significantly_better(tracker.best_log_probs, final_log_probs):
+        flow.load_state_dict(tracker.best_state)
+    else:
+        result.best_eval = len(result.heldout_nll) - 1
+    result.best_heldout_nll = -log_prob_chunked(flow, split.heldout, context=split.c_heldout).mean().item()
+    if not result.stopped_early and len(history) > 1 and _significantly_better(final_log_probs, history[0]):
+        result.converged = False
+        warnings.warn(
+            f"fit: the held-out NLL was still improving when the budget of {steps} steps ran out "
+            f"({-history[0].mean().item():.4f} -> {-final_log_probs.mean().item():.4f} nats over the last "
+            f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps",
+            ConvergenceWarning,
+            stacklevel=3,
+        )
 
 
 def _fit_context(flow: CompactFlow, context: torch.Tensor | np.ndarray | None, rows: int) -> torch.Tensor | None:

@@ -8,6 +8,7 @@ space and can take the shape the posterior has near the bounds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
@@ -17,28 +18,59 @@ import pyro.distributions as dist
 import torch
 from pyro import poutine
 from pyro.infer.autoguide import AutoGuide
+from pyro.infer.autoguide.initialization import InitMessenger
 from torch.distributions import constraints
 
+from pyroflows.errors import DataError
 from pyroflows.flows.amortized import plan_local_sites
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
+from pyroflows.flows.families import default_transform
 
-__all__ = ["AutoCompactFlow", "interval_bounds"]
+__all__ = ["AutoCompactFlow", "interval_bounds", "support_bounds"]
 
 
-def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
-    """``(lower, upper)`` of an interval support (possibly wrapped in ``independent``), else ``None``.
+def support_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
+    """``(lower, upper)`` of a support bounded on at least one side, possibly wrapped in ``independent`` (a box);
+    ``-inf`` / ``inf`` on an open side; ``None`` for anything else.
+
+    Covers ``interval`` (``unit_interval``), ``half_open_interval``, ``greater_than`` (``positive``),
+    ``greater_than_eq`` (``nonnegative``) and ``less_than``, by ``isinstance`` on torch's constraint classes.
 
     Example:
-        >>> interval_bounds(constraints.unit_interval)
-        (0.0, 1.0)
-        >>> interval_bounds(constraints.positive) is None
+        >>> support_bounds(constraints.half_open_interval(0.0, 2.0))
+        (0.0, 2.0)
+        >>> support_bounds(constraints.positive)
+        (0.0, inf)
+        >>> support_bounds(constraints.real) is None
         True
     """
     while isinstance(support, constraints.independent):
         support = support.base_constraint
-    if isinstance(support, constraints.interval) or type(support).__name__ == "_Interval":
+    if isinstance(support, (constraints.interval, constraints.half_open_interval)):
         return support.lower_bound, support.upper_bound
+    if isinstance(support, (constraints.greater_than, constraints.greater_than_eq)):
+        return support.lower_bound, math.inf
+    if isinstance(support, constraints.less_than):
+        return -math.inf, support.upper_bound
     return None
+
+
+def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
+    """``(lower, upper)`` of an interval support with two finite ends (``interval``, ``half_open_interval``, possibly
+    wrapped in ``independent``), else ``None``; see :func:`support_bounds` for half-lines.
+
+    Example:
+        >>> interval_bounds(constraints.unit_interval)
+        (0.0, 1.0)
+        >>> interval_bounds(constraints.half_open_interval(-1.0, 1.0))
+        (-1.0, 1.0)
+        >>> interval_bounds(constraints.positive) is None
+        True
+    """
+    bounds = support_bounds(support)
+    if bounds is None or not all(bool(torch.isfinite(torch.as_tensor(b)).all()) for b in bounds):
+        return None
+    return bounds
 
 
 class AutoCompactFlow(AutoGuide):
@@ -58,16 +90,23 @@ class AutoCompactFlow(AutoGuide):
 
     Args:
         model: A Pyro model whose latent sites all have interval supports (``Beta``, ``Uniform``, ...).
-        transform: Flow layers of the global flow (``"spline"`` by default; ``"radial"``; ``"autoregressive"``).
-        init_loc_fn: Accepted for AutoGuide compatibility (the flows start near the uniform on the box).
+        transform: Flow layers of the global flow, a name in :data:`~pyroflows.flows.families.FAMILIES`; by default
+            :func:`~pyroflows.flows.families.default_transform` with ``guide=True`` (``"spline"``).
+        init_loc_fn: As for Pyro's autoguides (``init_to_median``, ``init_to_value(values=...)``, ...): where the
+            global flow starts. Its tail layer is shifted so the base distribution's median maps to the initial
+            values of the global latents (their marginal medians, for elementwise layers); ``None`` (default) keeps
+            the flow's own initialisation, close to uniform on the box. Needs the tail layer (``tail_slopes``) and
+            refuses models with per-datum latents, whose amortised guides have no such starting point.
         amortized_kwargs: Passed to each plate's :class:`~pyroflows.flows.ConditionalCompactFlow` (``num_layers``,
             ``hidden_dims``, ``count_bins``, ...).
         **flow_kwargs: Passed to the global :class:`CompactFlow` (``num_layers``, ``count_bins``, ``dtype``, ...).
 
     Raises:
-        ValueError: a latent site's support is not an interval (use AutoNormal or an AutoGuideList for those); a
-            per-datum latent in nested data plates, with other batch dimensions, with bounds that differ between
-            data, or in a subsampled plate without observed sites (no amortised guide is right for those yet).
+        ValueError: the model has no latent site (a :class:`~pyroflows.errors.DataError`); a latent site's support
+            is not an interval (use AutoNormal or an AutoGuideList for those); a per-datum latent in nested data
+            plates, with other batch dimensions, with bounds that differ between data, or in a subsampled plate
+            without observed sites (no amortised guide is right for those yet); ``init_loc_fn`` with per-datum
+            latents.
 
     Example:
         >>> def model():
@@ -81,14 +120,19 @@ class AutoCompactFlow(AutoGuide):
         self,
         model: Callable,
         *,
-        transform: str = "spline",
+        transform: str | None = None,
         init_loc_fn: Callable | None = None,
         amortized_kwargs: dict[str, Any] | None = None,
         **flow_kwargs: Any,
     ):
+        transform = default_transform(1, guide=True) if transform is None else transform
         self._transform = transform
         # The guide keeps the spline it was measured with (benchmarks/flows.py, Beta-Binomial): Pyro's fixed ends.
         self._flow_kwargs = {"ends": "fixed", **flow_kwargs} if transform == "spline" else flow_kwargs
+        self._init_loc_fn = init_loc_fn
+        if init_loc_fn is not None:
+            # As Pyro's AutoNormal does: the prototype trace then holds the initial values.
+            model = InitMessenger(init_loc_fn)(model)
         # A Normal base and a smaller context network: in a short check (a conjugate Beta-Binomial model, N = 1,000,
         # subsample 50) a Logistic base let the rarest data's guides leak mass into the far tail, and 64 hidden
         # units per layer were not needed.
@@ -121,12 +165,13 @@ class AutoCompactFlow(AutoGuide):
             lows.append(torch.as_tensor(bounds[0], dtype=torch.float64).expand(shape).reshape(-1))
             highs.append(torch.as_tensor(bounds[1], dtype=torch.float64).expand(shape).reshape(-1))
         if not lows and not self._local_plans:
-            raise RuntimeError("AutoCompactFlow found no latent variables; use an empty guide instead")
+            raise DataError("AutoCompactFlow found no latent variables; use an empty guide instead")
         self.flow = (
             CompactFlow(torch.cat(lows), torch.cat(highs), transform=self._transform, **self._flow_kwargs)
             if lows
             else None
         )
+        self._place_at_init_values()
         global_dim = self.flow.dim if self.flow is not None else 0
         self.amortized = torch.nn.ModuleDict(
             {
@@ -134,6 +179,19 @@ class AutoCompactFlow(AutoGuide):
                 for plate, plan in self._local_plans.items()
             }
         )
+
+    def _place_at_init_values(self) -> None:
+        """Centre the global flow on ``init_loc_fn``'s values (the prototype trace's), when one is given."""
+        if self._init_loc_fn is None:
+            return
+        if self._local_plans:
+            raise DataError(
+                "AutoCompactFlow: init_loc_fn is not supported with per-datum latents "
+                f"({', '.join(n for plan in self._local_plans.values() for n in plan.sites)}); their amortised "
+                "guides have no starting point to set"
+            )
+        values = [self.prototype_trace.nodes[name]["value"].detach().reshape(-1) for name in self._global_sites]
+        self.flow.center_at(torch.cat(values))
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> BoundedTransformedDistribution:
         """The flow distribution over the flattened global latent vector.

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 from torch.distributions import Transform, constraints
 
+from pyroflows.errors import DataError
 from pyroflows.flows.squash import IntervalSquashTransform
 
 __all__ = ["HalfLineSquashTransform", "make_squash", "bounds_kind", "bound_tensors"]
@@ -36,7 +37,7 @@ class HalfLineSquashTransform(Transform):
         cache_size: As for :class:`torch.distributions.Transform`.
 
     Raises:
-        ValueError: a bound is not finite, ``scale`` is not positive and finite, or ``side`` is unknown.
+        DataError: a bound is not finite, ``scale`` is not positive and finite, or ``side`` is unknown.
 
     Example:
         >>> t = HalfLineSquashTransform([0.0], side="lower")
@@ -59,15 +60,15 @@ class HalfLineSquashTransform(Transform):
     ) -> None:
         super().__init__(cache_size=cache_size)
         if side not in ("lower", "upper"):
-            raise ValueError(f"side must be 'lower' or 'upper', got {side!r}")
+            raise DataError(f"side must be 'lower' or 'upper', got {side!r}")
         bound_t = torch.atleast_1d(
             torch.as_tensor(bound, dtype=torch.float64 if not torch.is_tensor(bound) else None)
         ).flatten()
         scale_t = torch.as_tensor(scale, dtype=bound_t.dtype, device=bound_t.device).flatten()
         if not torch.isfinite(bound_t).all():
-            raise ValueError(f"the bound of a half-line must be finite, got {bound_t.tolist()}")
+            raise DataError(f"the bound of a half-line must be finite, got {bound_t.tolist()}")
         if not (torch.isfinite(scale_t).all() and (scale_t > 0).all()) or scale_t.numel() not in (1, bound_t.numel()):
-            raise ValueError(f"scale must be one positive finite number or one per dimension, got {scale_t.tolist()}")
+            raise DataError(f"scale must be one positive finite number or one per dimension, got {scale_t.tolist()}")
         self.bound, self.side, self.scale = bound_t, side, scale_t.expand_as(bound_t).clone()
 
     @property
@@ -130,7 +131,7 @@ def bound_tensors(
     """The bounds as float64 vectors of equal length (Python floats are kept exactly, never rounded to float32).
 
     Raises:
-        ValueError: the bounds are not numbers, or not of equal length.
+        DataError: the bounds are not numbers, or not of equal length.
 
     Example:
         >>> bound_tensors(0.1, [0.3])[0].item()
@@ -140,9 +141,9 @@ def bound_tensors(
         low_t = torch.atleast_1d(torch.as_tensor(low, dtype=torch.float64)).flatten()
         high_t = torch.atleast_1d(torch.as_tensor(high, dtype=torch.float64)).flatten()
     except (TypeError, ValueError, RuntimeError) as exc:
-        raise ValueError(f"low and high must be numbers or vectors of numbers, got {low!r} and {high!r}") from exc
+        raise DataError(f"low and high must be numbers or vectors of numbers, got {low!r} and {high!r}") from exc
     if low_t.shape != high_t.shape:
-        raise ValueError(
+        raise DataError(
             f"low and high must be numbers or equal-length vectors, got lengths {low_t.numel()} and {high_t.numel()}"
         )
     return low_t, high_t
@@ -152,7 +153,7 @@ def bounds_kind(low: torch.Tensor, high: torch.Tensor) -> str:
     """``"interval"`` (all bounds finite), ``"lower"`` (finite ``low``, ``high = inf``) or ``"upper"``.
 
     Raises:
-        ValueError: a bound is NaN, both bounds of a dimension are infinite, the dimensions mix kinds, or a finite
+        DataError: a bound is NaN, both bounds of a dimension are infinite, the dimensions mix kinds, or a finite
             ``low >= high``.
 
     Example:
@@ -160,16 +161,16 @@ def bounds_kind(low: torch.Tensor, high: torch.Tensor) -> str:
         'lower'
     """
     if torch.isnan(low).any() or torch.isnan(high).any():
-        raise ValueError(f"bounds must be finite (or -inf / inf), not NaN: low={low.tolist()}, high={high.tolist()}")
+        raise DataError(f"bounds must be finite (or -inf / inf), not NaN: low={low.tolist()}, high={high.tolist()}")
     if (low == math.inf).any() or (high == -math.inf).any():
-        raise ValueError(f"low cannot be +inf nor high -inf, got low={low.tolist()}, high={high.tolist()}")
+        raise DataError(f"low cannot be +inf nor high -inf, got low={low.tolist()}, high={high.tolist()}")
     low_open, high_open = torch.isinf(low), torch.isinf(high)
     both = (low_open & high_open).nonzero().flatten().tolist()
     if both:
-        raise ValueError(f"dimension(s) {both} have no finite bound; a compact flow needs at least one per dimension")
+        raise DataError(f"dimension(s) {both} have no finite bound; a compact flow needs at least one per dimension")
     bad = (low >= high).nonzero().flatten().tolist()
     if bad:
-        raise ValueError(
+        raise DataError(
             f"low must be below high in every dimension; dimension(s) {bad} have "
             f"low={[low[i].item() for i in bad]} >= high={[high[i].item() for i in bad]}"
         )
@@ -179,7 +180,7 @@ def bounds_kind(low: torch.Tensor, high: torch.Tensor) -> str:
         return "lower"
     if low_open.all():
         return "upper"
-    raise ValueError(
+    raise DataError(
         "every dimension must have the same kind of bounds (all finite, all [low, inf) or all (-inf, high]); "
         f"got low={low.tolist()}, high={high.tolist()}"
     )

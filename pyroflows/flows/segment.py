@@ -9,9 +9,7 @@ direction) has that log-density with respect to arc length. Points off the segme
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -22,11 +20,12 @@ from torch.distributions import constraints
 
 from pyroflows.errors import DataError
 from pyroflows.flows.compact import CompactFlow
-from pyroflows.serialization import restore_module, save_checkpoint
+from pyroflows.serialization import Checkpointable
+from pyroflows.validation import as_finite_2d
 
 __all__ = ["SegmentFlow", "SegmentDistribution", "OnSegment"]
 
-_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)
+_INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64)
 
 
 class OnSegment(constraints.Constraint):
@@ -128,7 +127,7 @@ class SegmentDistribution(dist.TorchDistribution):
         return SegmentDistribution(self.arc.expand(batch_shape), self.p0, self.p1, validate_args=self._validate_args)
 
 
-class SegmentFlow(PyroModule):
+class SegmentFlow(Checkpointable, PyroModule):
     """A learnable density on the segment :math:`p_0 \\to p_1` in :math:`\\mathbb{R}^n`.
 
     Args:
@@ -138,7 +137,7 @@ class SegmentFlow(PyroModule):
             ``num_layers``, ...).
 
     Raises:
-        ValueError: ``p0`` and ``p1`` differ in shape, are not finite, or coincide.
+        DataError: ``p0`` and ``p1`` differ in shape, are not finite, or coincide.
 
     Example:
         >>> seg = SegmentFlow([0.0, 0.0], [3.0, 4.0], num_layers=2)
@@ -157,19 +156,24 @@ class SegmentFlow(PyroModule):
         p0_t = torch.as_tensor(p0, dtype=dtype).flatten()
         p1_t = torch.as_tensor(p1, dtype=dtype).flatten()
         if p0_t.shape != p1_t.shape:
-            raise ValueError(f"p0 and p1 must have the same length, got {p0_t.numel()} and {p1_t.numel()}")
+            raise DataError(f"p0 and p1 must have the same length, got {p0_t.numel()} and {p1_t.numel()}")
         if not (torch.isfinite(p0_t).all() and torch.isfinite(p1_t).all()):
-            raise ValueError("p0 and p1 must be finite")
+            raise DataError("p0 and p1 must be finite")
         length = (p1_t - p0_t).norm().item()
         if length == 0:
-            raise ValueError(f"p0 and p1 coincide ({p0_t.tolist()}): a segment needs two distinct end points")
+            raise DataError(f"p0 and p1 coincide ({p0_t.tolist()}): a segment needs two distinct end points")
         self.register_buffer("p0", p0_t)
         self.register_buffer("p1", p1_t)
         self.length = length
         self.arc = CompactFlow(0.0, length, **flow_kwargs)
-        self.config = {"p0": p0_t.tolist(), "p1": p1_t.tolist(), **flow_kwargs}
-        self.config.pop("dtype", None)
-        self.config["dtype"] = str(dtype).removeprefix("torch.")
+        self._config = {"p0": p0_t.tolist(), "p1": p1_t.tolist(), **flow_kwargs}
+        self._config.pop("dtype", None)
+        self._config["dtype"] = str(dtype).removeprefix("torch.")
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The end points and the arc-length flow's arguments as plain values (what :meth:`save` writes)."""
+        return dict(self._config)
 
     def forward(self) -> SegmentDistribution:
         """A fresh distribution on the segment."""
@@ -182,13 +186,13 @@ class SegmentFlow(PyroModule):
             DataError: wrong shape, NaN/inf, or points off the segment (naming how many and which rows).
         """
         x = torch.as_tensor(np.asarray(points) if not torch.is_tensor(points) else points).to(self.p0.device)
+        if x.dtype == torch.bool:
+            x = x.to(self.p0.dtype)
         if x.is_complex() or not (x.is_floating_point() or x.dtype in _INTEGER_DTYPES):
             raise DataError(f"{name}: expected real numbers, got dtype {x.dtype}")
-        if x.dim() != 2 or x.shape[1] != self.p0.numel():
-            raise DataError(f"{name}: expected shape (N, {self.p0.numel()}), got {tuple(x.shape)}")
-        bad = (~torch.isfinite(x).all(-1)).nonzero().flatten()
-        if bad.numel():
-            raise DataError(f"{name}: {bad.numel()} row(s) hold NaN or inf, e.g. rows {bad[:5].tolist()}")
+        # Integers are read at the segment's precision, floats at their own (the on-segment slack depends on it).
+        x = as_finite_2d(x, name, dim=self.p0.numel(), dtype=None if x.is_floating_point() else self.p0.dtype,
+                         allow_1d=False, allow_empty=True)  # fmt: skip
         support = OnSegment(self.p0, self.p1)
         off = (~support.check(x)).nonzero().flatten()
         if off.numel():
@@ -199,19 +203,9 @@ class SegmentFlow(PyroModule):
         t, _ = support.arc_length(x)
         return t.clamp(0, self.length)[:, None]
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the flow with :func:`pyroflows.serialization.save_checkpoint` (``kind="SegmentFlow"``)."""
-        return save_checkpoint(
-            path, kind="SegmentFlow", config=self.config, state_dict=self.state_dict(), overwrite=overwrite
-        )
-
     @classmethod
-    def load(cls, path: str | os.PathLike) -> SegmentFlow:
-        """Read a flow written by :meth:`save`."""
-
-        def build(config: dict[str, Any]) -> SegmentFlow:
-            config["dtype"] = getattr(torch, config.get("dtype", "float64"))
-            return cls(config.pop("p0"), config.pop("p1"), **config)
-
-        flow, _ = restore_module(path, kind="SegmentFlow", build=build)
-        return flow
+    def from_config(cls, config: dict[str, Any], **kwargs: Any) -> SegmentFlow:
+        """Rebuild an (untrained) segment flow from :attr:`config`."""
+        config = {**config, **kwargs}
+        config["dtype"] = getattr(torch, config.get("dtype", "float64"))
+        return cls(config.pop("p0"), config.pop("p1"), **config)

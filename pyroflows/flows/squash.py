@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch.distributions import Transform, constraints
 
+from pyroflows.errors import DataError
+
 __all__ = ["IntervalSquashTransform", "to_bounds_dtype"]
 
 
@@ -55,7 +57,7 @@ class IntervalSquashTransform(Transform):
         cache_size: 1 caches the last (x, y) pair so samples re-score from their exact pre-image.
 
     Raises:
-        ValueError: a bound is not finite or ``low >= high`` somewhere.
+        DataError: a bound is not finite or ``low >= high`` somewhere.
 
     Example:
         >>> t = IntervalSquashTransform([1.0], [2.5])
@@ -81,14 +83,14 @@ class IntervalSquashTransform(Transform):
         high_t = torch.as_tensor(high, dtype=low_t.dtype, device=low_t.device)
         low_t, high_t = torch.atleast_1d(low_t), torch.atleast_1d(high_t)
         if low_t.shape != high_t.shape or low_t.dim() != 1:
-            raise ValueError(
+            raise DataError(
                 f"low and high must be numbers or equal-length vectors, got {low_t.shape} and {high_t.shape}"
             )
         if not (torch.isfinite(low_t).all() and torch.isfinite(high_t).all()):
-            raise ValueError(f"bounds must be finite, got low={low_t.tolist()}, high={high_t.tolist()}")
+            raise DataError(f"bounds must be finite, got low={low_t.tolist()}, high={high_t.tolist()}")
         bad = (low_t >= high_t).nonzero().flatten().tolist()
         if bad:
-            raise ValueError(
+            raise DataError(
                 f"low must be below high in every dimension; dimension(s) {bad} have "
                 f"low={[low_t[i].item() for i in bad]} >= high={[high_t[i].item() for i in bad]}"
             )

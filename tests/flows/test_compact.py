@@ -208,8 +208,8 @@ def test_works_in_a_users_own_svi_loop():
         (dict(low=1.0, high=1.0), r"low must be below high"),
         (dict(low=[0.0, 0.0], high=[1.0]), r"equal-length"),
         (dict(low=0.0, high=math.nan), r"finite"),
-        (dict(low=0.0, high=1.0, transform="planar"), r"transform must be one of"),
-        (dict(low=0.0, high=1.0, base="cauchy"), r"base must be one of"),
+        (dict(low=0.0, high=1.0, transform="planar"), r"transform: unknown 'planar'; expected one of radial, spline"),
+        (dict(low=0.0, high=1.0, base="cauchy"), r"base: unknown 'cauchy'; expected one of logistic, normal"),
         (dict(low=0.0, high=1.0, transform="autoregressive"), r"needs dim > 1"),
     ],
 )

@@ -260,8 +260,8 @@ def test_works_as_the_likelihood_in_a_users_plate_and_svi_loop():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(low=0.0, high=1.0, context_dim=0), "context_dim must be a positive integer"),
-        (dict(low=0.0, high=1.0, context_dim=1, transform="planar"), "transform must be one of"),
+        (dict(low=0.0, high=1.0, context_dim=0), "context_dim: expected an integer >= 1, got 0"),
+        (dict(low=0.0, high=1.0, context_dim=1, transform="planar"), "transform: unknown 'planar'; expected one of"),
         (dict(low=0.0, high=1.0, context_dim=1, transform="autoregressive"), "needs dim > 1"),
         (dict(low=-math.inf, high=math.inf, context_dim=1), "no finite bound"),
         (dict(low=[0.0, -math.inf], high=[math.inf, 1.0], context_dim=1), "same kind of bounds"),

@@ -99,12 +99,12 @@ def test_box_outside_rows_are_named():
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(steps=0), "steps must be a positive integer"),
-        (dict(eval_every=0), "eval_every must be a positive integer"),
-        (dict(lr=-1.0), "lr must be positive"),
-        (dict(lr=float("nan")), "lr must be positive"),
-        (dict(final_lr_fraction=0.0), r"final_lr_fraction must lie in \(0, 1\]"),
-        (dict(heldout_fraction=1.0), r"heldout_fraction must lie in \[0, 1\)"),
+        (dict(steps=0), "steps: expected an integer >= 1, got 0"),
+        (dict(eval_every=0), "eval_every: expected an integer >= 1, got 0"),
+        (dict(lr=-1.0), r"lr: expected a finite number > 0, got -1"),
+        (dict(lr=float("nan")), r"lr: expected a finite number > 0, got nan"),
+        (dict(final_lr_fraction=0.0), r"final_lr_fraction: expected a finite number > 0 and <= 1, got 0"),
+        (dict(heldout_fraction=1.0), r"heldout_fraction: expected a finite number >= 0 and < 1, got 1"),
     ],
 )
 def test_bad_arguments(kwargs, message):
