@@ -162,7 +162,7 @@ def _load_user_model(path: Path, trust: bool = False) -> torch.nn.Module:
 
 def _bottleneck(args: argparse.Namespace):
     from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, ReadoutBottleneck, load_bundled_model
-    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.zoo import load_bundled_readout
     from pyroflows.datasets import make_cluttered_digits
 
     if args.model == "bundled":
@@ -312,7 +312,7 @@ def run_demo(out_dir: Path, fast: bool) -> list[str]:
     from captum.attr import Saliency
 
     from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
-    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.zoo import load_bundled_readout
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.evaluation import bounding_box_score
 

@@ -556,7 +556,7 @@ def _readout(model: nn.Module, context: MethodContext) -> Attribution:
     if context.readout is not None:
         return ConfiguredAttribution(readout_for_model(context.readout, model), reduce=_map_only)
     try:
-        from pyroflows.attribution.models import load_bundled_readout
+        from pyroflows.zoo import load_bundled_readout
     except ImportError as exc:
         raise MethodNotSupported(f"the readout bottleneck is not available in this installation: {exc}") from exc
     try:

@@ -81,7 +81,7 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
     Raises:
         DataError: an unknown task, or a non-positive ``n``.
     """
-    from pyroflows.attribution.sequence_models import (
+    from pyroflows.zoo.sequences import (
         KEYWORD_LAYER,
         MOTIF_LAYER,
         load_keyword_model,
