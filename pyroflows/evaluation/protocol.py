@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 
 from pyroflows import distributed
 from pyroflows.errors import DataError
-from pyroflows.evaluation.baselines import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves
+from pyroflows.evaluation.methods import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, sensitivity_n
 
