@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from _results import write_section as _write_section  # noqa: E402  # benchmarks/ is sys.path[0] when run
 from torch import nn
 
-from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
-from pyroflows.attribution.capacity import gaussian_blur
-from pyroflows.attribution.hooks import resolve_layer
+from pyroflows.attribution import PerSampleBottleneck, gaussian_blur, resolve_layer
 from pyroflows.datasets import make_cluttered_digits
+from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

@@ -21,6 +21,7 @@ from pyroflows.evaluation.captum_methods import RandomAttribution
 from pyroflows.evaluation.bottleneck_methods import readout_for_model
 
 # isort: split
+from pyroflows.evaluation.bundled import evaluate_bundled, evaluate_sequences  # noqa: I001
 from pyroflows.evaluation.methods import (
     DEFAULT_METHODS,
     METHODS,
@@ -31,6 +32,7 @@ from pyroflows.evaluation.methods import (
     MethodFactory,
     MethodNotSupported,
     available_methods,
+    check_methods,
     make_attribute_fn,
     make_attribution,
     reduce_channels,
@@ -73,12 +75,15 @@ __all__ = [
     "SensitivityN",
     "TABLE_COLUMNS",
     "available_methods",
+    "check_methods",
     "bounding_box_score",
     "cascading_randomization",
     "default_sensitivity_ns",
     "degradation_curves",
     "degradation_score",
     "evaluate_methods",
+    "evaluate_bundled",
+    "evaluate_sequences",
     "make_attribute_fn",
     "map_ssim",
     "minmax_normalize",

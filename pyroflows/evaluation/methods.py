@@ -50,6 +50,7 @@ __all__ = [
     "MethodNotSupported",
     "METHODS",
     "available_methods",
+    "check_methods",
     "make_attribute_fn",
     "make_attribution",
     "register_method",
@@ -180,6 +181,27 @@ def available_methods() -> dict[str, str]:
         True
     """
     return {name: METHODS.get(name).help for name in METHODS.names()}
+
+
+def check_methods(methods: Iterable[str], name: str = "methods") -> list[str]:
+    """``methods`` as a list, after checking it is not empty and every name is registered.
+
+    Raises:
+        DataError: naming ``name``, the unknown names and the choices.
+
+    Example:
+        >>> check_methods(["saliency", "gradcam"])  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        pyroflows.errors.DataError: methods: unknown ['gradcam']; choose from random, saliency, ...
+    """
+    methods = list(methods)
+    if not methods:
+        raise DataError(f"{name}: no method given; choose from {', '.join(METHODS.names())}")
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise DataError(f"{name}: unknown {unknown}; choose from {', '.join(METHODS.names())}")
+    return methods
 
 
 def _known_options() -> set[str]:

@@ -137,15 +137,13 @@ class EvaluationTable:
 
     def plot_degradation(self, tile_size: int = 8, ax=None):
         """Normalised MoRF (solid) and LeRF (dashed) curves averaged over images, one colour per method."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         for index, (name, result) in enumerate(self.results.items()):
             if tile_size not in result.degradation:
                 continue
             curves = result.degradation[tile_size]
             morf, lerf = curves.normalized("mean")
-            colour = plt.get_cmap("tab20")(index % 20)
+            colour = _colour(index)
             x = curves.fraction.cpu().numpy()
             ax.plot(x, morf.cpu().numpy(), color=colour, label=name)
             ax.plot(x, lerf.cpu().numpy(), color=colour, linestyle="--")
@@ -156,14 +154,12 @@ class EvaluationTable:
 
     def plot_sensitivity(self, tile_size: int = 8, ax=None):
         """Sensitivity-N correlation (averaged over images) against the fraction of pixels removed."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         for index, (name, result) in enumerate(self.results.items()):
             if tile_size not in result.sensitivity:
                 continue
             sens = result.sensitivity[tile_size]
-            colour = plt.get_cmap("tab20")(index % 20)
+            colour = _colour(index)
             ax.plot(sens.fraction.numpy(), sens.mean().cpu().numpy(), marker=".", color=colour, label=name)
         ax.set_xscale("log")
         ax.set(xlabel="fraction of pixels removed", ylabel="Pearson correlation",
@@ -173,15 +169,13 @@ class EvaluationTable:
 
     def plot_sanity(self, ax=None):
         """SSIM to the original map against the number of layers re-initialised (from the output)."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         labels: list[str] = []
         for index, (name, result) in enumerate(self.results.items()):
             if result.sanity is None:
                 continue
             ssim = result.sanity.mean().cpu().numpy()
-            ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=plt.get_cmap("tab20")(index % 20), label=name)
+            ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=_colour(index), label=name)
             labels = result.sanity.layers
         if labels:
             ax.set_xticks(range(1, len(labels) + 1), [f"{i}\n{n}" for i, n in enumerate(labels, 1)], fontsize=7)
@@ -195,7 +189,7 @@ class EvaluationTable:
                    outputs: Any = None) -> list[Path]:  # fmt: skip
         """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
         atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         from pyroflows.io import save_figure
 
@@ -206,15 +200,25 @@ class EvaluationTable:
         jobs += [(f"sensitivity_n_{t}.png", lambda ax, t=t: self.plot_sensitivity(t, ax)) for t in sens_tiles]
         jobs.append(("sanity_check.png", lambda ax: self.plot_sanity(ax)))
         for filename, draw in jobs:
-            figure, ax = plt.subplots(figsize=(7, 4.5))
-            draw(ax)
+            figure = Figure(figsize=(7, 4.5))
+            draw(figure.subplots())
             figure.tight_layout()
-            try:
-                save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
-            finally:
-                plt.close(figure)
+            save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
             paths.append(directory / filename)
         return paths
+
+
+def _new_axes() -> Any:
+    """Axes on a fresh ``Figure`` (no pyplot: nothing global changes; ``ax.figure`` holds the plot)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(6, 4)).subplots()
+
+
+def _colour(index: int) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](index % 20)
 
 
 def _format(value: object, digits: int) -> str:
