@@ -1,7 +1,7 @@
 """The IBA paper's Table 1 on the bundled cluttered-digits CNN: every method through the same evaluation code.
 
-Runs :func:`pyroflows.evaluation.evaluate_bundled` (the library call behind ``pyroflows evaluate``), times it, prints the table and
-refreshes the ``## Attribution evaluation`` section of ``benchmarks/RESULTS.md``.
+Runs :func:`pyroflows.evaluation.evaluate_bundled` (the library call behind ``pyroflows evaluate``), times it,
+prints the table and refreshes the ``## Attribution evaluation`` section of ``benchmarks/RESULTS.md``.
 
 Usage:
     python benchmarks/evaluation_table.py [--quick] [--n-images N] [--out DIR] [--no-write]
