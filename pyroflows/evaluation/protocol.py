@@ -34,6 +34,7 @@ from pyroflows.evaluation.degradation import DegradationCurves, degradation_curv
 from pyroflows.evaluation.methods import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, sensitivity_n
+from pyroflows.validation import as_targets
 
 __all__ = ["MethodEvaluation", "EvaluationTable", "evaluate_methods", "SANITY_THRESHOLD", "TABLE_COLUMNS"]
 
@@ -280,10 +281,7 @@ def evaluate_methods(
         DataError: Bad shapes, an unknown method name.
     """
     n = inputs.shape[0]
-    target = torch.as_tensor(target, device=inputs.device).long()
-    target = target.expand(n) if target.dim() == 0 else target
-    if target.shape != (n,):
-        raise DataError(f"target must be an int or a tensor [N] = [{n}], got shape {tuple(target.shape)}")
+    target = as_targets(target, n, device=inputs.device)
     if boxes is not None and (boxes.dim() != 2 or boxes.shape != (n, 4)):
         raise DataError(f"boxes must be [N, 4] = [{n}, 4], got {tuple(boxes.shape)}")
     if isinstance(methods, Mapping):

@@ -31,8 +31,6 @@ from pyroflows.evaluation._utils import (
     batched_forward,
     check_inputs_and_maps,
     check_output,
-    check_target,
-    check_target_range,
     check_tile_size,
     chunks,
     positions_of,
@@ -41,6 +39,7 @@ from pyroflows.evaluation._utils import (
     tile_masks_to_pixels,
     tile_means,
 )
+from pyroflows.validation import as_targets
 
 __all__ = ["SensitivityN", "sensitivity_n", "default_sensitivity_ns", "pearson_rows"]
 
@@ -145,7 +144,7 @@ def sensitivity_n(
     n_images = inputs.shape[0]
     positions = positions_of(inputs)
     check_tile_size(tile_size, *positions)
-    target = check_target(target, n_images, inputs.device)
+    target = as_targets(target, n_images, device=inputs.device)
     check_output(output)
     if n_masks < 3:
         raise DataError(f"n_masks must be at least 3 for a correlation, got {n_masks}")
@@ -165,7 +164,7 @@ def sensitivity_n(
 
     def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
-        check_target_range(classes, logits)
+        as_targets(classes, len(classes), num_classes=logits.shape[-1])
         return target_values(logits, classes, output)
 
     original = score(inputs, target)
