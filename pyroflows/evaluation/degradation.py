@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pyroflows.errors import DataError
 from pyroflows.evaluation._utils import (
     Baseline,
     baseline_images,
