@@ -30,6 +30,7 @@ from tqdm.auto import tqdm
 
 from pyroflows import distributed
 from pyroflows.errors import DataError
+from pyroflows.evaluation._utils import positions_of
 from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves
 from pyroflows.evaluation.methods import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
@@ -288,57 +289,112 @@ def evaluate_methods(
         functions = dict(methods)
     else:
         functions = {name: make_attribute_fn(name, context) for name in methods}
-    from pyroflows.evaluation._utils import positions_of
-
-    positions = positions_of(inputs)
+    settings = _Settings(
+        degradation_tiles, sensitivity_tiles, sensitivity_steps, n_masks, sanity_images, baseline, batch_size, seed
+    )
     results: dict[str, MethodEvaluation] = {}
     bar = tqdm(functions.items(), desc="evaluating", disable=not progress, total=len(functions))
     for name, attribute_fn in bar:
         bar.set_postfix_str(name)
-        result = MethodEvaluation(method=name)
-        results[name] = result
-        with warnings.catch_warnings():
-            # Captum warns that it switched on requires_grad for the inputs; that is expected here.
-            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-            try:
-                start = time.perf_counter()
-                maps = attribute_fn(model, inputs, target).detach()
-                result.seconds_per_image = (time.perf_counter() - start) / n
-            except MethodNotSupported as exc:
-                result.error = str(exc).split("\n")[0][:200]
-                continue
-            result.maps = maps
-            # Under a process group the per-image metrics run on shards of the images, gathered in order.
-            for tile in degradation_tiles:
-                result.degradation[tile] = distributed.map_shards(
-                    lambda x, m, t, tile=tile: degradation_curves(
-                        model, x, m, t, tile_size=tile, baseline=baseline, batch_size=batch_size
-                    ),
-                    inputs, maps, target, concat={"morf": 0, "lerf": 0},
-                )  # fmt: skip
-            if boxes is not None:
-                from pyroflows.evaluation import bounding_box_score
-
-                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                scores = bounding_box_score(maps, boxes).to(torch.float64)
-                h, w = positions
-                result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
-            if spans is not None:
-                from pyroflows.evaluation.span import span_score, top1_hit
-
-                result.span = span_score(maps, spans, padding)
-                result.top1 = top1_hit(maps, spans, padding)
-            for tile in sensitivity_tiles:
-                n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
-                ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps, spatial=len(positions))
-                result.sensitivity[tile] = distributed.map_shards(
-                    lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
-                        model, x, m, t, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,
-                        seed=seed, batch_size=batch_size,
-                    ),
-                    inputs, maps, target, concat={"correlation": 0},
-                )  # fmt: skip
-            if sanity_images > 0:
-                k = min(sanity_images, n)
-                result.sanity = cascading_randomization(model, inputs[:k], target[:k], attribute_fn, seed=seed)
+        results[name] = _evaluate_method(
+            name, attribute_fn, model, inputs, target, boxes=boxes, spans=spans, padding=padding, settings=settings
+        )
     return EvaluationTable(results=results)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The metrics' settings of one :func:`evaluate_methods` call."""
+
+    degradation_tiles: Sequence[int]
+    sensitivity_tiles: Sequence[int]
+    sensitivity_steps: int
+    n_masks: int
+    sanity_images: int
+    baseline: str | float | torch.Tensor
+    batch_size: int
+    seed: int
+
+
+def _evaluate_method(
+    name: str,
+    attribute_fn: AttributeFn,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    boxes: torch.Tensor | None,
+    spans: torch.Tensor | None,
+    padding: torch.Tensor | None,
+    settings: _Settings,
+) -> MethodEvaluation:
+    """One method's row: its maps, then degradation, localisation, Sensitivity-N and the sanity check."""
+    result = MethodEvaluation(method=name)
+    with warnings.catch_warnings():
+        # Captum warns that it switched on requires_grad for the inputs; that is expected here.
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        try:
+            start = time.perf_counter()
+            maps = attribute_fn(model, inputs, target).detach()
+            result.seconds_per_image = (time.perf_counter() - start) / inputs.shape[0]
+        except MethodNotSupported as exc:
+            result.error = str(exc).split("\n")[0][:200]
+            return result
+        result.maps = maps
+        _degradation(result, model, inputs, maps, target, settings)
+        _localisation(result, maps, inputs, boxes, spans, padding)
+        _sensitivity(result, model, inputs, maps, target, settings)
+        if settings.sanity_images > 0:
+            k = min(settings.sanity_images, inputs.shape[0])
+            result.sanity = cascading_randomization(model, inputs[:k], target[:k], attribute_fn, seed=settings.seed)
+    return result
+
+
+def _degradation(
+    result: MethodEvaluation, model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+    settings: _Settings,
+) -> None:  # fmt: skip
+    # Under a process group the per-image metrics run on shards of the images, gathered in order.
+    for tile in settings.degradation_tiles:
+        result.degradation[tile] = distributed.map_shards(
+            lambda x, m, t, tile=tile: degradation_curves(
+                model, x, m, t, tile_size=tile, baseline=settings.baseline, batch_size=settings.batch_size
+            ),
+            inputs, maps, target, concat={"morf": 0, "lerf": 0},
+        )  # fmt: skip
+
+
+def _localisation(
+    result: MethodEvaluation, maps: torch.Tensor, inputs: torch.Tensor, boxes: torch.Tensor | None,
+    spans: torch.Tensor | None, padding: torch.Tensor | None,
+) -> None:  # fmt: skip
+    """The bounding-box score (images whose box covers at most a third of the image) or the span scores."""
+    if boxes is not None:
+        from pyroflows.evaluation.bounding_box import bounding_box_score
+
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        scores = bounding_box_score(maps, boxes).to(torch.float64)
+        h, w = positions_of(inputs)
+        result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
+    if spans is not None:
+        from pyroflows.evaluation.span import span_score, top1_hit
+
+        result.span = span_score(maps, spans, padding)
+        result.top1 = top1_hit(maps, spans, padding)
+
+
+def _sensitivity(
+    result: MethodEvaluation, model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+    settings: _Settings,
+) -> None:  # fmt: skip
+    positions = positions_of(inputs)
+    for tile in settings.sensitivity_tiles:
+        n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
+        ns = default_sensitivity_ns(n_tiles, tile, n_steps=settings.sensitivity_steps, spatial=len(positions))
+        result.sensitivity[tile] = distributed.map_shards(
+            lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
+                model, x, m, t, tile_size=tile, ns=ns, n_masks=settings.n_masks, baseline=settings.baseline,
+                seed=settings.seed, batch_size=settings.batch_size,
+            ),
+            inputs, maps, target, concat={"correlation": 0},
+        )  # fmt: skip
