@@ -213,7 +213,6 @@ def _bottleneck(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Handler of ``pyroflows attribute``."""
-    from pyroflows.attribution.plots import save_overlay
     from pyroflows.cli.attribute_sequences import is_sequence_request, run_sequences
 
     if is_sequence_request(args):
@@ -249,6 +248,18 @@ def run(args: argparse.Namespace) -> int:
         raise NumericalError(f"the attribution maps of {', '.join(bad[:3])} hold NaN or infinity; nothing was written")
     if not distributed.is_main():  # rank 0 alone writes, once every rank's maps have arrived
         return 0
+    summary = _write(args, images, maps, outputs, predicted, target)
+    _report(args, summary, bottleneck.layer_name, time.perf_counter() - start)
+    return 0
+
+
+def _write(
+    args: argparse.Namespace, images: torch.Tensor, maps: torch.Tensor, outputs: list[tuple[Path, Path]],
+    predicted: torch.Tensor, target: torch.Tensor,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each image's map (``.npy``) and overlay (``.png``), all or none; one summary row per image."""
+    from pyroflows.attribution.plots import save_overlay
+
     summary = []
     with atomic_outputs(overwrite=args.force) as group:  # all maps and figures, or none
         for image, heatmap, (npy, png), path, pred, tgt in zip(
@@ -263,16 +274,18 @@ def run(args: argparse.Namespace) -> int:
                 title = f"{path.name}: target {tgt} (predicted {pred}), {args.method}"
             save_overlay(png, image, array, title, outputs=group)
             summary.append({**row, "npy": str(npy), "png": str(png)})
-    seconds = time.perf_counter() - start
+    return summary
+
+
+def _report(args: argparse.Namespace, summary: list[dict[str, Any]], layer: str, seconds: float) -> None:
     if args.json:
-        print_json({"method": args.method, "layer": bottleneck.layer_name, "seconds": seconds, "images": summary})
-    else:
-        for row in summary:
-            explained = f"target {row['target']} (predicted {row['predicted']})" if "target" in row else (
-                f"predicted {row['predicted']}")  # fmt: skip
-            print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
-        print(f"{args.method} bottleneck at {bottleneck.layer_name}: {len(summary)} image(s) in {seconds:.1f} s")
-    return 0
+        print_json({"method": args.method, "layer": layer, "seconds": seconds, "images": summary})
+        return
+    for row in summary:
+        explained = f"target {row['target']} (predicted {row['predicted']})" if "target" in row else (
+            f"predicted {row['predicted']}")  # fmt: skip
+        print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
+    print(f"{args.method} bottleneck at {layer}: {len(summary)} image(s) in {seconds:.1f} s")
 
 
 def __getattr__(name: str) -> Any:
