@@ -24,10 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a clone
 
 from captum.attr import Saliency  # noqa: E402
 
-from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model  # noqa: E402
-from pyroflows.attribution.models import load_bundled_readout  # noqa: E402
+from pyroflows.attribution import PerSampleBottleneck  # noqa: E402
 from pyroflows.datasets import make_cluttered_digits  # noqa: E402
 from pyroflows.evaluation import bounding_box_score  # noqa: E402
+from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model, load_bundled_readout  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _results import write_section as _write_section  # noqa: E402

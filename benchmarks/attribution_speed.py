@@ -37,10 +37,9 @@ import torch.nn.functional as F
 from _results import write_section as _write_section  # noqa: E402  # benchmarks/ is sys.path[0] when run
 from torch import nn
 
-from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
-from pyroflows.attribution.capacity import gaussian_blur
-from pyroflows.attribution.hooks import resolve_layer
+from pyroflows.attribution import PerSampleBottleneck, gaussian_blur, resolve_layer
 from pyroflows.datasets import make_cluttered_digits
+from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -237,7 +236,7 @@ def bench_network(name, model, layer, images, estimate_data, targets, *, batched
     return row
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test, not for reporting)")
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads for this run")
@@ -246,34 +245,31 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--as-shipped", action="store_true", help="also time the official loop with trainable weights (its default)"
     )
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    rows = []
-    start = time.perf_counter()
+    return parser.parse_args(argv)
 
+
+def _bundled_row(args: argparse.Namespace) -> dict:
     n_small = 8 if args.quick else 64
     model = load_bundled_model()
     test = make_cluttered_digits(n_small, split="test", seed=0)
     train = make_cluttered_digits(500 if args.quick else 2000, split="train", seed=1).images
-    rows.append(
-        bench_network(
-            "bundled CNN, 56x56, features.6",
-            model,
-            BUNDLED_LAYER,
-            test.images,
-            train,
-            test.labels,
-            batched=True,
-            # Millisecond-scale timings: the best of 3 (a single run of the first 640-copy batch was seen to
-            # take 3x the best one with 2 threads).
-            repeats=3,
-            as_shipped=args.as_shipped,
-        )
+    return bench_network(
+        "bundled CNN, 56x56, features.6",
+        model,
+        BUNDLED_LAYER,
+        test.images,
+        train,
+        test.labels,
+        batched=True,
+        # Millisecond-scale timings: the best of 3 (a single run of the first 640-copy batch was seen to
+        # take 3x the best one with 2 threads).
+        repeats=3,
+        as_shipped=args.as_shipped,
     )
-    print(rows[-1], flush=True)
 
+
+def _large_rows(args: argparse.Namespace) -> list[dict]:
+    rows = []
     size = 64 if args.quick else 224
     n_large = 1 if args.quick else args.large_images
     for name, net, layer in [
@@ -299,7 +295,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(rows[-1], flush=True)
+    return rows
 
+
+def _table(rows: list[dict]) -> str:
     lines = [
         "| network | images | official loop s/image | pyroflows s/image (one at a time) | speed-up | "
         "pyroflows s/image (batched) | throughput gain | official as shipped (trainable weights) s/image | "
@@ -321,32 +320,47 @@ def main(argv: list[str] | None = None) -> int:
             + ("- | - |" if r["shipped"] is None else f"{r['shipped']:.3f} | {r['shipped'] / r['single']:.2f}x |")
             + f" {r['plain']:.3f} ({r['official'] / r['plain']:.2f}x) | {plain_batched} |"
         )
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def _section(table: str, total: float, argv: list[str] | None) -> str:
+    threads = torch.get_num_threads()
+    return (
+        "## Attribution speed\n\n"
+        f"Command: `python benchmarks/attribution_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
+        f" (date {datetime.date.today()}, {threads} torch thread(s), {total:.0f} s in all). "
+        "Per-sample bottleneck at the paper's settings (10 Adam steps at lr 1, 10 noise copies, beta 10, "
+        "weights frozen in both); the official loop re-implemented in the script. Bundled CNN: the best of 3 "
+        "runs; large networks: one run. Batched: all the network's "
+        "images in one `attribute` call. Speed-ups compare one image at a time on both sides; the throughput "
+        "gain compares the batched call with the official loop.\n\n" + table + "\n\n"
+        "Where the time goes: with frozen weights the official loop's backward pass already stops at the "
+        "layer, so the network work pyroflows removes is the forward pass of the part before the layer for "
+        "the 10 copies at each step. In FLOPs alone that predicts a frozen-vs-frozen speed-up of (head + 2 "
+        "tail) / (2 tail): about 1.4x for ResNet-50 at `layer2` (stem to `layer2` is ~45% of its forward "
+        "FLOPs) and about 2.0x for VGG-16 at `conv4_1` (~66%). Beyond that pyroflows makes its own steps "
+        "cheaper: the KL and its gradient once per image instead of once per noise copy, a backward for the "
+        "noisy sample that sums over the copies without copy-sized temporaries, and the optimised tail "
+        "(BatchNorm folded, ReLU after max-pool, channels_last; compare the last two columns). Against the "
+        "official code as shipped, whose weights stay trainable, every step also pays a weight-gradient pass "
+        "through the whole network, which pyroflows never does (it freezes the weights itself).\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    rows = [_bundled_row(args)]
+    print(rows[-1], flush=True)
+    rows += _large_rows(args)
+    table = _table(rows)
     print(table)
     total = time.perf_counter() - start
     if not args.no_write and not args.quick:
-        threads = torch.get_num_threads()
-        section = (
-            "## Attribution speed\n\n"
-            f"Command: `python benchmarks/attribution_speed.py {' '.join(sys.argv[1:] if argv is None else argv)}`"
-            f" (date {datetime.date.today()}, {threads} torch thread(s), {total:.0f} s in all). "
-            "Per-sample bottleneck at the paper's settings (10 Adam steps at lr 1, 10 noise copies, beta 10, "
-            "weights frozen in both); the official loop re-implemented in the script. Bundled CNN: the best of 3 "
-            "runs; large networks: one run. Batched: all the network's "
-            "images in one `attribute` call. Speed-ups compare one image at a time on both sides; the throughput "
-            "gain compares the batched call with the official loop.\n\n" + table + "\n\n"
-            "Where the time goes: with frozen weights the official loop's backward pass already stops at the "
-            "layer, so the network work pyroflows removes is the forward pass of the part before the layer for "
-            "the 10 copies at each step. In FLOPs alone that predicts a frozen-vs-frozen speed-up of (head + 2 "
-            "tail) / (2 tail): about 1.4x for ResNet-50 at `layer2` (stem to `layer2` is ~45% of its forward "
-            "FLOPs) and about 2.0x for VGG-16 at `conv4_1` (~66%). Beyond that pyroflows makes its own steps "
-            "cheaper: the KL and its gradient once per image instead of once per noise copy, a backward for the "
-            "noisy sample that sums over the copies without copy-sized temporaries, and the optimised tail "
-            "(BatchNorm folded, ReLU after max-pool, channels_last; compare the last two columns). Against the "
-            "official code as shipped, whose weights stay trainable, every step also pays a weight-gradient pass "
-            "through the whole network, which pyroflows never does (it freezes the weights itself).\n"
-        )
-        _write_section(section, "## Attribution speed")
+        _write_section(_section(table, total, argv), "## Attribution speed")
     return 0
 
 

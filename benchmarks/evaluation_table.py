@@ -1,7 +1,7 @@
 """The IBA paper's Table 1 on the bundled cluttered-digits CNN: every method through the same evaluation code.
 
-Runs ``pyroflows evaluate`` in-process (the same code path as the command line), times it, prints the table and
-refreshes the ``## Attribution evaluation`` section of ``benchmarks/RESULTS.md``.
+Runs :func:`pyroflows.evaluation.evaluate_bundled` (the library call behind ``pyroflows evaluate``), times it,
+prints the table and refreshes the ``## Attribution evaluation`` section of ``benchmarks/RESULTS.md``.
 
 Usage:
     python benchmarks/evaluation_table.py [--quick] [--n-images N] [--out DIR] [--no-write]
@@ -32,8 +32,7 @@ def main() -> None:
     parser.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
     args = parser.parse_args()
 
-    from pyroflows.cli.evaluate import evaluate_bundled
-    from pyroflows.evaluation import DEFAULT_METHODS
+    from pyroflows.evaluation import DEFAULT_METHODS, evaluate_bundled
 
     methods = args.methods.split(",") if args.methods else list(DEFAULT_METHODS)
     n_images = 8 if args.quick else args.n_images

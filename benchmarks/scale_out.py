@@ -51,9 +51,9 @@ def workloads(sizes: dict[str, int]) -> dict[str, object]:
     import pyro
 
     from pyroflows import distributed
-    from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, ReadoutBottleneck, load_bundled_model
-    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.attribution import PerSampleBottleneck, ReadoutBottleneck
     from pyroflows.datasets import make_cluttered_digits
+    from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model, load_bundled_readout
 
     model = load_bundled_model()
     test = make_cluttered_digits(sizes["images"], split="test", seed=0)

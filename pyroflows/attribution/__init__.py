@@ -10,7 +10,9 @@
 * :class:`MotifCNN`, :class:`KeywordTransformer` and their loaders: the shipped sequence models (data in
   :mod:`pyroflows.datasets.sequences`).
 * :class:`DigitCNN`, :func:`load_bundled_model`, :func:`load_bundled_readout`: the shipped cluttered-digits CNN and
-  its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
+  its readout (``BUNDLED_LAYER`` is the default bottleneck layer). These live in :mod:`pyroflows.zoo` and are
+  re-exported here lazily (a module ``__getattr__``), so importing the attribution package does not import the zoo,
+  which itself imports attribution.
 * Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
   :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
   (reaching a layer without modifying the model), :func:`optimize_tail` (the tail rebuilt for many forward and
@@ -29,29 +31,42 @@ from pyroflows.attribution.hooks import (
 )
 from pyroflows.attribution.input_bottleneck import InputBottleneck
 from pyroflows.attribution.layout import positions_to_input, receptive_field_weights
-from pyroflows.attribution.models import (
-    BUNDLED_LAYER,
-    BUNDLED_READOUT_LAYERS,
-    BUNDLED_TEST_ACCURACY,
-    DigitCNN,
-    load_bundled_model,
-    load_bundled_readout,
-)
 from pyroflows.attribution.per_sample import (
     ClosedFormKLELBO,
     MaskedFeatureNormal,
     PerSampleBottleneck,
 )
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
-from pyroflows.attribution.sequence_models import (
-    KEYWORD_LAYER,
-    MOTIF_LAYER,
-    KeywordTransformer,
-    MotifCNN,
-    load_keyword_model,
-    load_motif_model,
-)
 from pyroflows.attribution.statistics import FeatureStatistics
+
+#: Names re-exported from :mod:`pyroflows.zoo` on first access (the zoo imports this package, not the reverse).
+_ZOO_NAMES = (
+    "DigitCNN",
+    "load_bundled_model",
+    "load_bundled_readout",
+    "BUNDLED_LAYER",
+    "BUNDLED_READOUT_LAYERS",
+    "BUNDLED_TEST_ACCURACY",
+    "MotifCNN",
+    "KeywordTransformer",
+    "load_motif_model",
+    "load_keyword_model",
+    "MOTIF_LAYER",
+    "KEYWORD_LAYER",
+)
+
+
+def __getattr__(name: str) -> object:
+    if name in _ZOO_NAMES:
+        import pyroflows.zoo
+
+        return getattr(pyroflows.zoo, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_ZOO_NAMES))
+
 
 __all__ = [
     "PerSampleBottleneck",

@@ -14,12 +14,9 @@ from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
 from pyroflows.cli._model_file import add_model_file_arguments, check_model_runs, load_model_file
 from pyroflows.errors import DataError, NumericalError
-from pyroflows.io import atomic_outputs, check_output_dir, check_real, save_array, save_figure
+from pyroflows.io import atomic_outputs, check_output_dir, check_real, save_array
 
 __all__ = ["register", "run", "run_demo", "load_image"]
-
-#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
-DEMO_OUTPUTS = ("per_sample_maps.npy", "attribution.png")
 
 _DESCRIPTION = """\
 Attribute each IMAGE to its input pixels with an information bottleneck (Schulz et al., ICLR 2020) and write
@@ -161,9 +158,9 @@ def _load_user_model(path: Path, trust: bool = False) -> torch.nn.Module:
 
 
 def _bottleneck(args: argparse.Namespace):
-    from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, ReadoutBottleneck, load_bundled_model
-    from pyroflows.attribution.models import load_bundled_readout
+    from pyroflows.attribution import PerSampleBottleneck, ReadoutBottleneck
     from pyroflows.datasets import make_cluttered_digits
+    from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model, load_bundled_readout
 
     if args.model == "bundled":
         model = load_bundled_model()
@@ -210,35 +207,8 @@ def _bottleneck(args: argparse.Namespace):
         check_model_runs(model, data, what=f"--data {args.data}")
         shape = tuple(data.shape[1:])
         layer = args.layer
-    try:
-        bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)
-    except ValueError as exc:  # an unknown layer name: one line, not a traceback
-        raise DataError(str(exc)) from exc
+    bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)  # LayerNotFoundError: a DataError
     return model, bottleneck.estimate(data), shape
-
-
-def save_overlay(path: Path, image: torch.Tensor, heatmap: np.ndarray, title: str, *, outputs=None,
-                 overwrite: bool = False) -> None:  # fmt: skip
-    """Write the image (grey) with the map overlaid and a colour bar in bits (atomically; staged in ``outputs``
-    when given)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    picture = image.numpy()
-    picture = picture[0] if picture.shape[0] == 1 else np.moveaxis(picture, 0, -1)
-    fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    ax.imshow(picture, cmap="gray", interpolation="nearest")
-    shown = ax.imshow(heatmap, cmap="inferno", alpha=0.6, interpolation="bilinear")
-    fig.colorbar(shown, ax=ax, label="bits per pixel")
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    fig.tight_layout()
-    try:
-        save_figure(fig, path, dpi=100, outputs=outputs, overwrite=overwrite)
-    finally:
-        plt.close(fig)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -253,6 +223,8 @@ def run(args: argparse.Namespace) -> int:
         raise DataError(f"several images share the name {duplicates[0]!r}; their outputs would collide")
     if args.method == "readout" and args.target is not None:
         raise DataError("--target applies to --method per-sample; the readout's map does not depend on the target")
+    if args.layer is not None and not args.layer.strip():
+        raise DataError("--layer: expected a dotted module name, got an empty string")
     # Refuse before computing anything; the directory is made only once the maps exist.
     check_output_dir(args.out, [f"{stem}{suffix}" for stem in stems for suffix in (".npy", ".png")],
                      overwrite=args.force)  # fmt: skip
@@ -276,6 +248,18 @@ def run(args: argparse.Namespace) -> int:
         raise NumericalError(f"the attribution maps of {', '.join(bad[:3])} hold NaN or infinity; nothing was written")
     if not distributed.is_main():  # rank 0 alone writes, once every rank's maps have arrived
         return 0
+    summary = _write(args, images, maps, outputs, predicted, target)
+    _report(args, summary, bottleneck.layer_name, time.perf_counter() - start)
+    return 0
+
+
+def _write(
+    args: argparse.Namespace, images: torch.Tensor, maps: torch.Tensor, outputs: list[tuple[Path, Path]],
+    predicted: torch.Tensor, target: torch.Tensor,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Each image's map (``.npy``) and overlay (``.png``), all or none; one summary row per image."""
+    from pyroflows.attribution.plots import save_overlay
+
     summary = []
     with atomic_outputs(overwrite=args.force) as group:  # all maps and figures, or none
         for image, heatmap, (npy, png), path, pred, tgt in zip(
@@ -290,69 +274,31 @@ def run(args: argparse.Namespace) -> int:
                 title = f"{path.name}: target {tgt} (predicted {pred}), {args.method}"
             save_overlay(png, image, array, title, outputs=group)
             summary.append({**row, "npy": str(npy), "png": str(png)})
-    seconds = time.perf_counter() - start
+    return summary
+
+
+def _report(args: argparse.Namespace, summary: list[dict[str, Any]], layer: str, seconds: float) -> None:
     if args.json:
-        print_json({"method": args.method, "layer": bottleneck.layer_name, "seconds": seconds, "images": summary})
-    else:
-        for row in summary:
-            explained = f"target {row['target']} (predicted {row['predicted']})" if "target" in row else (
-                f"predicted {row['predicted']}")  # fmt: skip
-            print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
-        print(f"{args.method} bottleneck at {bottleneck.layer_name}: {len(summary)} image(s) in {seconds:.1f} s")
-    return 0
+        print_json({"method": args.method, "layer": layer, "seconds": seconds, "images": summary})
+        return
+    for row in summary:
+        explained = f"target {row['target']} (predicted {row['predicted']})" if "target" in row else (
+            f"predicted {row['predicted']}")  # fmt: skip
+        print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
+    print(f"{args.method} bottleneck at {layer}: {len(summary)} image(s) in {seconds:.1f} s")
+
+
+def __getattr__(name: str) -> Any:
+    # ``DEMO_OUTPUTS`` (what the demo writes, checked by ``pyroflows demo``) is the library's, read on first use.
+    if name == "DEMO_OUTPUTS":
+        from pyroflows.attribution.demo import DEMO_OUTPUTS
+
+        return DEMO_OUTPUTS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """Attribute held-out cluttered digits with the bundled CNN; bounding-box scores of both bottlenecks,
-    Captum's Saliency and a random map, and a figure ``attribution.png``."""
-    import matplotlib
+    """``pyroflows demo``'s attribution part (:func:`pyroflows.attribution.demo.run_demo`; it checked the outputs)."""
+    from pyroflows.attribution.demo import run_demo as library_run_demo
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-    from captum.attr import Saliency
-
-    from pyroflows.attribution import BUNDLED_LAYER, PerSampleBottleneck, load_bundled_model
-    from pyroflows.attribution.models import load_bundled_readout
-    from pyroflows.datasets import make_cluttered_digits
-    from pyroflows.evaluation import bounding_box_score
-
-    n, n_estimate = (4, 200) if fast else (100, 2000)
-    model = load_bundled_model()
-    test = make_cluttered_digits(n, split="test", seed=0)
-    start = time.perf_counter()
-    bottleneck = PerSampleBottleneck(model, BUNDLED_LAYER)
-    bottleneck.estimate(make_cluttered_digits(n_estimate, split="train", seed=1).loader(500))
-    per_sample = bottleneck.attribute(test.images, test.labels).detach()
-    per_sample_s = time.perf_counter() - start
-    start = time.perf_counter()
-    readout = load_bundled_readout(model).attribute(test.images).detach()
-    readout_s = time.perf_counter() - start
-    saliency = Saliency(model).attribute(test.images.clone().requires_grad_(), target=test.labels).abs()[:, 0]
-    random = torch.rand(test.images.shape[0], 56, 56)
-    scores = {
-        name: bounding_box_score(maps, test.boxes).mean().item()
-        for name, maps in [("per-sample", per_sample), ("readout", readout), ("saliency", saliency), ("random", random)]
-    }
-    save_array(out_dir / "per_sample_maps.npy", per_sample.numpy(), overwrite=True)
-    fig, axes = plt.subplots(3, 4, figsize=(8, 6))
-    for j in range(4):
-        i = j % test.images.shape[0]
-        for row, (name, maps) in enumerate([("image", None), ("per-sample", per_sample), ("readout", readout)]):
-            ax = axes[row, j]
-            ax.imshow(test.images[i, 0], cmap="gray")
-            if maps is not None:
-                ax.imshow(maps[i], cmap="inferno", alpha=0.6)
-            top, left, bottom, right = test.boxes[i].tolist()
-            ax.add_patch(plt.Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec="lime"))
-            ax.set_title(f"{name} ({int(test.labels[i])})", fontsize=8)
-            ax.axis("off")
-    fig.tight_layout()
-    save_figure(fig, out_dir / "attribution.png", overwrite=True, dpi=90)
-    plt.close(fig)
-    line = ", ".join(f"{k} {v:.3f}" for k, v in scores.items())
-    return [
-        f"bounding-box score on {test.images.shape[0]} held-out cluttered digits: {line}",
-        f"per-sample {per_sample_s / test.images.shape[0]:.2f} s/image (estimate included), "
-        f"readout {readout_s / test.images.shape[0] * 1000:.1f} ms/image",
-        f"maps and figure in {out_dir}",
-    ]
+    return library_run_demo(out_dir, fast, overwrite=True)

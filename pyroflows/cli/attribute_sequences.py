@@ -20,9 +20,9 @@ import torch
 from pyroflows import distributed
 from pyroflows.cli._common import print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
-from pyroflows.io import AtomicOutputs, atomic_outputs, check_output_dir, save_array, save_figure
+from pyroflows.io import atomic_outputs, check_output_dir, save_array
 
-__all__ = ["is_sequence_request", "run_sequences", "load_sequences", "plot_sequence_maps"]
+__all__ = ["is_sequence_request", "run_sequences", "load_sequences"]
 
 SHIPPED = ("motifs", "keywords")
 
@@ -101,36 +101,13 @@ def _setup(args: argparse.Namespace):
     return model, bottleneck, data
 
 
-def plot_sequence_maps(path: Path, inputs: torch.Tensor, maps: dict[str, torch.Tensor], *, spans=None, plt=None,
-                       outputs: AtomicOutputs | None = None, overwrite: bool = False):  # fmt: skip
-    """One panel per sequence: each method's map over the positions (the known span shaded, when given).
+def __getattr__(name: str) -> Any:
+    # ``plot_sequence_maps`` moved to the library (:mod:`pyroflows.attribution.plots`); still importable from here.
+    if name == "plot_sequence_maps":
+        from pyroflows.attribution.plots import plot_sequence_maps
 
-    The figure is written atomically (into the ``outputs`` group when given).
-    """
-    if plt is None:
-        import matplotlib
-
-        matplotlib.use("Agg", force=False)
-        import matplotlib.pyplot as plt
-    rows = min(4, inputs.shape[0])
-    figure, axes = plt.subplots(rows, 1, figsize=(9, 1.9 * rows), squeeze=False)
-    for row in range(rows):
-        ax = axes[row, 0]
-        for name, values in maps.items():
-            curve = values[row].detach().double()
-            span = float(curve.max() - curve.min()) or 1.0
-            ax.plot((curve - curve.min()).numpy() / span, label=name, linewidth=1)
-        if spans is not None:
-            start, end = spans[row].tolist()
-            ax.axvspan(start - 0.5, end - 0.5, color="lime", alpha=0.25)
-        ax.set_ylabel(f"seq {row}", fontsize=8)
-    axes[0, 0].legend(fontsize=6, ncol=4)
-    axes[-1, 0].set_xlabel("position (maps min-max scaled per sequence)")
-    figure.tight_layout()
-    try:
-        save_figure(figure, path, outputs=outputs, overwrite=overwrite, dpi=100)
-    finally:
-        plt.close(figure)
+        return plot_sequence_maps
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def run_sequences(args: argparse.Namespace) -> int:
@@ -161,6 +138,8 @@ def run_sequences(args: argparse.Namespace) -> int:
     if not distributed.is_main():  # under torchrun: the maps are gathered on every rank; rank 0 alone writes
         return 0
     summary: list[dict[str, Any]] = []
+    from pyroflows.attribution.plots import plot_sequence_maps
+
     with atomic_outputs(overwrite=args.force) as group:  # every map and plot, or none
         for path, x, maps, (npy, png) in zip(args.images, batches, results, outputs, strict=True):
             save_array(npy, maps.numpy().astype(np.float32), outputs=group)

@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from pyroflows.errors import DataError
+from pyroflows.validation import bad_rows
 
 #: What a metric accepts as ``baseline``: ``"mean"`` (each image's per-channel mean), ``"zero"``, a number, or a
 #: tensor broadcastable to ``[N, C, H, W]``.
@@ -52,38 +53,17 @@ def check_inputs_and_maps(inputs: torch.Tensor, attributions: torch.Tensor) -> t
             f"attributions must be {label} = [{expected}] to match inputs {tuple(inputs.shape)}, "
             f"got {tuple(attributions.shape)}"
         )
-    if not torch.isfinite(attributions).all():
-        bad = (~torch.isfinite(attributions.reshape(n, -1))).any(dim=1).nonzero().flatten().tolist()
+    bad = bad_rows(attributions)
+    if bad:
         raise DataError(f"attributions hold NaN or inf values in rows {bad[:10]}")
     dtype = inputs.dtype if inputs.is_floating_point() else torch.get_default_dtype()
     return attributions.to(device=inputs.device, dtype=dtype)
 
 
-def check_target(target: int | torch.Tensor | None, n: int, device: torch.device) -> torch.Tensor:
-    """Turn ``target`` (an int or ``[N]``) into a long tensor ``[N]``."""
-    if target is None:
-        raise DataError("target is required: the class index (an int, or one per example as a tensor [N])")
-    target = torch.as_tensor(target, device=device).long()
-    if target.dim() == 0:
-        target = target.expand(n)
-    if target.shape != (n,):
-        raise DataError(f"target must be an int or a tensor [N] = [{n}], got shape {tuple(target.shape)}")
-    return target
-
-
-def check_target_range(target: torch.Tensor, logits: torch.Tensor) -> None:
-    """Check every target indexes one of the model's ``logits.shape[-1]`` outputs."""
-    classes = logits.shape[-1]
-    bad = ((target < 0) | (target >= classes)).nonzero().flatten().tolist()
-    if bad:
-        values = target[bad[:10]].tolist()
-        raise DataError(f"target holds classes outside 0..{classes - 1} in rows {bad[:10]}: {values}")
-
-
 def check_output(output: str) -> None:
     """Check ``output`` names what a metric records of the target: ``"probability"`` or ``"logit"``."""
     if output not in ("probability", "logit"):
-        raise ValueError(f"output must be 'probability' or 'logit', got {output!r}")
+        raise DataError(f"output must be 'probability' or 'logit', got {output!r}")
 
 
 def target_values(logits: torch.Tensor, target: torch.Tensor, output: str) -> torch.Tensor:

@@ -28,13 +28,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from pyroflows.errors import DataError
 from pyroflows.evaluation._utils import (
     Baseline,
     baseline_images,
     check_inputs_and_maps,
     check_output,
-    check_target,
-    check_target_range,
     check_tile_size,
     chunks,
     positions_of,
@@ -43,6 +42,7 @@ from pyroflows.evaluation._utils import (
     tile_masks_to_pixels,
     tile_means,
 )
+from pyroflows.validation import as_targets
 
 __all__ = ["DegradationCurves", "degradation_curves", "degradation_score", "normalize_curves"]
 
@@ -95,7 +95,7 @@ class DegradationCurves:
         if per == "mean":
             morf, lerf = self.morf.mean(0), self.lerf.mean(0)
             return normalize_curves(morf, morf[0], morf[-1]), normalize_curves(lerf, morf[0], morf[-1])
-        raise ValueError(f"per must be 'image' or 'mean', got {per!r}")
+        raise DataError(f"per must be 'image' or 'mean', got {per!r}")
 
     def scores(self, min_drop: float = 1e-3) -> torch.Tensor:
         """Per-image degradation score ``[N]`` (NaN where ``p_0 - p_K < min_drop``)."""
@@ -161,9 +161,8 @@ def degradation_curves(
     n = inputs.shape[0]
     positions = positions_of(inputs)
     check_tile_size(tile_size, *positions)
-    target = check_target(target, n, inputs.device)
     check_output(output)
-    check_target_range(target, model(inputs[:1]))
+    target = as_targets(target, n, num_classes=model(inputs[:1]).shape[-1], device=inputs.device)
     base = baseline_images(inputs, baseline)
     tiles = [size // tile_size for size in positions]
     n_tiles = int(torch.tensor(tiles).prod())

@@ -30,10 +30,12 @@ from tqdm.auto import tqdm
 
 from pyroflows import distributed
 from pyroflows.errors import DataError
-from pyroflows.evaluation.baselines import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
+from pyroflows.evaluation._utils import positions_of
 from pyroflows.evaluation.degradation import DegradationCurves, degradation_curves
+from pyroflows.evaluation.methods import AttributeFn, MethodContext, MethodNotSupported, make_attribute_fn
 from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, sensitivity_n
+from pyroflows.validation import as_targets
 
 __all__ = ["MethodEvaluation", "EvaluationTable", "evaluate_methods", "SANITY_THRESHOLD", "TABLE_COLUMNS"]
 
@@ -137,15 +139,13 @@ class EvaluationTable:
 
     def plot_degradation(self, tile_size: int = 8, ax=None):
         """Normalised MoRF (solid) and LeRF (dashed) curves averaged over images, one colour per method."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         for index, (name, result) in enumerate(self.results.items()):
             if tile_size not in result.degradation:
                 continue
             curves = result.degradation[tile_size]
             morf, lerf = curves.normalized("mean")
-            colour = plt.get_cmap("tab20")(index % 20)
+            colour = _colour(index)
             x = curves.fraction.cpu().numpy()
             ax.plot(x, morf.cpu().numpy(), color=colour, label=name)
             ax.plot(x, lerf.cpu().numpy(), color=colour, linestyle="--")
@@ -156,14 +156,12 @@ class EvaluationTable:
 
     def plot_sensitivity(self, tile_size: int = 8, ax=None):
         """Sensitivity-N correlation (averaged over images) against the fraction of pixels removed."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         for index, (name, result) in enumerate(self.results.items()):
             if tile_size not in result.sensitivity:
                 continue
             sens = result.sensitivity[tile_size]
-            colour = plt.get_cmap("tab20")(index % 20)
+            colour = _colour(index)
             ax.plot(sens.fraction.numpy(), sens.mean().cpu().numpy(), marker=".", color=colour, label=name)
         ax.set_xscale("log")
         ax.set(xlabel="fraction of pixels removed", ylabel="Pearson correlation",
@@ -173,15 +171,13 @@ class EvaluationTable:
 
     def plot_sanity(self, ax=None):
         """SSIM to the original map against the number of layers re-initialised (from the output)."""
-        import matplotlib.pyplot as plt
-
-        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        ax = ax or _new_axes()
         labels: list[str] = []
         for index, (name, result) in enumerate(self.results.items()):
             if result.sanity is None:
                 continue
             ssim = result.sanity.mean().cpu().numpy()
-            ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=plt.get_cmap("tab20")(index % 20), label=name)
+            ax.plot(range(1, len(ssim) + 1), ssim, marker="o", color=_colour(index), label=name)
             labels = result.sanity.layers
         if labels:
             ax.set_xticks(range(1, len(labels) + 1), [f"{i}\n{n}" for i, n in enumerate(labels, 1)], fontsize=7)
@@ -195,7 +191,7 @@ class EvaluationTable:
                    outputs: Any = None) -> list[Path]:  # fmt: skip
         """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
         atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
 
         from pyroflows.io import save_figure
 
@@ -206,15 +202,25 @@ class EvaluationTable:
         jobs += [(f"sensitivity_n_{t}.png", lambda ax, t=t: self.plot_sensitivity(t, ax)) for t in sens_tiles]
         jobs.append(("sanity_check.png", lambda ax: self.plot_sanity(ax)))
         for filename, draw in jobs:
-            figure, ax = plt.subplots(figsize=(7, 4.5))
-            draw(ax)
+            figure = Figure(figsize=(7, 4.5))
+            draw(figure.subplots())
             figure.tight_layout()
-            try:
-                save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
-            finally:
-                plt.close(figure)
+            save_figure(figure, directory / filename, overwrite=overwrite, outputs=outputs, dpi=110)
             paths.append(directory / filename)
         return paths
+
+
+def _new_axes() -> Any:
+    """Axes on a fresh ``Figure`` (no pyplot: nothing global changes; ``ax.figure`` holds the plot)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(6, 4)).subplots()
+
+
+def _colour(index: int) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps["tab20"](index % 20)
 
 
 def _format(value: object, digits: int) -> str:
@@ -276,67 +282,119 @@ def evaluate_methods(
         DataError: Bad shapes, an unknown method name.
     """
     n = inputs.shape[0]
-    target = torch.as_tensor(target, device=inputs.device).long()
-    target = target.expand(n) if target.dim() == 0 else target
-    if target.shape != (n,):
-        raise DataError(f"target must be an int or a tensor [N] = [{n}], got shape {tuple(target.shape)}")
+    target = as_targets(target, n, device=inputs.device)
     if boxes is not None and (boxes.dim() != 2 or boxes.shape != (n, 4)):
         raise DataError(f"boxes must be [N, 4] = [{n}, 4], got {tuple(boxes.shape)}")
     if isinstance(methods, Mapping):
         functions = dict(methods)
     else:
         functions = {name: make_attribute_fn(name, context) for name in methods}
-    from pyroflows.evaluation._utils import positions_of
-
-    positions = positions_of(inputs)
+    settings = _Settings(
+        degradation_tiles, sensitivity_tiles, sensitivity_steps, n_masks, sanity_images, baseline, batch_size, seed
+    )
     results: dict[str, MethodEvaluation] = {}
     bar = tqdm(functions.items(), desc="evaluating", disable=not progress, total=len(functions))
     for name, attribute_fn in bar:
         bar.set_postfix_str(name)
-        result = MethodEvaluation(method=name)
-        results[name] = result
-        with warnings.catch_warnings():
-            # Captum warns that it switched on requires_grad for the inputs; that is expected here.
-            warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
-            try:
-                start = time.perf_counter()
-                maps = attribute_fn(model, inputs, target).detach()
-                result.seconds_per_image = (time.perf_counter() - start) / n
-            except MethodNotSupported as exc:
-                result.error = str(exc).split("\n")[0][:200]
-                continue
-            result.maps = maps
-            # Under a process group the per-image metrics run on shards of the images, gathered in order.
-            for tile in degradation_tiles:
-                result.degradation[tile] = distributed.map_shards(
-                    lambda x, m, t, tile=tile: degradation_curves(
-                        model, x, m, t, tile_size=tile, baseline=baseline, batch_size=batch_size
-                    ),
-                    inputs, maps, target, concat={"morf": 0, "lerf": 0},
-                )  # fmt: skip
-            if boxes is not None:
-                from pyroflows.evaluation import bounding_box_score
-
-                area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-                scores = bounding_box_score(maps, boxes).to(torch.float64)
-                h, w = positions
-                result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
-            if spans is not None:
-                from pyroflows.evaluation.span import span_score, top1_hit
-
-                result.span = span_score(maps, spans, padding)
-                result.top1 = top1_hit(maps, spans, padding)
-            for tile in sensitivity_tiles:
-                n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
-                ns = default_sensitivity_ns(n_tiles, tile, n_steps=sensitivity_steps, spatial=len(positions))
-                result.sensitivity[tile] = distributed.map_shards(
-                    lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
-                        model, x, m, t, tile_size=tile, ns=ns, n_masks=n_masks, baseline=baseline,
-                        seed=seed, batch_size=batch_size,
-                    ),
-                    inputs, maps, target, concat={"correlation": 0},
-                )  # fmt: skip
-            if sanity_images > 0:
-                k = min(sanity_images, n)
-                result.sanity = cascading_randomization(model, inputs[:k], target[:k], attribute_fn, seed=seed)
+        results[name] = _evaluate_method(
+            name, attribute_fn, model, inputs, target, boxes=boxes, spans=spans, padding=padding, settings=settings
+        )
     return EvaluationTable(results=results)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """The metrics' settings of one :func:`evaluate_methods` call."""
+
+    degradation_tiles: Sequence[int]
+    sensitivity_tiles: Sequence[int]
+    sensitivity_steps: int
+    n_masks: int
+    sanity_images: int
+    baseline: str | float | torch.Tensor
+    batch_size: int
+    seed: int
+
+
+def _evaluate_method(
+    name: str,
+    attribute_fn: AttributeFn,
+    model: nn.Module,
+    inputs: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    boxes: torch.Tensor | None,
+    spans: torch.Tensor | None,
+    padding: torch.Tensor | None,
+    settings: _Settings,
+) -> MethodEvaluation:
+    """One method's row: its maps, then degradation, localisation, Sensitivity-N and the sanity check."""
+    result = MethodEvaluation(method=name)
+    with warnings.catch_warnings():
+        # Captum warns that it switched on requires_grad for the inputs; that is expected here.
+        warnings.filterwarnings("ignore", message=".*did not already require gradients.*")
+        try:
+            start = time.perf_counter()
+            maps = attribute_fn(model, inputs, target).detach()
+            result.seconds_per_image = (time.perf_counter() - start) / inputs.shape[0]
+        except MethodNotSupported as exc:
+            result.error = str(exc).split("\n")[0][:200]
+            return result
+        result.maps = maps
+        _degradation(result, model, inputs, maps, target, settings)
+        _localisation(result, maps, inputs, boxes, spans, padding)
+        _sensitivity(result, model, inputs, maps, target, settings)
+        if settings.sanity_images > 0:
+            k = min(settings.sanity_images, inputs.shape[0])
+            result.sanity = cascading_randomization(model, inputs[:k], target[:k], attribute_fn, seed=settings.seed)
+    return result
+
+
+def _degradation(
+    result: MethodEvaluation, model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+    settings: _Settings,
+) -> None:  # fmt: skip
+    # Under a process group the per-image metrics run on shards of the images, gathered in order.
+    for tile in settings.degradation_tiles:
+        result.degradation[tile] = distributed.map_shards(
+            lambda x, m, t, tile=tile: degradation_curves(
+                model, x, m, t, tile_size=tile, baseline=settings.baseline, batch_size=settings.batch_size
+            ),
+            inputs, maps, target, concat={"morf": 0, "lerf": 0},
+        )  # fmt: skip
+
+
+def _localisation(
+    result: MethodEvaluation, maps: torch.Tensor, inputs: torch.Tensor, boxes: torch.Tensor | None,
+    spans: torch.Tensor | None, padding: torch.Tensor | None,
+) -> None:  # fmt: skip
+    """The bounding-box score (images whose box covers at most a third of the image) or the span scores."""
+    if boxes is not None:
+        from pyroflows.evaluation.bounding_box import bounding_box_score
+
+        area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+        scores = bounding_box_score(maps, boxes).to(torch.float64)
+        h, w = positions_of(inputs)
+        result.bbox = torch.where(area * 3 <= h * w, scores, torch.full_like(scores, math.nan))
+    if spans is not None:
+        from pyroflows.evaluation.span import span_score, top1_hit
+
+        result.span = span_score(maps, spans, padding)
+        result.top1 = top1_hit(maps, spans, padding)
+
+
+def _sensitivity(
+    result: MethodEvaluation, model: nn.Module, inputs: torch.Tensor, maps: torch.Tensor, target: torch.Tensor,
+    settings: _Settings,
+) -> None:  # fmt: skip
+    positions = positions_of(inputs)
+    for tile in settings.sensitivity_tiles:
+        n_tiles = int(torch.tensor([size // tile for size in positions]).prod())
+        ns = default_sensitivity_ns(n_tiles, tile, n_steps=settings.sensitivity_steps, spatial=len(positions))
+        result.sensitivity[tile] = distributed.map_shards(
+            lambda x, m, t, ns=ns, tile=tile: sensitivity_n(
+                model, x, m, t, tile_size=tile, ns=ns, n_masks=settings.n_masks, baseline=settings.baseline,
+                seed=settings.seed, batch_size=settings.batch_size,
+            ),
+            inputs, maps, target, concat={"correlation": 0},
+        )  # fmt: skip

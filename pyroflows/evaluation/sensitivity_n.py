@@ -18,6 +18,7 @@ not Quantus' ``SensitivityN``, which correlates with the attribution of single f
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,8 +32,6 @@ from pyroflows.evaluation._utils import (
     batched_forward,
     check_inputs_and_maps,
     check_output,
-    check_target,
-    check_target_range,
     check_tile_size,
     chunks,
     positions_of,
@@ -41,6 +40,7 @@ from pyroflows.evaluation._utils import (
     tile_masks_to_pixels,
     tile_means,
 )
+from pyroflows.validation import as_targets
 
 __all__ = ["SensitivityN", "sensitivity_n", "default_sensitivity_ns", "pearson_rows"]
 
@@ -145,7 +145,7 @@ def sensitivity_n(
     n_images = inputs.shape[0]
     positions = positions_of(inputs)
     check_tile_size(tile_size, *positions)
-    target = check_target(target, n_images, inputs.device)
+    target = as_targets(target, n_images, device=inputs.device)
     check_output(output)
     if n_masks < 3:
         raise DataError(f"n_masks must be at least 3 for a correlation, got {n_masks}")
@@ -153,37 +153,21 @@ def sensitivity_n(
     n_tiles = int(torch.tensor(tiles).prod())
     area = tile_size ** len(positions)
     n_positions = n_tiles * area
-    ns = default_sensitivity_ns(n_tiles, tile_size, spatial=len(positions)) if ns is None else list(ns)
-    for n in ns:
-        if n < 1 or n % area or n // area > n_tiles:
-            raise DataError(
-                f"each n must be a positive multiple of tile_size**{len(positions)} = {area} and at most "
-                f"{n_positions} {'pixels' if len(positions) == 2 else 'positions'}, got {n}"
-            )
+    ns = _checked_ns(ns, n_tiles, tile_size, len(positions))
     base = baseline_images(inputs, baseline)
     tile_sums = tile_means(maps, tile_size).flatten(1) * area  # [N, T]
 
     def score(x: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         logits = batched_forward(model, x, batch_size)
-        check_target_range(classes, logits)
+        as_targets(classes, len(classes), num_classes=logits.shape[-1])
         return target_values(logits, classes, output)
 
     original = score(inputs, target)
-    generator = torch.Generator().manual_seed(seed)
-    # A random subset of n/area tiles per mask: the first k of a random permutation; all n's masks stacked.
-    tile_masks = torch.cat(
-        [torch.argsort(torch.rand(n_masks, n_tiles, generator=generator), dim=1) < n // area for n in ns]
-    ).to(device=inputs.device, dtype=maps.dtype)  # [M * masks, T]
+    tile_masks = _random_tile_masks(ns, n_masks, n_tiles, area, seed).to(device=inputs.device, dtype=maps.dtype)
     removed = (tile_sums @ tile_masks.T).reshape(n_images, len(ns), n_masks)
     pixel_masks = tile_masks_to_pixels(tile_masks.reshape(-1, *tiles), tile_size, len(positions))  # [M*masks, *pos]
-    per_image = pixel_masks.shape[0]
-    values = []
-    # One flat index over (image, mask), so every forward pass is a full batch however few images there are.
-    for flat in chunks(n_images * per_image, batch_size):
-        index = torch.arange(flat.start, flat.stop, device=inputs.device)
-        image, mask = index // per_image, index % per_image
-        values.append(score(replace(inputs[image], pixel_masks[mask], base[image]), target[image]))
-    drops = original[:, None, None] - torch.cat(values).reshape(n_images, len(ns), n_masks)
+    values = _masked_scores(score, inputs, target, pixel_masks, base, batch_size)
+    drops = original[:, None, None] - values.reshape(n_images, len(ns), n_masks)
     correlation = pearson_rows(removed, drops)  # [N, M]
     ns_tensor = torch.tensor(ns)
     return SensitivityN(
@@ -192,3 +176,37 @@ def sensitivity_n(
         correlation=correlation,
         tile_size=tile_size,
     )
+
+
+def _checked_ns(ns: Sequence[int] | None, n_tiles: int, tile_size: int, spatial: int) -> list[int]:
+    """``ns`` (default :func:`default_sensitivity_ns`), each a positive multiple of the tile area within the input."""
+    area = tile_size**spatial
+    ns = default_sensitivity_ns(n_tiles, tile_size, spatial=spatial) if ns is None else list(ns)
+    for n in ns:
+        if n < 1 or n % area or n // area > n_tiles:
+            raise DataError(
+                f"each n must be a positive multiple of tile_size**{spatial} = {area} and at most "
+                f"{n_tiles * area} {'pixels' if spatial == 2 else 'positions'}, got {n}"
+            )
+    return ns
+
+
+def _random_tile_masks(ns: list[int], n_masks: int, n_tiles: int, area: int, seed: int) -> torch.Tensor:
+    """``[len(ns) * n_masks, T]``: per mask a random subset of ``n / area`` tiles (the first of a permutation)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.cat([torch.argsort(torch.rand(n_masks, n_tiles, generator=generator), dim=1) < n // area for n in ns])
+
+
+def _masked_scores(
+    score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], inputs: torch.Tensor, target: torch.Tensor,
+    pixel_masks: torch.Tensor, base: torch.Tensor, batch_size: int,
+) -> torch.Tensor:  # fmt: skip
+    """``score`` of every image under every mask, ``[N * masks]`` (image-major)."""
+    per_image = pixel_masks.shape[0]
+    values = []
+    # One flat index over (image, mask), so every forward pass is a full batch however few images there are.
+    for flat in chunks(inputs.shape[0] * per_image, batch_size):
+        index = torch.arange(flat.start, flat.stop, device=inputs.device)
+        image, mask = index // per_image, index % per_image
+        values.append(score(replace(inputs[image], pixel_masks[mask], base[image]), target[image]))
+    return torch.cat(values)

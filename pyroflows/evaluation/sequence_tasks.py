@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from pyroflows.errors import DataError
-from pyroflows.evaluation.baselines import SEQUENCE_METHODS, MethodContext, _quiet_captum
+from pyroflows.evaluation.methods import SEQUENCE_METHODS, MethodContext, _quiet_captum
 from pyroflows.evaluation.protocol import EvaluationTable, evaluate_methods
 
 __all__ = ["SEQUENCE_TASKS", "SequenceSetup", "sequence_task", "evaluate_sequence_task", "train_readout"]
@@ -81,13 +81,13 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
     Raises:
         DataError: an unknown task, or a non-positive ``n``.
     """
-    from pyroflows.attribution.sequence_models import (
+    from pyroflows.datasets.sequences import make_keyword_sequences, make_motif_sequences
+    from pyroflows.zoo.sequences import (
         KEYWORD_LAYER,
         MOTIF_LAYER,
         load_keyword_model,
         load_motif_model,
     )
-    from pyroflows.datasets.sequences import make_keyword_sequences, make_motif_sequences
 
     if task not in SEQUENCE_TASKS:
         raise DataError(f"unknown task {task!r}; choose from {', '.join(SEQUENCE_TASKS)} (or digits)")

@@ -1,15 +1,27 @@
 """The cluttered-digits generator, the bounding-box score and the bundled CNN."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from pyroflows.attribution.models import BUNDLED_TEST_ACCURACY, DigitCNN, load_bundled_model
-from pyroflows.attribution.train_bundled import accuracy
 from pyroflows.datasets import make_cluttered_digits
 from pyroflows.datasets.cluttered_digits import _source_pool
-from pyroflows.errors import DataError
+from pyroflows.errors import CheckpointError, DataError
 from pyroflows.evaluation import bounding_box_score
+from pyroflows.zoo import (
+    BUNDLED_TEST_ACCURACY,
+    BUNDLED_WEIGHTS,
+    DigitCNN,
+    KeywordTransformer,
+    MotifCNN,
+    load_bundled_model,
+    load_keyword_model,
+    load_motif_model,
+)
+from pyroflows.zoo.train_digits import accuracy
 
 
 def test_generator_is_deterministic_and_splits_differ():
@@ -102,3 +114,28 @@ def test_digit_cnn_layers_are_addressable_modules():
     names = dict(model.named_modules())
     assert isinstance(names["features.4"], torch.nn.ReLU) and not names["features.4"].inplace
     assert not any(isinstance(m, torch.nn.ReLU) and m.inplace for m in model.modules())
+
+
+@pytest.mark.parametrize(
+    ("cls", "load"),
+    [(DigitCNN, load_bundled_model), (MotifCNN, load_motif_model), (KeywordTransformer, load_keyword_model)],
+)
+def test_zoo_models_save_and_load_exactly_through_the_checkpoint_protocol(tmp_path, cls, load):
+    shipped = load()
+    path = shipped.save(tmp_path / "model.pt")
+    again = cls.load(path)
+    assert again.config == shipped.config and type(again) is cls
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in shipped.state_dict().items())
+    with pytest.raises(DataError, match="already exists"):
+        shipped.save(path)
+    with pytest.raises(CheckpointError, match="expected a"):
+        (DigitCNN if cls is not DigitCNN else MotifCNN).load(path)
+
+
+def test_old_import_paths_still_work_and_attribution_does_not_import_the_zoo():
+    import pyroflows.attribution as attribution
+
+    assert attribution.load_bundled_model is load_bundled_model and attribution.DigitCNN is DigitCNN
+    assert BUNDLED_WEIGHTS.parent.name == "weights" and BUNDLED_WEIGHTS.parent.parent.name == "zoo"
+    code = "import sys, pyroflows.attribution, pyroflows.evaluation; print('pyroflows.zoo' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"

@@ -36,8 +36,13 @@ def test_unknown_method_and_bad_sizes_end_in_one_line(tmp_path, capsys):
 
 
 def test_fast_demo_reports_each_method(tmp_path):
-    from pyroflows.cli.evaluate import run_demo
+    import pytest
+
+    from pyroflows.errors import DataError
+    from pyroflows.evaluation.demo import DEMO_OUTPUTS, run_demo
 
     lines = run_demo(tmp_path, fast=True)
     assert lines[0].startswith("3 digits") and len(lines) == 4
-    assert (tmp_path / "table.md").exists()
+    assert all((tmp_path / name).exists() for name in DEMO_OUTPUTS)
+    with pytest.raises(DataError, match="already exists"):
+        run_demo(tmp_path, fast=True)

@@ -126,13 +126,13 @@ def test_errors_name_the_problem():
         degradation_curves(model, x, torch.rand(2, 8, 8), 0)
     with pytest.raises(DataError, match=r"attributions must be .* got \(3, 16, 16\)"):
         degradation_score(model, x, torch.rand(3, 16, 16), 0)
-    with pytest.raises(DataError, match=r"target must be an int or a tensor \[N\] = \[2\]"):
+    with pytest.raises(DataError, match=r"target: expected an int or 2 class indices \(one per row\), got shape"):
         degradation_curves(model, x, torch.rand(2, 16, 16), torch.tensor([0, 1, 2]))
     with pytest.raises(DataError, match=r"inputs must be a tensor \[N, C, H, W\]"):
         degradation_curves(model, x[0, 0], torch.rand(2, 16, 16), 0)  # a float [N, L] is not token ids
     with pytest.raises(DataError, match=r"NaN or inf values in rows \[1\]"):
         degradation_curves(model, x, torch.tensor([0.0, float("nan")])[:, None, None].expand(2, 16, 16), 0)
-    with pytest.raises(DataError, match=r"target holds classes outside 0..2 in rows \[1\]: \[7\]"):
+    with pytest.raises(DataError, match=r"target: classes outside 0..2 in rows \[1\]: \[7\]"):
         degradation_curves(model, x, torch.rand(2, 16, 16), torch.tensor([0, 7]))
     with pytest.raises(DataError, match="baseline must be"):
         degradation_curves(model, x, torch.rand(2, 16, 16), 0, baseline="grey")

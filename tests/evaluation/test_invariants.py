@@ -8,8 +8,9 @@ from captum.attr import NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from pyroflows.attribution import InputBottleneck, PerSampleBottleneck
-from pyroflows.evaluation import MethodContext, make_attribute_fn, make_attribution
+from pyroflows.attribution import InputBottleneck, PerSampleBottleneck, ReadoutBottleneck
+from pyroflows.errors import DataError
+from pyroflows.evaluation import METHODS, MethodContext, make_attribute_fn, make_attribution
 
 from ._models import images, tiny_cnn
 
@@ -67,8 +68,9 @@ def _token_case():
     return _TinyTokens().eval(), torch.randint(1, 10, (3, 7), generator=g), torch.tensor([0, 2, 1]), context
 
 
-IMAGE = ["random", "saliency", "smoothgrad", "integrated-gradients", "guided-backprop", "lrp", "occlusion-8",
-         "grad-cam", "guided-grad-cam", "deeplift", "gradient-x-input", "per-sample", "input-bottleneck"]  # fmt: skip
+# Every registered method runs on images (a new member is picked up here); the sequence and token lists name the
+# methods that handle those inputs.
+IMAGE = list(METHODS.names())
 SEQUENCE = ["random", "saliency", "integrated-gradients", "deeplift", "gradient-x-input", "occlusion", "grad-cam",
             "per-sample", "input-bottleneck"]  # fmt: skip
 TOKENS = ["random", "saliency", "integrated-gradients", "gradient-x-input", "occlusion", "per-sample",
@@ -80,6 +82,8 @@ BUILD = {"image": _image_case, "sequence": _sequence_case, "tokens": _token_case
 @pytest.mark.parametrize(("case", "name"), CASES)
 def test_every_method_keeps_the_invariants(case, name):
     model, x, target, context = BUILD[case]()
+    if name == "readout":  # an untrained readout on this model: the contract, not the maps' quality
+        context.readout = ReadoutBottleneck(model, context.layer, [context.layer, "4"]).estimate(context.data)
     model.train()
     model.get_submodule(next(n for n, _ in model.named_modules() if n)).eval()  # a deliberately mixed mode
     modes = [m.training for m in model.modules()]
@@ -152,3 +156,25 @@ def test_bottlenecks_with_captum_infidelity_and_sensitivity_max():
             n_perturb_samples=2,
         )
         assert sens.shape == (3,) and torch.isfinite(sens).all() and (sens >= 0).all()
+
+
+def test_an_option_no_method_takes_is_an_error_naming_it_and_the_accepted_ones():
+    model, x, target, context = _image_case()
+    with pytest.raises(DataError, match=r"per-sample: unknown option 'bata'; it takes .*beta.*steps"):
+        make_attribute_fn("per-sample", context, bata=3.0)
+    with pytest.raises(DataError, match=r"saliency: unknown option 'n_steps'; it takes no options"):
+        make_attribution("saliency", model, n_steps=3)  # an explicit option must be the method's own
+    context.options["windw"] = 3
+    with pytest.raises(DataError, match=r"occlusion: unknown option 'windw' in context.options; it takes window"):
+        make_attribute_fn("occlusion", context)
+    # An option of another method in a shared context is left alone (an evaluation runs many methods on one context).
+    context.options.pop("windw")
+    assert make_attribute_fn("saliency", context)(model, x, target).shape == (3, 16, 16)
+
+
+def test_every_member_declares_its_options_and_a_help_text():
+    assert METHODS.default == "per-sample"
+    for name in METHODS:
+        entry = METHODS.get(name)
+        assert entry.help and all(isinstance(option, str) for option in entry.factory.options), name
+    assert "beta" in METHODS.get("per-sample").factory.options and "window" in METHODS.get("occlusion").factory.options

@@ -65,7 +65,7 @@ def test_bad_target_and_boxes_are_rejected():
     from pyroflows.errors import DataError
 
     model, x = tiny_cnn(), images(2)
-    with pytest.raises(DataError, match=r"target must be an int or a tensor \[N\] = \[2\]"):
+    with pytest.raises(DataError, match=r"target: expected an int or 2 class indices \(one per row\), got shape"):
         evaluate_methods(model, x, torch.tensor([0, 1, 2]), ["random"], progress=False)
     with pytest.raises(DataError, match=r"boxes must be \[N, 4\] = \[2, 4\]"):
         evaluate_methods(model, x, 0, ["random"], boxes=torch.zeros(2, 3), progress=False)

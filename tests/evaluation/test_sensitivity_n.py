@@ -90,5 +90,5 @@ def test_errors_name_the_problem():
         sensitivity_n(model, x, maps, 0, tile_size=3)
     with pytest.raises(DataError, match=r"attributions must be \[N, H, W\]"):
         sensitivity_n(model, x, maps[:, :8], 0)
-    with pytest.raises(DataError, match="target holds classes outside 0..2"):
+    with pytest.raises(DataError, match="target: classes outside 0..2"):
         sensitivity_n(model, x, maps, -1)

@@ -1,4 +1,4 @@
-"""Reproduce the bundled readout bottleneck: ``python -m pyroflows.attribution.train_bundled_readout``.
+"""Reproduce the bundled readout bottleneck: ``python -m pyroflows.zoo.train_digits_readout``.
 
 Estimates the statistics of the bundled CNN's ``BUNDLED_LAYER`` and of the readout layers over 5,000 training
 cluttered digits, trains the readout network by SVI (beta 10, Adam lr 1e-2, batches of 64, the information loss
@@ -16,15 +16,15 @@ from pathlib import Path
 import pyro
 import torch
 
-from pyroflows.attribution.models import (
+from pyroflows.attribution import ReadoutBottleneck
+from pyroflows.datasets import make_cluttered_digits
+from pyroflows.evaluation import bounding_box_score
+from pyroflows.zoo.digits import (
     BUNDLED_LAYER,
     BUNDLED_READOUT_LAYERS,
     BUNDLED_READOUT_WEIGHTS,
     load_bundled_model,
 )
-from pyroflows.attribution.readout import ReadoutBottleneck
-from pyroflows.datasets import make_cluttered_digits
-from pyroflows.evaluation import bounding_box_score
 
 __all__ = ["train_bundled_readout", "main"]
 

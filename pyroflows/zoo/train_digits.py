@@ -1,6 +1,6 @@
-"""Reproduce the bundled CNN's weights: ``python -m pyroflows.attribution.train_bundled [--out PATH]``.
+"""Reproduce the bundled CNN's weights: ``python -m pyroflows.zoo.train_digits [--out PATH]``.
 
-Trains :class:`~pyroflows.attribution.models.DigitCNN` on 12,000 training cluttered digits (seed 0) with Adam,
+Trains :class:`~pyroflows.zoo.DigitCNN` on 12,000 training cluttered digits (seed 0) with Adam,
 then prints the accuracy on 2,000 held-out test images (``split="test"``, seed 0: digits from the disjoint test
 pool). Deterministic under ``--seed`` on a given machine and torch version (CPU). Takes a few minutes on 2 cores.
 """
@@ -15,9 +15,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from pyroflows.attribution.models import BUNDLED_WEIGHTS, DigitCNN
 from pyroflows.datasets import make_cluttered_digits
-from pyroflows.serialization import save_checkpoint
+from pyroflows.zoo.digits import BUNDLED_WEIGHTS, DigitCNN
 
 __all__ = ["train_digit_cnn", "accuracy", "main"]
 
@@ -98,11 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     model = train_digit_cnn(epochs=args.epochs, seed=args.seed)
     test = make_cluttered_digits(N_TEST, split="test", seed=0)
     acc = accuracy(model, test.images, test.labels)
-    save_checkpoint(
+    model.save(
         args.out,
-        kind="DigitCNN",
-        config=model.config,
-        state_dict=model.state_dict(),
         extra={"test_accuracy": acc, "n_train": N_TRAIN, "epochs": args.epochs, "seed": args.seed},
         overwrite=args.force,
     )

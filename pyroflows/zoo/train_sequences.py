@@ -1,9 +1,9 @@
-"""Reproduce the bundled sequence models: ``python -m pyroflows.attribution.train_sequences [--force]``.
+"""Reproduce the bundled sequence models: ``python -m pyroflows.zoo.train_sequences [--force]``.
 
-Trains :class:`~pyroflows.attribution.sequence_models.MotifCNN` on 6,000 training motif sequences and
-:class:`~pyroflows.attribution.sequence_models.KeywordTransformer` on 6,000 training keyword sequences (seed 0) with
+Trains :class:`~pyroflows.zoo.MotifCNN` on 6,000 training motif sequences and
+:class:`~pyroflows.zoo.KeywordTransformer` on 6,000 training keyword sequences (seed 0) with
 Adam on one thread, then prints each one's accuracy on 2,000 held-out sequences (``split="test"``, seed 0) and writes
-``pyroflows/weights/motif_cnn.pt`` and ``keyword_transformer.pt``. Deterministic under ``--seed`` on a given machine
+``pyroflows/zoo/weights/motif_cnn.pt`` and ``keyword_transformer.pt``. Deterministic under ``--seed`` on a given machine
 and torch version (CPU, one thread). About a minute in all.
 """
 
@@ -16,9 +16,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from pyroflows.attribution.sequence_models import KEYWORD_WEIGHTS, MOTIF_WEIGHTS, KeywordTransformer, MotifCNN
 from pyroflows.datasets.sequences import make_keyword_sequences, make_motif_sequences
-from pyroflows.serialization import save_checkpoint
+from pyroflows.zoo.sequences import KEYWORD_WEIGHTS, MOTIF_WEIGHTS, KeywordTransformer, MotifCNN
 
 __all__ = ["train_motif_cnn", "train_keyword_transformer", "accuracy", "main"]
 
@@ -76,20 +75,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--force", action="store_true", help="replace existing weights files")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    for name, train, make, out, kind in (
-        ("motif CNN", train_motif_cnn, make_motif_sequences, args.motif_out, "MotifCNN"),
-        ("keyword transformer", train_keyword_transformer, make_keyword_sequences, args.keyword_out,
-         "KeywordTransformer"),
-    ):  # fmt: skip
+    for name, train, make, out in (
+        ("motif CNN", train_motif_cnn, make_motif_sequences, args.motif_out),
+        ("keyword transformer", train_keyword_transformer, make_keyword_sequences, args.keyword_out),
+    ):
         start = time.perf_counter()
         model = train(seed=args.seed)
         test = make(N_TEST, split="test", seed=0)
         extra = () if test.padding is None else (test.padding,)
         acc = accuracy(model, test.inputs, test.labels, *extra)
-        save_checkpoint(
-            out, kind=kind, config=model.config, state_dict=model.state_dict(),
-            extra={"test_accuracy": acc, "n_train": N_TRAIN, "seed": args.seed}, overwrite=args.force,
-        )  # fmt: skip
+        model.save(out, extra={"test_accuracy": acc, "n_train": N_TRAIN, "seed": args.seed}, overwrite=args.force)
         print(f"{name}: held-out accuracy {acc:.4f} on {N_TEST}; wrote {out} in {time.perf_counter() - start:.0f} s")
     return 0
 

@@ -7,7 +7,7 @@ bottlenecks see them. Feature sizes: ``features.0-2`` 16 x 56 x 56 -> 28 x 28, `
 14 x 14, ``features.6-8`` 64 x 14 x 14 -> 7 x 7, ``features.9-10`` 64 x 7 x 7; the classifier max-pools globally
 (``classifier.0``) before two linear layers.
 
-The weights in ``pyroflows/weights/digit_cnn.pt`` are reproduced by ``python -m pyroflows.attribution.train_bundled``.
+The weights in ``pyroflows/zoo/weights/digit_cnn.pt`` are reproduced by ``python -m pyroflows.zoo.train_digits``.
 
 Example:
     >>> import torch
@@ -19,15 +19,16 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
-from pyroflows.serialization import load_checkpoint
+from pyroflows.errors import DataError
+from pyroflows.serialization import Checkpointable
 
 if TYPE_CHECKING:
-    from pyroflows.attribution.readout import ReadoutBottleneck
+    from pyroflows.attribution import ReadoutBottleneck
 
 __all__ = [
     "DigitCNN",
@@ -40,7 +41,7 @@ __all__ = [
     "BUNDLED_TEST_ACCURACY",
 ]
 
-_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 BUNDLED_WEIGHTS = _WEIGHTS_DIR / "digit_cnn.pt"
 #: Default bottleneck position in the bundled model: the output of the third convolution (64 x 14 x 14, before its
 #: ReLU), an early-middle layer like the paper's ``conv4_1`` in VGG-16 (a quarter of the input resolution). It gave
@@ -52,7 +53,7 @@ BUNDLED_LAYER = "features.6"
 BUNDLED_TEST_ACCURACY = 0.9515
 
 
-class DigitCNN(nn.Module):
+class DigitCNN(Checkpointable, nn.Module):
     """Four 3x3 conv blocks, global max pooling and a two-layer classifier; about 65k parameters.
 
     Args:
@@ -60,16 +61,21 @@ class DigitCNN(nn.Module):
         size: Input side length (must be divisible by 8; any size works after the global pooling, but the
             shipped weights were trained at 56).
 
+    Raises:
+        DataError: ``size`` is not a positive multiple of 8.
+
     Example:
         >>> DigitCNN()(torch.zeros(1, 1, 56, 56)).shape
         torch.Size([1, 10])
+        >>> DigitCNN().config
+        {'num_classes': 10, 'size': 56}
     """
 
     def __init__(self, num_classes: int = 10, size: int = 56) -> None:
         super().__init__()
         if size % 8:
-            raise ValueError(f"size must be divisible by 8, got {size}")
-        self.config = {"num_classes": num_classes, "size": size}
+            raise DataError(f"size must be divisible by 8, got {size}")
+        self.num_classes, self.size = num_classes, size
         self.features = nn.Sequential(
             nn.Conv2d(1, 16, 3, padding=1),
             nn.ReLU(),
@@ -92,6 +98,11 @@ class DigitCNN(nn.Module):
             nn.Linear(64, num_classes),
         )
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (what a checkpoint stores beside the weights)."""
+        return {"num_classes": self.num_classes, "size": self.size}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]`` for images ``[N, 1, size, size]``."""
         return self.classifier(self.features(x))
@@ -104,7 +115,7 @@ def load_bundled_model(device: torch.device | str | None = None) -> DigitCNN:
         device: Where to put it (default CPU).
 
     Returns:
-        A :class:`DigitCNN` with the weights of ``pyroflows/weights/digit_cnn.pt``.
+        A :class:`DigitCNN` with the weights of ``pyroflows/zoo/weights/digit_cnn.pt``.
 
     Raises:
         CheckpointError: the weights file is missing or corrupt (a broken installation).
@@ -113,10 +124,7 @@ def load_bundled_model(device: torch.device | str | None = None) -> DigitCNN:
         >>> load_bundled_model().training
         False
     """
-    checkpoint = load_checkpoint(BUNDLED_WEIGHTS, kind="DigitCNN")
-    model = DigitCNN(**checkpoint["config"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval()
+    return DigitCNN.load(BUNDLED_WEIGHTS).to(device).eval()
 
 
 BUNDLED_READOUT_WEIGHTS = _WEIGHTS_DIR / "digit_cnn_readout.pt"
@@ -127,19 +135,19 @@ BUNDLED_READOUT_LAYERS = ("features.1", "features.4", "features.7", "features.10
 def load_bundled_readout(model: nn.Module | None = None) -> ReadoutBottleneck:
     """The shipped readout bottleneck for the bundled CNN (at ``BUNDLED_LAYER``), ready to ``attribute``.
 
-    Reproduced by ``python -m pyroflows.attribution.train_bundled_readout``.
+    Reproduced by ``python -m pyroflows.zoo.train_digits_readout``.
 
     Args:
         model: The bundled model (loaded if not given).
 
     Returns:
-        A trained :class:`~pyroflows.attribution.readout.ReadoutBottleneck`.
+        A trained :class:`~pyroflows.attribution.ReadoutBottleneck`.
 
     Example:
         >>> readout = load_bundled_readout()
         >>> readout.attribute(torch.zeros(1, 1, 56, 56)).shape
         torch.Size([1, 56, 56])
     """
-    from pyroflows.attribution.readout import ReadoutBottleneck
+    from pyroflows.attribution import ReadoutBottleneck
 
     return ReadoutBottleneck.load(BUNDLED_READOUT_WEIGHTS, load_bundled_model() if model is None else model)

@@ -8,7 +8,7 @@
   ``nn.TransformerEncoder`` (``encoder.layers.0``, ``encoder.layers.1``; batch-first, so features are ``[N, L, C]``:
   use ``channel_dim=-1``), a max over the unpadded tokens and a linear layer.
 
-Their weights in ``pyroflows/weights/`` are reproduced by ``python -m pyroflows.attribution.train_sequences``
+Their weights in ``pyroflows/zoo/weights/`` are reproduced by ``python -m pyroflows.zoo.train_sequences``
 (about a minute on one thread); the data come from :mod:`pyroflows.datasets.sequences`.
 
 Example:
@@ -22,11 +22,12 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from pyroflows.serialization import restore_module
+from pyroflows.serialization import Checkpointable
 
 __all__ = [
     "MotifCNN",
@@ -39,7 +40,7 @@ __all__ = [
     "KEYWORD_LAYER",
 ]
 
-_WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+_WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MOTIF_WEIGHTS = _WEIGHTS_DIR / "motif_cnn.pt"
 KEYWORD_WEIGHTS = _WEIGHTS_DIR / "keyword_transformer.pt"
 #: Default bottleneck layer of the motif CNN: the first convolution's ReLU (16 x 92 cells for 100 bases).
@@ -48,7 +49,7 @@ MOTIF_LAYER = "features.1"
 KEYWORD_LAYER = "encoder.layers.0"
 
 
-class MotifCNN(nn.Module):
+class MotifCNN(Checkpointable, nn.Module):
     """A small 1-D CNN for one-hot sequences ``[N, 4, L]`` (about 2.3k parameters).
 
     Example:
@@ -58,7 +59,7 @@ class MotifCNN(nn.Module):
 
     def __init__(self, channels: int = 16, num_classes: int = 2) -> None:
         super().__init__()
-        self.config = {"channels": channels, "num_classes": num_classes}
+        self._config = {"channels": channels, "num_classes": num_classes}
         self.features = nn.Sequential(
             nn.Conv1d(4, channels, 9),
             nn.ReLU(),
@@ -68,12 +69,17 @@ class MotifCNN(nn.Module):
         )
         self.classifier = nn.Sequential(nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(channels, num_classes))
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (what a checkpoint stores beside the weights)."""
+        return dict(self._config)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``[N, num_classes]``."""
         return self.classifier(self.features(x))
 
 
-class KeywordTransformer(nn.Module):
+class KeywordTransformer(Checkpointable, nn.Module):
     """A two-layer transformer encoder classifier for token ids ``[N, L]``.
 
     Args:
@@ -96,13 +102,18 @@ class KeywordTransformer(nn.Module):
         max_length: int = 64,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.config = {"vocab": vocab, "num_classes": num_classes, "d_model": d_model, "heads": heads,
+        self._config = {"vocab": vocab, "num_classes": num_classes, "d_model": d_model, "heads": heads,
                        "layers": layers, "max_length": max_length}  # fmt: skip
         self.embedding = nn.Embedding(vocab, d_model)
         self.position = nn.Embedding(max_length, d_model)
         layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=2 * d_model, dropout=0.0, batch_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Linear(d_model, num_classes)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments (what a checkpoint stores beside the weights)."""
+        return dict(self._config)
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token plus position embeddings ``[N, L, d_model]``."""
@@ -125,8 +136,7 @@ def load_motif_model() -> MotifCNN:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    model, _ = restore_module(MOTIF_WEIGHTS, kind="MotifCNN", build=lambda config: MotifCNN(**config))
-    return model.eval()
+    return MotifCNN.load(MOTIF_WEIGHTS).eval()
 
 
 def load_keyword_model() -> KeywordTransformer:
@@ -135,7 +145,4 @@ def load_keyword_model() -> KeywordTransformer:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    model, _ = restore_module(
-        KEYWORD_WEIGHTS, kind="KeywordTransformer", build=lambda config: KeywordTransformer(**config)
-    )
-    return model.eval()
+    return KeywordTransformer.load(KEYWORD_WEIGHTS).eval()
