@@ -144,7 +144,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     path = tmp_path / "m.pt"
     ddpm.save(path)
     again = DDPM.load(path)
-    assert again.config() == ddpm.config()
+    assert again.config == ddpm.config
     for (k1, v1), (k2, v2) in zip(ddpm.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     x = torch.randn(9, 2)
@@ -192,9 +192,9 @@ def test_bad_training_data(data, message):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="T must be an integer >= 1"):
         DDPM(2, steps=0)
-    with pytest.raises(ValueError, match="unknown schedule 'square'"):
+    with pytest.raises(ValueError, match="schedule: unknown 'square'"):
         DDPM(2, schedule="square")
-    with pytest.raises(ValueError, match="unknown network"):
+    with pytest.raises(ValueError, match="network: unknown 'unet'"):
         DDPM(2, network="unet")
     with pytest.raises(ValueError, match="reverse_variance"):
         DDPM(2, reverse_variance="learned")
@@ -224,7 +224,7 @@ def test_predicted_x0_and_noise_agree(parameterization):
 
 def test_files_without_a_parameterization_load_as_eps(tmp_path):
     # Models saved before the option existed predicted epsilon directly.
-    config = _fitted(parameterization="eps").config()
+    config = _fitted(parameterization="eps").config
     del config["parameterization"]
     assert DDPM.from_config(config).parameterization == "eps"
     assert DDPM(2).parameterization == "v"
