@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import re
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyroflows.cli.diffusion import _DEFAULT_POINTS  # noqa: E402
+from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is sys.path[0] when run
+
 from pyroflows.datasets import make_dataset  # noqa: E402
 from pyroflows.diffusion import (  # noqa: E402
     DDPM,
+    DEFAULT_POINTS,
     QualityRatio,
     ancestral_sample,
     ddim_sample,
@@ -49,7 +50,6 @@ from pyroflows.diffusion import (  # noqa: E402
 from pyroflows.diffusion.networks import MLPNoisePredictor  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_BATCH_SIZE, DEFAULT_OPTIMIZER_STEPS  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 N_EVAL = 4000
 PAIRS, FLOOR_PAIRS = 40, 100
 FLOORS: dict[str, tuple[float, float]] = {}  # one noise floor per data set, shared by every row
@@ -216,7 +216,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     datasets = args.datasets.split(",")
-    n = _DEFAULT_POINTS
+    n = DEFAULT_POINTS
     epochs = -(-DEFAULT_OPTIMIZER_STEPS // -(-n // DEFAULT_BATCH_SIZE))  # what train() does by default
     grid_n, grid_epochs, grid_steps = args.grid_points, args.grid_epochs, (10, 100, 1000)
     if args.quick:
@@ -293,7 +293,6 @@ def main() -> None:
 def write_section(body: str, part: str) -> None:
     """Write the "## Diffusion" section of RESULTS.md; one part replaces only its own "### ..." subsection."""
     heading = "## Diffusion"
-    content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{heading}\n\nCommand: `python benchmarks/diffusion.py` (or `--part defaults` and `--part grid` run side by "
         f"side), {datetime.date.today().isoformat()}, torch {torch.__version__}, pyro {pyro.__version__}, "
@@ -306,21 +305,7 @@ def write_section(body: str, part: str) -> None:
         "particles, 1 at T = 1000). Times are seconds on the shared 2-core machine (other jobs running): compare "
         "within a row pair only.\n\n"
     )
-    pattern = re.compile(rf"{heading}\n.*?(?=\n## |\Z)", re.S)
-    match = pattern.search(content)
-    old = match.group(0) if match else intro
-    subsections = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", old, re.S)}
-    for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", body, re.S):
-        subsections[m.group(1)] = m.group(0).rstrip()
-    order = [k for k in ("Defaults", "Grid") if k in subsections] + [
-        k for k in subsections if k not in ("Defaults", "Grid")
-    ]
-    section = intro + "\n\n".join(subsections[k] for k in order) + "\n"
-    if match:
-        content = content[: match.start()] + section + content[match.end() :]
-    else:
-        content = content.rstrip() + "\n\n" + section
-    RESULTS.write_text(content)
+    write_subsections(heading, intro, body, order=("Defaults", "Grid"))
     print(f"wrote {RESULTS}")
 
 

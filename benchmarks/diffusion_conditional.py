@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,11 +40,12 @@ from scipy.stats import wasserstein_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is sys.path[0] when run
+
 from pyroflows.diffusion import DDPM, ancestral_sample, energy_distance, energy_distance_ratio, impute, noise_floor  # noqa: E402
 from pyroflows.diffusion import train as train_ddpm  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Diffusion: conditioning"
 
 
@@ -429,27 +429,13 @@ def main() -> None:
 
 def write_section(body: str) -> None:
     """Write the "## Diffusion: conditioning" section of RESULTS.md; each part replaces only its "### ..." block."""
-    content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{HEADING}\n\nCommand: `python benchmarks/diffusion_conditional.py` (or `--part labels,impute` and "
         f"`--part moons` run side by side), {datetime.date.today().isoformat()}, torch {torch.__version__}, "
         f"pyro {pyro.__version__}, "
         "1 torch thread per part, on the shared 2-core machine under load (times: compare within a row only).\n\n"
     )
-    pattern = re.compile(rf"{re.escape(HEADING)}\n.*?(?=\n## |\Z)", re.S)
-    match = pattern.search(content)
-    old = match.group(0) if match else intro
-    blocks = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", old, re.S)}
-    for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", body, re.S):
-        blocks[m.group(1)] = m.group(0).rstrip()
-    order = [k for k in ("Labels", "Imputation", "Two") if k in blocks] + [
-        k for k in blocks if k not in ("Labels", "Imputation", "Two")
-    ]
-    section = intro + "\n\n".join(blocks[k] for k in order) + "\n"
-    content = (
-        content[: match.start()] + section + content[match.end() :] if match else content.rstrip() + "\n\n" + section
-    )
-    RESULTS.write_text(content)
+    write_subsections(HEADING, intro, body, order=("Labels", "Imputation", "Two"))
     print(f"wrote {RESULTS}")
 
 
