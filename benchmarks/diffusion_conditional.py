@@ -235,6 +235,40 @@ def w1(draws: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([wasserstein_distance(draws[:, j], exact[:, j]) for j in range(draws.shape[1])]))
 
 
+def impute_methods(ddpm, row, observed, u, exact, seed, m) -> tuple[dict[str, float], dict[str, float]]:
+    """W1 to the exact conditional and milliseconds per imputed row of replace and SMC with 8, 32, 128 particles."""
+    results, times = {}, {}
+    for label, method, particles in (
+        ("replace", "replace", 1),
+        ("smc 8", "smc", 8),
+        ("smc 32", "smc", 32),
+        ("smc 128", "smc", 128),
+    ):
+        start = time.perf_counter()
+        filled = impute(ddpm, row, method=method, num_particles=particles, num_imputations=m, seed=seed)
+        times[label] = (time.perf_counter() - start) / m * 1e3
+        filled = filled[:, 0].numpy()
+        assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], m, 0)), "not exact"
+        results[label] = w1(filled[:, u], exact)
+    return results, times
+
+
+def rejection_sample(ddpm, y, observed, u, exact, window, budget, batch) -> str:
+    """Unconditional draws whose observed coordinates fall within ``window`` of ``y``, for ``budget`` seconds:
+    ``"accepted, W1"``."""
+    spent, accepted = 0.0, []
+    while spent < budget or not accepted and spent < 10 * budget:
+        start = time.perf_counter()
+        draws = ancestral_sample(ddpm, batch).double().numpy()
+        spent += time.perf_counter() - start
+        keep = np.all(np.abs(draws[:, observed] - y) < window, axis=1)
+        accepted.append(draws[keep])
+    accepted_draws = np.concatenate(accepted)
+    if len(accepted_draws) >= 10:
+        return f"{len(accepted_draws)}, {w1(accepted_draws[:, u], exact):.3f}"
+    return f"{len(accepted_draws)}, -"
+
+
 def part_impute(cfg, seeds) -> list[str]:
     lines = [
         f"### Imputation: W1 to the exact conditional ({cfg['n_train']} training points, {cfg['epochs']} epochs of "
@@ -264,36 +298,11 @@ def part_impute(cfg, seeds) -> list[str]:
                 row = np.full((1, mixture.dim), np.nan)
                 row[0, observed] = y
                 u = [d for d in range(mixture.dim) if d not in observed]
-                results, times = {}, {}
-                for label, method, particles in (
-                    ("replace", "replace", 1),
-                    ("smc 8", "smc", 8),
-                    ("smc 32", "smc", 32),
-                    ("smc 128", "smc", 128),
-                ):
-                    start = time.perf_counter()
-                    filled = impute(
-                        ddpm, row, method=method, num_particles=particles, num_imputations=cfg["m"], seed=seed
-                    )
-                    times[label] = (time.perf_counter() - start) / cfg["m"] * 1e3
-                    filled = filled[:, 0].numpy()
-                    assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], cfg["m"], 0)), "not exact"
-                    results[label] = w1(filled[:, u], exact)
+                results, times = impute_methods(ddpm, row, observed, u, exact, seed, cfg["m"])
                 # rejection sampling from the same model for as long as SMC-128 took
-                budget, spent, accepted = times["smc 128"] * cfg["m"] / 1e3, 0.0, []
+                budget = times["smc 128"] * cfg["m"] / 1e3
                 window = cfg["window"] * scale[observed]
-                while spent < budget or not accepted and spent < 10 * budget:
-                    start = time.perf_counter()
-                    draws = ancestral_sample(ddpm, cfg["rejection_batch"]).double().numpy()
-                    spent += time.perf_counter() - start
-                    keep = np.all(np.abs(draws[:, observed] - y) < window, axis=1)
-                    accepted.append(draws[keep])
-                accepted_draws = np.concatenate(accepted)
-                rejection = (
-                    f"{len(accepted_draws)}, {w1(accepted_draws[:, u], exact):.3f}"
-                    if len(accepted_draws) >= 10
-                    else f"{len(accepted_draws)}, -"
-                )
+                rejection = rejection_sample(ddpm, y, observed, u, exact, window, budget, cfg["rejection_batch"])
                 for key in results:
                     totals[key].append(results[key])
                 totals["floor"].append(float(np.mean(floors)))

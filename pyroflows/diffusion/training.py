@@ -121,9 +121,35 @@ def train(
     svi = _svi(ddpm, loss, optimizer, num_particles)
     params = [p for p in ddpm.network.parameters()]
     ema = _EMA(params, ema_decay) if ema_decay is not None else None
-    history: list[float] = []
     ddpm.train()
-    bar = tqdm(range(int(epochs)), desc=f"DDPM {loss}", disable=not progress, leave=False)
+    history, step = _run_epochs(ddpm, svi, optimizer, ema, x, y, int(epochs), batch, total_steps, loss, lr,
+                                lr_schedule, label_dropout, progress)  # fmt: skip
+    if ema is not None:
+        ema.copy_to(params)
+    _check_weights(ddpm, step, loss, history, lr)
+    ddpm.eval()
+    return history
+
+
+def _run_epochs(
+    ddpm: DDPM,
+    svi: SVI,
+    optimizer: Any,
+    ema: _EMA | None,
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    epochs: int,
+    batch: int,
+    total_steps: int,
+    loss: str,
+    lr: float,
+    lr_schedule: str,
+    label_dropout: float,
+    progress: bool,
+) -> tuple[list[float], int]:
+    """The optimisation loop: each epoch's mean loss and the number of optimizer steps taken."""
+    history: list[float] = []
+    bar = tqdm(range(epochs), desc=f"DDPM {loss}", disable=not progress, leave=False)
     step = 0
     for _ in bar:
         total = 0.0
@@ -140,14 +166,10 @@ def train(
                 optimizer.step()
             if ema is not None:
                 ema.update(step)
-        history.append(total / n)
+        history.append(total / x.shape[0])
         if progress and len(history) % 50 == 0:
             bar.set_postfix(loss=f"{history[-1]:.4f}")
-    if ema is not None:
-        ema.copy_to(params)
-    _check_weights(ddpm, step, loss, history, lr)
-    ddpm.eval()
-    return history
+    return history, step
 
 
 def _check_arguments(
