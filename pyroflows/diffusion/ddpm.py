@@ -373,9 +373,9 @@ class DDPM(Checkpointable, PyroModule):
         if values.dim() != 1 or values.shape[0] != n:
             raise DataError(f"{name}: expected {n} label(s), one per row, got shape {tuple(values.shape)}")
         if values.is_floating_point():
-            rows = bad_rows(values)
-            if rows:
-                raise DataError(f"{name}: {len(rows)} label(s) are NaN or inf, e.g. rows {rows[:5]}")
+            infinite = bad_rows(values)
+            if infinite:
+                raise DataError(f"{name}: {len(infinite)} label(s) are NaN or inf, e.g. rows {infinite[:5]}")
             bad = values != values.round()
             if bad.any():
                 rows = torch.nonzero(bad).flatten()

@@ -131,7 +131,8 @@ def sample(
         >>> sample(ddpm, 3, sampler="ddim", sampling_steps=2, generator=torch.Generator().manual_seed(0)).shape
         torch.Size([3, 2])
     """
-    if not isinstance(sampler, Sampler):
-        sampler = SAMPLERS.build(sampler, ddpm, sampling_steps, **options)
-    return sampler.sample(n, return_trajectory=return_trajectory, labels=labels, guidance=guidance,
+    chosen: Sampler = (
+        sampler if isinstance(sampler, Sampler) else SAMPLERS.build(sampler, ddpm, sampling_steps, **options)
+    )
+    return chosen.sample(n, return_trajectory=return_trajectory, labels=labels, guidance=guidance,
                           generator=generator)  # fmt: skip

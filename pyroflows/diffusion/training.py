@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pyro
@@ -257,7 +257,7 @@ def _svi_step(svi: SVI, x_batch: torch.Tensor, y_batch: torch.Tensor | None) -> 
 class _EMA:
     """The exponential moving average of the weights, with the warm-up ``min(decay, (1 + k) / (10 + k))``."""
 
-    def __init__(self, params: list[torch.Tensor], decay: float) -> None:
+    def __init__(self, params: Sequence[torch.Tensor], decay: float) -> None:
         self.params, self.decay = params, float(decay)
         self.averages = [p.detach().clone() for p in params]
 
@@ -268,7 +268,7 @@ class _EMA:
             average.lerp_(p.detach(), 1 - decay)
 
     @torch.no_grad()
-    def copy_to(self, params: list[torch.Tensor]) -> None:
+    def copy_to(self, params: Sequence[torch.Tensor]) -> None:
         for average, p in zip(self.averages, params, strict=True):
             p.copy_(average)
 

@@ -233,3 +233,20 @@ def test_files_without_a_parameterization_load_as_eps(tmp_path):
 def test_unfitted_model_refuses_to_sample():
     with pytest.raises(DataError, match="scaler is not fitted"):
         poutine.trace(DDPM(2, steps=3).model).get_trace(num_samples=2)
+
+
+def test_a_file_in_the_format_written_before_checkpointable_loads_exactly(tmp_path):
+    # DDPM.save used to call save_checkpoint(kind="DDPM", config=ddpm.config(), ...) itself; files from before
+    # ``parameterization`` and ``num_classes`` existed hold neither key.
+    from pyroflows.serialization import save_checkpoint
+
+    ddpm = _fitted(steps=4, parameterization="eps", schedule="cosine")
+    config = dict(ddpm.config)
+    del config["parameterization"], config["num_classes"]
+    path = save_checkpoint(tmp_path / "old.pt", kind="DDPM", config=config, state_dict=ddpm.state_dict())
+    again = DDPM.load(path)
+    assert again.config == ddpm.config
+    x = torch.randn(6, 2)
+    assert torch.equal(again.predict_noise(x, 3), ddpm.predict_noise(x, 3))
+    written = again.save(tmp_path / "new.pt")
+    assert written == tmp_path / "new.pt" and DDPM.load(written).config == ddpm.config
