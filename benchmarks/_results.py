@@ -23,3 +23,24 @@ def write_section(section: str, heading: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + section
     RESULTS.write_text(text.rstrip("\n") + "\n")
+
+
+def read_section(heading: str) -> str | None:
+    """The text of the section that starts with the line ``heading`` (up to the next ``## `` line), or ``None``."""
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    match = re.search(rf"^{re.escape(heading)}\n.*?(?=^## |\Z)", text, re.S | re.M)
+    return match.group(0) if match else None
+
+
+def write_subsections(heading: str, intro: str, body: str, order: tuple[str, ...] = ()) -> None:
+    """Write the section ``heading`` as ``intro`` followed by its ``### `` subsections, where those in ``body``
+    replace the ones of the same first word already in RESULTS.md and the others are kept (so a script run with
+    one ``--part`` updates only that part). Subsections are ordered by ``order`` (their first words), then as found.
+    """
+    pattern = r"### ([\w-]+).*?(?=\n### |\Z)"
+    old = read_section(heading) or ""
+    blocks = {m.group(1): m.group(0).rstrip() for m in re.finditer(pattern, old, re.S)}
+    for m in re.finditer(pattern, body, re.S):
+        blocks[m.group(1)] = m.group(0).rstrip()
+    keys = [k for k in order if k in blocks] + [k for k in blocks if k not in order]
+    write_section(intro + "\n\n".join(blocks[k] for k in keys) + "\n", heading)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
-import re
 import sys
 import time
 from pathlib import Path
@@ -35,10 +34,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pyroflows.cli.diffusion import _DEFAULT_POINTS  # noqa: E402
+from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is sys.path[0] when run
+
 from pyroflows.datasets import make_dataset  # noqa: E402
 from pyroflows.diffusion import (  # noqa: E402
     DDPM,
+    DEFAULT_POINTS,
     QualityRatio,
     ancestral_sample,
     ddim_sample,
@@ -49,7 +50,6 @@ from pyroflows.diffusion import (  # noqa: E402
 from pyroflows.diffusion.networks import MLPNoisePredictor  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_BATCH_SIZE, DEFAULT_OPTIMIZER_STEPS  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 N_EVAL = 4000
 PAIRS, FLOOR_PAIRS = 40, 100
 FLOORS: dict[str, tuple[float, float]] = {}  # one noise floor per data set, shared by every row
@@ -107,29 +107,13 @@ def run_pyroflows(name, data, steps, schedule, epochs, seed, parameterization="v
     }
 
 
-def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None, prediction_type="epsilon"):
-    from diffusers import DDIMScheduler, DDPMScheduler
-
-    if betas is not None:
-        kwargs = {"trained_betas": betas[1:].tolist()}
-        label = f"diffusers (our betas, {prediction_type})"
-    else:
-        kwargs = {"beta_schedule": {"linear": "linear", "cosine": "squaredcos_cap_v2"}[schedule]}
-        label = f"diffusers ({kwargs['beta_schedule']})"
-    kwargs["prediction_type"] = prediction_type
-    ddpm_s = DDPMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
-    ddim_s = DDIMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
-    torch.manual_seed(seed)
-    net = MLPNoisePredictor(2, steps)
-    x = torch.as_tensor(data, dtype=torch.float32)
-    low, high = x.min(0).values, x.max(0).values
-    y = 2 * (x - low) / (high - low) - 1
+def train_anchor(net, y, ddpm_s, steps, epochs, prediction_type):
+    """The anchor's plain PyTorch loop (AdamW, cosine-annealed lr, EMA as in ``train``); returns the EMA network."""
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2, weight_decay=1e-4)
     batch = min(len(y), DEFAULT_BATCH_SIZE)
     per_epoch = -(-len(y) // batch)
     schedule_lr = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * per_epoch)
     ema = copy.deepcopy(net)
-    start = time.perf_counter()
     step = 0
     for _ in range(epochs):
         order = torch.randperm(len(y))
@@ -148,6 +132,28 @@ def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None, predict
             with torch.no_grad():
                 for a, p in zip(ema.parameters(), net.parameters(), strict=True):
                     a.lerp_(p, 1 - decay)
+    return ema
+
+
+def run_diffusers(name, data, steps, schedule, epochs, seed, betas=None, prediction_type="epsilon"):
+    from diffusers import DDIMScheduler, DDPMScheduler
+
+    if betas is not None:
+        kwargs = {"trained_betas": betas[1:].tolist()}
+        label = f"diffusers (our betas, {prediction_type})"
+    else:
+        kwargs = {"beta_schedule": {"linear": "linear", "cosine": "squaredcos_cap_v2"}[schedule]}
+        label = f"diffusers ({kwargs['beta_schedule']})"
+    kwargs["prediction_type"] = prediction_type
+    ddpm_s = DDPMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
+    ddim_s = DDIMScheduler(num_train_timesteps=steps, clip_sample=True, **kwargs)
+    torch.manual_seed(seed)
+    net = MLPNoisePredictor(2, steps)
+    x = torch.as_tensor(data, dtype=torch.float32)
+    low, high = x.min(0).values, x.max(0).values
+    y = 2 * (x - low) / (high - low) - 1
+    start = time.perf_counter()
+    ema = train_anchor(net, y, ddpm_s, steps, epochs, prediction_type)
     train_s = time.perf_counter() - start
 
     @torch.no_grad()
@@ -200,6 +206,68 @@ HEADER = (
 )
 
 
+def part_defaults(datasets: list[str], seeds: list[int], anchors: list[str], n: int, epochs: int) -> list[str]:
+    """pyroflows' defaults on every data set and seed, beside the diffusers anchors (first seed only)."""
+    lines = [
+        f"### Defaults (T = 10, polynomial schedule, {n} training points, {epochs} epochs of batches of "
+        f"{DEFAULT_BATCH_SIZE}: 5,000 optimizer steps)",
+        "",
+        HEADER,
+    ]
+    for dataset in datasets:
+        lines.append(calibration_row(dataset))
+        print(lines[-1], flush=True)
+        ratios = []
+        for seed in seeds:
+            data = make_dataset(dataset, n, seed=seed)
+            ours = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed)
+            ratios.append(ours["ratio"].ratio)
+            lines.append(row(dataset, 10, "polynomial", epochs, n, ours, seed))
+            print(lines[-1], flush=True)
+            betas = ours.pop("ddpm").betas.double()
+            if dataset == "moons":  # the post's epsilon parameterization side by side
+                eps = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed, parameterization="eps")
+                eps.pop("ddpm")
+                lines.append(row(dataset, 10, "polynomial", epochs, n, eps, seed))
+                print(lines[-1], flush=True)
+            anchors_here = [{"betas": betas, "prediction_type": "v_prediction"}]
+            if dataset == "moons":  # the epsilon anchors (and diffusers' own linear schedule) on two moons only
+                anchors_here += [{"betas": betas}, {}]
+            for kwargs in anchors_here if seed == seeds[0] and dataset in anchors else []:
+                r = run_diffusers(dataset, data, 10, "linear", epochs, seed, **kwargs)
+                label = "polynomial" if "betas" in kwargs else "linear (diffusers)"
+                lines.append(row(dataset, 10, label, epochs, n, r, seed))
+                print(lines[-1], flush=True)
+        if len(seeds) > 1:
+            lines.append(
+                f"| {dataset} | 10 | polynomial | | mean of {len(seeds)} | pyroflows (v) | "
+                f"**{np.mean(ratios):.2f}** (range {min(ratios):.2f}-{max(ratios):.2f}) | | | | | |"
+            )
+            print(lines[-1], flush=True)
+    return [*lines, ""]
+
+
+def part_grid(grid_n: int, grid_epochs: int, grid_steps: tuple[int, ...], seed: int) -> list[str]:
+    """T x schedule on two moons with a reduced budget, each beside its diffusers anchor."""
+    lines = [
+        f"### Grid on two moons (reduced budget: {grid_n} training points, {grid_epochs} full-batch epochs)",
+        "",
+        HEADER,
+    ]
+    data = make_dataset("moons", grid_n, seed=seed)
+    for steps in grid_steps:
+        for schedule in ("linear", "polynomial", "cosine"):
+            ours = run_pyroflows("moons", data, steps, schedule, grid_epochs, seed)
+            betas = ours.pop("ddpm").betas.double()
+            lines.append(row("moons", steps, schedule, grid_epochs, grid_n, ours))
+            print(lines[-1], flush=True)
+            kwargs = {"betas": betas, "prediction_type": "v_prediction"} if schedule == "polynomial" else {}
+            r = run_diffusers("moons", data, steps, schedule, grid_epochs, seed, **kwargs)
+            lines.append(row("moons", steps, schedule, grid_epochs, grid_n, r))
+            print(lines[-1], flush=True)
+    return [*lines, ""]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="tiny budget, two moons and one other set (smoke run)")
@@ -216,7 +284,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     datasets = args.datasets.split(",")
-    n = _DEFAULT_POINTS
+    n = DEFAULT_POINTS
     epochs = -(-DEFAULT_OPTIMIZER_STEPS // -(-n // DEFAULT_BATCH_SIZE))  # what train() does by default
     grid_n, grid_epochs, grid_steps = args.grid_points, args.grid_epochs, (10, 100, 1000)
     if args.quick:
@@ -225,65 +293,13 @@ def main() -> None:
         grid_n, grid_epochs, grid_steps = 500, 50, (10, 100)
         N_EVAL, PAIRS, FLOOR_PAIRS = 500, 3, 6
     lines: list[str] = []
-    seed = 0
+    seed = 0  # the grid trains on the last seed of the defaults part (0 when it does not run)
     if args.part in ("all", "defaults"):
-        lines += [
-            f"### Defaults (T = 10, polynomial schedule, {n} training points, {epochs} epochs of batches of "
-            f"{DEFAULT_BATCH_SIZE}: 5,000 optimizer steps)",
-            "",
-            HEADER,
-        ]
         seeds = [int(v) for v in args.seeds.split(",")]
-        anchors = args.anchor_datasets.split(",")
-        for dataset in datasets:
-            lines.append(calibration_row(dataset))
-            print(lines[-1], flush=True)
-            ratios = []
-            for seed in seeds:
-                data = make_dataset(dataset, n, seed=seed)
-                ours = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed)
-                ratios.append(ours["ratio"].ratio)
-                lines.append(row(dataset, 10, "polynomial", epochs, n, ours, seed))
-                print(lines[-1], flush=True)
-                betas = ours.pop("ddpm").betas.double()
-                if dataset == "moons":  # the post's epsilon parameterization side by side
-                    eps = run_pyroflows(dataset, data, 10, "polynomial", epochs, seed, parameterization="eps")
-                    eps.pop("ddpm")
-                    lines.append(row(dataset, 10, "polynomial", epochs, n, eps, seed))
-                    print(lines[-1], flush=True)
-                anchors_here = [{"betas": betas, "prediction_type": "v_prediction"}]
-                if dataset == "moons":  # the epsilon anchors (and diffusers' own linear schedule) on two moons only
-                    anchors_here += [{"betas": betas}, {}]
-                for kwargs in anchors_here if seed == seeds[0] and dataset in anchors else []:
-                    r = run_diffusers(dataset, data, 10, "linear", epochs, seed, **kwargs)
-                    label = "polynomial" if "betas" in kwargs else "linear (diffusers)"
-                    lines.append(row(dataset, 10, label, epochs, n, r, seed))
-                    print(lines[-1], flush=True)
-            if len(seeds) > 1:
-                lines.append(
-                    f"| {dataset} | 10 | polynomial | | mean of {len(seeds)} | pyroflows (v) | "
-                    f"**{np.mean(ratios):.2f}** (range {min(ratios):.2f}-{max(ratios):.2f}) | | | | | |"
-                )
-                print(lines[-1], flush=True)
-        lines.append("")
+        lines += part_defaults(datasets, seeds, args.anchor_datasets.split(","), n, epochs)
+        seed = seeds[-1]
     if args.part in ("all", "grid"):
-        lines += [
-            f"### Grid on two moons (reduced budget: {grid_n} training points, {grid_epochs} full-batch epochs)",
-            "",
-            HEADER,
-        ]
-        data = make_dataset("moons", grid_n, seed=seed)
-        for steps in grid_steps:
-            for schedule in ("linear", "polynomial", "cosine"):
-                ours = run_pyroflows("moons", data, steps, schedule, grid_epochs, seed)
-                betas = ours.pop("ddpm").betas.double()
-                lines.append(row("moons", steps, schedule, grid_epochs, grid_n, ours))
-                print(lines[-1], flush=True)
-                kwargs = {"betas": betas, "prediction_type": "v_prediction"} if schedule == "polynomial" else {}
-                r = run_diffusers("moons", data, steps, schedule, grid_epochs, seed, **kwargs)
-                lines.append(row("moons", steps, schedule, grid_epochs, grid_n, r))
-                print(lines[-1], flush=True)
-        lines.append("")
+        lines += part_grid(grid_n, grid_epochs, grid_steps, seed)
     text = "\n".join(lines)
     print(text)
     if not args.no_write and not args.quick:
@@ -293,7 +309,6 @@ def main() -> None:
 def write_section(body: str, part: str) -> None:
     """Write the "## Diffusion" section of RESULTS.md; one part replaces only its own "### ..." subsection."""
     heading = "## Diffusion"
-    content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{heading}\n\nCommand: `python benchmarks/diffusion.py` (or `--part defaults` and `--part grid` run side by "
         f"side), {datetime.date.today().isoformat()}, torch {torch.__version__}, pyro {pyro.__version__}, "
@@ -306,21 +321,7 @@ def write_section(body: str, part: str) -> None:
         "particles, 1 at T = 1000). Times are seconds on the shared 2-core machine (other jobs running): compare "
         "within a row pair only.\n\n"
     )
-    pattern = re.compile(rf"{heading}\n.*?(?=\n## |\Z)", re.S)
-    match = pattern.search(content)
-    old = match.group(0) if match else intro
-    subsections = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", old, re.S)}
-    for m in re.finditer(r"### (\w+).*?(?=\n### |\Z)", body, re.S):
-        subsections[m.group(1)] = m.group(0).rstrip()
-    order = [k for k in ("Defaults", "Grid") if k in subsections] + [
-        k for k in subsections if k not in ("Defaults", "Grid")
-    ]
-    section = intro + "\n\n".join(subsections[k] for k in order) + "\n"
-    if match:
-        content = content[: match.start()] + section + content[match.end() :]
-    else:
-        content = content.rstrip() + "\n\n" + section
-    RESULTS.write_text(content)
+    write_subsections(heading, intro, body, order=("Defaults", "Grid"))
     print(f"wrote {RESULTS}")
 
 

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import re
 import sys
 import time
 from dataclasses import dataclass
@@ -41,11 +40,12 @@ from scipy.stats import wasserstein_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is sys.path[0] when run
+
 from pyroflows.diffusion import DDPM, ancestral_sample, energy_distance, energy_distance_ratio, impute, noise_floor  # noqa: E402
 from pyroflows.diffusion import train as train_ddpm  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADING = "## Diffusion: conditioning"
 
 
@@ -235,6 +235,40 @@ def w1(draws: np.ndarray, exact: np.ndarray) -> float:
     return float(np.mean([wasserstein_distance(draws[:, j], exact[:, j]) for j in range(draws.shape[1])]))
 
 
+def impute_methods(ddpm, row, observed, u, exact, seed, m) -> tuple[dict[str, float], dict[str, float]]:
+    """W1 to the exact conditional and milliseconds per imputed row of replace and SMC with 8, 32, 128 particles."""
+    results, times = {}, {}
+    for label, method, particles in (
+        ("replace", "replace", 1),
+        ("smc 8", "smc", 8),
+        ("smc 32", "smc", 32),
+        ("smc 128", "smc", 128),
+    ):
+        start = time.perf_counter()
+        filled = impute(ddpm, row, method=method, num_particles=particles, num_imputations=m, seed=seed)
+        times[label] = (time.perf_counter() - start) / m * 1e3
+        filled = filled[:, 0].numpy()
+        assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], m, 0)), "not exact"
+        results[label] = w1(filled[:, u], exact)
+    return results, times
+
+
+def rejection_sample(ddpm, y, observed, u, exact, window, budget, batch) -> str:
+    """Unconditional draws whose observed coordinates fall within ``window`` of ``y``, for ``budget`` seconds:
+    ``"accepted, W1"``."""
+    spent, accepted = 0.0, []
+    while spent < budget or not accepted and spent < 10 * budget:
+        start = time.perf_counter()
+        draws = ancestral_sample(ddpm, batch).double().numpy()
+        spent += time.perf_counter() - start
+        keep = np.all(np.abs(draws[:, observed] - y) < window, axis=1)
+        accepted.append(draws[keep])
+    accepted_draws = np.concatenate(accepted)
+    if len(accepted_draws) >= 10:
+        return f"{len(accepted_draws)}, {w1(accepted_draws[:, u], exact):.3f}"
+    return f"{len(accepted_draws)}, -"
+
+
 def part_impute(cfg, seeds) -> list[str]:
     lines = [
         f"### Imputation: W1 to the exact conditional ({cfg['n_train']} training points, {cfg['epochs']} epochs of "
@@ -264,36 +298,11 @@ def part_impute(cfg, seeds) -> list[str]:
                 row = np.full((1, mixture.dim), np.nan)
                 row[0, observed] = y
                 u = [d for d in range(mixture.dim) if d not in observed]
-                results, times = {}, {}
-                for label, method, particles in (
-                    ("replace", "replace", 1),
-                    ("smc 8", "smc", 8),
-                    ("smc 32", "smc", 32),
-                    ("smc 128", "smc", 128),
-                ):
-                    start = time.perf_counter()
-                    filled = impute(
-                        ddpm, row, method=method, num_particles=particles, num_imputations=cfg["m"], seed=seed
-                    )
-                    times[label] = (time.perf_counter() - start) / cfg["m"] * 1e3
-                    filled = filled[:, 0].numpy()
-                    assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], cfg["m"], 0)), "not exact"
-                    results[label] = w1(filled[:, u], exact)
+                results, times = impute_methods(ddpm, row, observed, u, exact, seed, cfg["m"])
                 # rejection sampling from the same model for as long as SMC-128 took
-                budget, spent, accepted = times["smc 128"] * cfg["m"] / 1e3, 0.0, []
+                budget = times["smc 128"] * cfg["m"] / 1e3
                 window = cfg["window"] * scale[observed]
-                while spent < budget or not accepted and spent < 10 * budget:
-                    start = time.perf_counter()
-                    draws = ancestral_sample(ddpm, cfg["rejection_batch"]).double().numpy()
-                    spent += time.perf_counter() - start
-                    keep = np.all(np.abs(draws[:, observed] - y) < window, axis=1)
-                    accepted.append(draws[keep])
-                accepted_draws = np.concatenate(accepted)
-                rejection = (
-                    f"{len(accepted_draws)}, {w1(accepted_draws[:, u], exact):.3f}"
-                    if len(accepted_draws) >= 10
-                    else f"{len(accepted_draws)}, -"
-                )
+                rejection = rejection_sample(ddpm, y, observed, u, exact, window, budget, cfg["rejection_batch"])
                 for key in results:
                     totals[key].append(results[key])
                 totals["floor"].append(float(np.mean(floors)))
@@ -429,27 +438,13 @@ def main() -> None:
 
 def write_section(body: str) -> None:
     """Write the "## Diffusion: conditioning" section of RESULTS.md; each part replaces only its "### ..." block."""
-    content = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     intro = (
         f"{HEADING}\n\nCommand: `python benchmarks/diffusion_conditional.py` (or `--part labels,impute` and "
         f"`--part moons` run side by side), {datetime.date.today().isoformat()}, torch {torch.__version__}, "
         f"pyro {pyro.__version__}, "
         "1 torch thread per part, on the shared 2-core machine under load (times: compare within a row only).\n\n"
     )
-    pattern = re.compile(rf"{re.escape(HEADING)}\n.*?(?=\n## |\Z)", re.S)
-    match = pattern.search(content)
-    old = match.group(0) if match else intro
-    blocks = {m.group(1): m.group(0).rstrip() for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", old, re.S)}
-    for m in re.finditer(r"### ([\w-]+).*?(?=\n### |\Z)", body, re.S):
-        blocks[m.group(1)] = m.group(0).rstrip()
-    order = [k for k in ("Labels", "Imputation", "Two") if k in blocks] + [
-        k for k in blocks if k not in ("Labels", "Imputation", "Two")
-    ]
-    section = intro + "\n\n".join(blocks[k] for k in order) + "\n"
-    content = (
-        content[: match.start()] + section + content[match.end() :] if match else content.rstrip() + "\n\n" + section
-    )
-    RESULTS.write_text(content)
+    write_subsections(HEADING, intro, body, order=("Labels", "Imputation", "Two"))
     print(f"wrote {RESULTS}")
 
 

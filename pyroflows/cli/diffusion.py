@@ -14,7 +14,6 @@ from pyroflows.errors import DataError, NumericalError
 
 __all__ = ["register", "run_demo"]
 
-_DEFAULT_POINTS = 10000
 #: Most samples one ``diffusion sample`` draws.
 MAX_SAMPLES = 100_000_000
 _STEPS = int_arg(low=1, high=100_000)
@@ -26,18 +25,12 @@ _DROPOUT = float_arg(low=0, high=1, high_open=True)
 _GUIDANCE = float_arg(low=0)
 _PARTICLES = int_arg(low=1, high=1_000_000)
 #: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
-DEMO_OUTPUTS = ("ddpm_moons.pt", "ddpm_moons.png")
+DEMO_OUTPUTS = ("ddpm_moons.pt", "ddpm_moons.png")  # the same as pyroflows.diffusion.demo.DEMO_OUTPUTS
 
 
 def register(subparsers: Any) -> None:
-    from pyroflows.datasets.toy2d import DATASETS
-    from pyroflows.diffusion.ddpm import PARAMETERIZATIONS
-    from pyroflows.diffusion.imputation import IMPUTATION_METHODS
-    from pyroflows.diffusion.networks import NETWORKS
-    from pyroflows.diffusion.sampling import SAMPLERS
-    from pyroflows.diffusion.schedules import SCHEDULES
-    from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT, LOSSES
-
+    """Add ``diffusion train|sample|impute|nll``; the choices and help of ``--schedule``, ``--network``,
+    ``--sampler`` and ``--method`` come from the library's registries."""
     parser = add_parser(
         subparsers,
         "diffusion",
@@ -52,6 +45,19 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="diffusion_command", metavar="COMMAND")
     parser.set_defaults(handler=lambda args: _usage(parser))
+    _add_train(sub)
+    _add_sample(sub)
+    _add_impute(sub)
+    _add_nll(sub)
+
+
+def _add_train(sub: Any) -> None:
+    from pyroflows.datasets.toy2d import DATASETS
+    from pyroflows.diffusion.ddpm import DEFAULT_STEPS, PARAMETERIZATIONS
+    from pyroflows.diffusion.demo import DEFAULT_POINTS
+    from pyroflows.diffusion.networks import NETWORKS
+    from pyroflows.diffusion.schedules import SCHEDULES
+    from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT, LOSSES
 
     train = add_parser(
         sub,
@@ -70,16 +76,18 @@ def register(subparsers: Any) -> None:
     )
     train.add_argument("data", nargs="?", type=Path, metavar="DATA", help=".npy or .csv file of shape (N, D)")
     train.add_argument("--dataset", choices=sorted(DATASETS), help="a built-in 2-D data set instead of DATA")
-    train.add_argument("--n-points", type=int_arg(low=2, high=10**8), default=_DEFAULT_POINTS,
-                       help=f"points drawn for --dataset (default {_DEFAULT_POINTS})")  # fmt: skip
+    train.add_argument("--n-points", type=int_arg(low=2, high=10**8), default=DEFAULT_POINTS,
+                       help=f"points drawn for --dataset (default {DEFAULT_POINTS})")  # fmt: skip
     train.add_argument("--out", type=Path, required=True, metavar="MODEL", help="output model file (.pt)")
-    train.add_argument("--steps", type=_STEPS, default=10, metavar="T", help="diffusion steps T (default 10)")
-    train.add_argument("--schedule", choices=sorted(SCHEDULES), default="polynomial", help="variance schedule")
+    train.add_argument("--steps", type=_STEPS, default=DEFAULT_STEPS, metavar="T",
+                       help=f"diffusion steps T (default {DEFAULT_STEPS})")  # fmt: skip
+    train.add_argument("--schedule", choices=SCHEDULES.names(), default=SCHEDULES.default,
+                       help=f"variance schedule: {SCHEDULES.help_text()}")  # fmt: skip
     train.add_argument("--epochs", type=_ROWS, default=None, metavar="E",
                        help="training epochs (default: as many as give 5,000 optimizer steps)")  # fmt: skip
     train.add_argument("--loss", choices=LOSSES, default="eps-mse", help="eps-mse (default) or the exact bound")
-    train.add_argument("--network", choices=sorted(NETWORKS), default="mlp",
-                       help="mlp (default) or the post's one-hot network")  # fmt: skip
+    train.add_argument("--network", choices=NETWORKS.names(), default=NETWORKS.default,
+                       help=f"noise predictor: {NETWORKS.help_text()}")  # fmt: skip
     train.add_argument("--parameterization", choices=PARAMETERIZATIONS, default="v",
                        help="v (default: the network predicts v behind a skip connection) or eps (it predicts the "
                        "noise, as in Ho et al. and the post)")  # fmt: skip
@@ -98,6 +106,10 @@ def register(subparsers: Any) -> None:
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(handler=_train, splits_work=True)
 
+
+def _add_sample(sub: Any) -> None:
+    from pyroflows.diffusion.sampling import SAMPLERS
+
     sample = add_parser(
         sub,
         "sample",
@@ -108,7 +120,8 @@ def register(subparsers: Any) -> None:
     sample.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
     sample.add_argument("-n", type=_ROWS, required=True, metavar="N", help="number of samples")
     sample.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
-    sample.add_argument("--sampler", choices=SAMPLERS, default="ancestral", help="ancestral (default) or ddim")
+    sample.add_argument("--sampler", choices=SAMPLERS.names(), default=SAMPLERS.default,
+                        help=f"sampler: {SAMPLERS.help_text()}")  # fmt: skip
     sample.add_argument("--sampling-steps", type=_STEPS, default=None, metavar="K",
                         help="DDIM sub-sequence length K <= T (default T)")  # fmt: skip
     sample.add_argument("--label", type=_LABEL, default=None, metavar="K",
@@ -119,6 +132,10 @@ def register(subparsers: Any) -> None:
     sample.add_argument("--seed", type=SEED, default=0, metavar="S", help="random seed (default 0)")
     sample.add_argument("--force", action="store_true", help="replace FILE if it exists")
     sample.set_defaults(handler=_sample)
+
+
+def _add_impute(sub: Any) -> None:
+    from pyroflows.diffusion.imputation import IMPUTATION_METHODS
 
     impute = add_parser(
         sub,
@@ -138,7 +155,8 @@ def register(subparsers: Any) -> None:
     impute.add_argument("model", type=Path, metavar="MODEL", help="a model written by 'diffusion train'")
     impute.add_argument("data", type=Path, metavar="DATA", help=".npy or .csv of shape (N, D) with missing entries")
     impute.add_argument("--out", type=Path, required=True, metavar="FILE", help="output .npy or .csv")
-    impute.add_argument("--method", choices=IMPUTATION_METHODS, default="smc", help="smc (default) or replace")
+    impute.add_argument("--method", choices=IMPUTATION_METHODS.names(), default=IMPUTATION_METHODS.default,
+                        help=f"imputation method: {IMPUTATION_METHODS.help_text()}")  # fmt: skip
     impute.add_argument("--particles", type=_PARTICLES, default=64, metavar="P",
                         help="particles per imputed row for smc (default 64)")  # fmt: skip
     impute.add_argument("--imputations", type=_ROWS, default=1, metavar="M",
@@ -151,6 +169,8 @@ def register(subparsers: Any) -> None:
     impute.add_argument("--force", action="store_true", help="replace FILE if it exists")
     impute.set_defaults(handler=_impute)
 
+
+def _add_nll(sub: Any) -> None:
     nll = add_parser(
         sub,
         "nll",
@@ -227,16 +247,11 @@ def _train(args: argparse.Namespace) -> int:
         labels, num_classes = _load_labels(args.labels, x.shape[0], args.num_classes)
     elif args.num_classes is not None:
         raise DataError("--num-classes needs --labels LABELS (the class of every row of DATA)")
-    try:
-        ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network,
-                    parameterization=args.parameterization, num_classes=num_classes)  # fmt: skip
-        start = time.perf_counter()
-        history = train(ddpm, x, loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-                        progress=not args.quiet, labels=labels, label_dropout=args.label_dropout)  # fmt: skip
-    except DataError:
-        raise
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
+    ddpm = DDPM(x.shape[1], steps=args.steps, schedule=args.schedule, network=args.network,
+                parameterization=args.parameterization, num_classes=num_classes)  # fmt: skip
+    start = time.perf_counter()
+    history = train(ddpm, x, loss=args.loss, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                    progress=not args.quiet, labels=labels, label_dropout=args.label_dropout)  # fmt: skip
     seconds = time.perf_counter() - start
     if not distributed.is_main():  # under torchrun every rank holds the same trained DDPM; rank 0 writes it
         return 0
@@ -253,7 +268,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from pyroflows.diffusion import DDPM, sample
+    from pyroflows.diffusion import DDPM, SAMPLERS, sample
     from pyroflows.io import check_output_path, check_output_suffix, save_array
 
     check_output_suffix(args.out)
@@ -266,17 +281,13 @@ def _sample(args: argparse.Namespace) -> int:
     if args.label is not None and not 0 <= args.label < ddpm.num_classes:
         raise DataError(f"--label: expected a class in 0..{ddpm.num_classes - 1}, got {args.label}")
     seed_everything(args.seed)
-    try:
-        samples = sample(ddpm, args.n, sampler=args.sampler, sampling_steps=args.sampling_steps, labels=args.label,
-                         guidance=args.guidance)  # fmt: skip
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
+    sampler = SAMPLERS.build(args.sampler, ddpm, args.sampling_steps)
+    samples = sample(ddpm, args.n, sampler=sampler, labels=args.label, guidance=args.guidance)
     if not bool(samples.isfinite().all()):
         raise NumericalError(f"{args.model}: the model drew NaN or infinite samples (a diverged training?); "
                              "nothing was written")  # fmt: skip
     save_array(args.out, samples.double().numpy(), overwrite=args.force)
-    steps = ddpm.steps if args.sampler == "ancestral" else (args.sampling_steps or ddpm.steps)
-    evaluations = steps * (2 if args.guidance else 1)
+    evaluations = len(sampler.timesteps) * (2 if args.guidance else 1)
     label = "" if args.label is None else f" of class {args.label}, guidance {args.guidance:g}"
     print(f"wrote {args.n} samples{label} ({args.sampler}, {evaluations} network evaluations each) to {args.out}")
     return 0
@@ -319,13 +330,8 @@ def _impute(args: argparse.Namespace) -> int:
         labels, _ = _load_labels(args.labels, data.shape[0])
     elif args.guidance:
         raise DataError("--guidance needs --labels LABELS")
-    try:
-        filled = impute(ddpm, data, method=args.method, num_particles=args.particles, labels=labels,
-                        num_imputations=args.imputations, guidance=args.guidance, seed=args.seed)  # fmt: skip
-    except DataError:
-        raise
-    except ValueError as exc:
-        raise DataError(str(exc)) from exc
+    filled = impute(ddpm, data, method=args.method, num_particles=args.particles, labels=labels,
+                    num_imputations=args.imputations, guidance=args.guidance, seed=args.seed)  # fmt: skip
     out = filled.numpy().reshape(-1, ddpm.data_dim)
     if not np.isfinite(out).all():  # never write NaN with success
         raise NumericalError(f"{args.model}: the imputed values are not finite (a diverged training?); nothing was "
@@ -341,53 +347,8 @@ def _impute(args: argparse.Namespace) -> int:
 
 
 def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """Train the default DDPM (T = 10) on two moons, sample it both ways and score it; returns summary lines."""
-    import matplotlib
+    """``pyroflows demo``'s diffusion part: :func:`pyroflows.diffusion.demo.run_demo` (``pyroflows demo`` checks
+    the folder for :data:`DEMO_OUTPUTS` before calling it, so the outputs are replaced)."""
+    from pyroflows.diffusion.demo import run_demo as library_run_demo
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import torch
-
-    from pyroflows.datasets.toy2d import make_dataset
-    from pyroflows.diffusion import (
-        DDPM,
-        ancestral_sample,
-        ddim_sample,
-        energy_distance_ratio,
-        noise_floor,
-        plot_samples,
-        train,
-    )
-    from pyroflows.io import save_figure
-
-    n, epochs, n_eval, pairs, floor_pairs = (300, 40, 300, 3, 3) if fast else (_DEFAULT_POINTS, None, 4000, 10, 30)
-    data = torch.as_tensor(make_dataset("moons", n, seed=0), dtype=torch.get_default_dtype())
-    held_out = make_dataset("moons", n_eval, seed=10)
-    ddpm = DDPM(2, steps=10)
-    start = time.perf_counter()
-    epochs = len(train(ddpm, data, epochs=epochs, progress=False))
-    seconds = time.perf_counter() - start
-    ddpm.save(out_dir / "ddpm_moons.pt", overwrite=True)
-    # One energy distance between two samples of 4,000 varies by about +-70% (moon balance): average over pairs.
-    moons = lambda size, seed: make_dataset("moons", size, seed)  # noqa: E731
-    floor = noise_floor(moons, n_eval, pairs=floor_pairs, seed=10)
-    quality_a = energy_distance_ratio(lambda size: ancestral_sample(ddpm, size), moons, n_eval, pairs=pairs,
-                                      seed=10, floor=floor)  # fmt: skip
-    quality_d = energy_distance_ratio(lambda size: ddim_sample(ddpm, size, sampling_steps=5), moons, n_eval,
-                                      pairs=pairs, seed=10, floor=floor)  # fmt: skip
-    ancestral, ddim = ancestral_sample(ddpm, n_eval), ddim_sample(ddpm, n_eval, sampling_steps=5)
-    nll = ddpm.nll(held_out[:1000], num_particles=4)
-    fig, axes = plt.subplots(1, 3, figsize=(12, 4))
-    plot_samples(held_out, ax=axes[0], title="held-out data")
-    plot_samples(ancestral, ax=axes[1], title="ancestral, 10 steps")
-    plot_samples(ddim, ax=axes[2], title="DDIM, 5 steps")
-    save_figure(fig, out_dir / "ddpm_moons.png", overwrite=True, dpi=80)
-    plt.close(fig)
-    return [
-        f"DDPM (T = 10, polynomial schedule) trained on {n} two-moons points, {epochs} epochs in {seconds:.1f} s",
-        f"energy distance / noise floor ({n_eval} vs {n_eval} points, {pairs} pairs over a {floor_pairs}-pair "
-        f"floor): ancestral {quality_a.ratio:.2f} +- {quality_a.se:.2f}, DDIM 5 steps {quality_d.ratio:.2f} +- "
-        f"{quality_d.se:.2f} (1.0 is perfect)",
-        f"negative ELBO on 1000 held-out points: {nll.nll:.3f} +- {nll.se:.3f} nats",
-        f"model, samples figure: {out_dir / 'ddpm_moons.pt'}, {out_dir / 'ddpm_moons.png'}",
-    ]
+    return library_run_demo(out_dir, fast, overwrite=True)

@@ -2,6 +2,9 @@
 ``pyro.markov`` chain trained with SVI, ancestral and DDIM samplers (class-conditional with classifier-free
 guidance), imputation of missing entries by sequential Monte Carlo over the chain, metrics and plots.
 
+The extensible families are registries (:class:`pyroflows.registry.Registry`): :data:`SCHEDULES`, :data:`NETWORKS`,
+:data:`SAMPLERS` and :data:`IMPUTATION_METHODS`; the CLI's choices and help read them.
+
 Example:
     >>> import torch
     >>> from pyroflows.diffusion import DDPM, train, sample
@@ -12,11 +15,25 @@ Example:
 """
 
 from pyroflows.diffusion.ddpm import DDPM, REVERSE_VARIANCES, NLLEstimate
-from pyroflows.diffusion.forward import forward_marginal, forward_posterior
+from pyroflows.diffusion.demo import DEFAULT_POINTS, run_demo
+from pyroflows.diffusion.forward import (
+    add_noise,
+    forward_marginal,
+    forward_posterior,
+    posterior_mean,
+    posterior_variance,
+)
 from pyroflows.diffusion.imputation import IMPUTATION_METHODS, TwistedSMC, impute, systematic_resample
 from pyroflows.diffusion.metrics import QualityRatio, energy_distance, energy_distance_ratio, noise_floor
-from pyroflows.diffusion.networks import MLPNoisePredictor, PostNoisePredictor, SinusoidalEmbedding, make_network
+from pyroflows.diffusion.networks import (
+    NETWORKS,
+    MLPNoisePredictor,
+    PostNoisePredictor,
+    SinusoidalEmbedding,
+    make_network,
+)
 from pyroflows.diffusion.plots import plot_samples, plot_vector_field
+from pyroflows.diffusion.samplers import AncestralSampler, DDIMSampler, Sampler
 from pyroflows.diffusion.sampling import SAMPLERS, ancestral_sample, ddim_sample, ddim_timesteps, sample
 from pyroflows.diffusion.scaler import MinMaxScaler
 from pyroflows.diffusion.schedules import (
@@ -43,11 +60,15 @@ __all__ = [
     "plot_schedules",
     "forward_marginal",
     "forward_posterior",
+    "add_noise",
+    "posterior_mean",
+    "posterior_variance",
     "MinMaxScaler",
     "MLPNoisePredictor",
     "PostNoisePredictor",
     "SinusoidalEmbedding",
     "make_network",
+    "NETWORKS",
     "train",
     "LOSSES",
     "ancestral_sample",
@@ -55,6 +76,9 @@ __all__ = [
     "ddim_timesteps",
     "sample",
     "SAMPLERS",
+    "Sampler",
+    "AncestralSampler",
+    "DDIMSampler",
     "impute",
     "IMPUTATION_METHODS",
     "TwistedSMC",
@@ -65,4 +89,6 @@ __all__ = [
     "QualityRatio",
     "plot_vector_field",
     "plot_samples",
+    "run_demo",
+    "DEFAULT_POINTS",
 ]

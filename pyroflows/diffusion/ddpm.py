@@ -43,7 +43,6 @@ Example:
 from __future__ import annotations
 
 import itertools
-import os
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -56,21 +55,45 @@ from pyro.nn import PyroModule, pyro_method
 from pyro.nn.module import to_pyro_module_
 
 from pyroflows import distributed
-from pyroflows.diffusion.forward import forward_marginal, forward_posterior
+from pyroflows.diffusion.forward import (
+    add_noise,
+    forward_marginal,
+    forward_posterior,
+    posterior_mean,
+    posterior_variance,
+)
 from pyroflows.diffusion.networks import make_network
 from pyroflows.diffusion.scaler import MinMaxScaler
-from pyroflows.diffusion.schedules import Schedule, make_schedule
+from pyroflows.diffusion.schedules import Schedule, check_steps, make_schedule
 from pyroflows.errors import DataError
-from pyroflows.serialization import restore_module, save_checkpoint
+from pyroflows.serialization import Checkpointable
+from pyroflows.validation import as_finite_2d, bad_rows
 
-__all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES", "PARAMETERIZATIONS"]
+__all__ = ["DDPM", "NLLEstimate", "REVERSE_VARIANCES", "PARAMETERIZATIONS", "DEFAULT_STEPS"]
 
 REVERSE_VARIANCES = ("beta", "posterior")
+#: T when neither ``steps`` nor a :class:`Schedule` says otherwise.
+DEFAULT_STEPS = 10
 PARAMETERIZATIONS = ("v", "eps")
 
 # PyroModule parameters live in Pyro's global parameter store under "<module name>.<attribute>", and a module
 # takes the store's value when the name is already there: two DDPMs with the same name would share weights.
 _INSTANCE_NUMBERS = itertools.count()
+
+
+def _check_options(
+    data_dim: Any, reverse_variance: str, parameterization: str, num_classes: Any, network_kwargs: Any
+) -> None:
+    if isinstance(data_dim, bool) or int(data_dim) != data_dim or data_dim < 1:
+        raise DataError(f"data_dim: expected a positive integer, got {data_dim!r}")
+    if reverse_variance not in REVERSE_VARIANCES:
+        raise DataError(f"reverse_variance: expected one of {REVERSE_VARIANCES}, got {reverse_variance!r}")
+    if parameterization not in PARAMETERIZATIONS:
+        raise DataError(f"parameterization: expected one of {PARAMETERIZATIONS}, got {parameterization!r}")
+    if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
+        raise DataError(f"num_classes: expected a non-negative integer, got {num_classes!r}")
+    if "num_classes" in (network_kwargs or {}):
+        raise DataError("network_kwargs: pass num_classes to DDPM(num_classes=K), not to the network")
 
 
 class NLLEstimate(NamedTuple):
@@ -81,7 +104,7 @@ class NLLEstimate(NamedTuple):
     n: int
 
 
-class DDPM(PyroModule):
+class DDPM(Checkpointable, PyroModule):
     r"""Denoising diffusion probabilistic model with an :math:`\epsilon`-predicting network.
 
     The reverse mean is the forward-posterior mean at the predicted clean point,
@@ -109,7 +132,7 @@ class DDPM(PyroModule):
 
     Args:
         data_dim: D, the number of data columns.
-        steps: T >= 1.
+        steps: T >= 1 (default 10, or the given :class:`Schedule`'s T).
         schedule: ``"polynomial"`` (default: :math:`1 - \bar\alpha_t = 0.999 (t/T)^2`), ``"linear"``, ``"cosine"``
             or a :class:`Schedule` with ``steps`` equal to T.
         network: ``"mlp"`` (default, sinusoidal step embedding) or ``"post"`` (the post's one-hot network).
@@ -128,7 +151,8 @@ class DDPM(PyroModule):
             so that two models never share weights through the store.
 
     Raises:
-        ValueError: T < 1, unknown schedule, network, reverse variance or parameterization, or ``data_dim < 1``.
+        DataError: T < 1, unknown schedule, network, reverse variance or parameterization, or ``data_dim < 1`` (a
+            ``ValueError``).
     """
 
     betas: torch.Tensor
@@ -138,7 +162,7 @@ class DDPM(PyroModule):
     def __init__(
         self,
         data_dim: int,
-        steps: int = 10,
+        steps: int | None = None,
         schedule: str | Schedule = "polynomial",
         network: str = "mlp",
         reverse_variance: str = "beta",
@@ -150,21 +174,16 @@ class DDPM(PyroModule):
         num_classes: int = 0,
     ) -> None:
         super().__init__(name=name if name is not None else f"ddpm{next(_INSTANCE_NUMBERS)}")
-        if isinstance(data_dim, bool) or int(data_dim) != data_dim or data_dim < 1:
-            raise ValueError(f"data_dim: expected a positive integer, got {data_dim!r}")
-        if reverse_variance not in REVERSE_VARIANCES:
-            raise ValueError(f"reverse_variance: expected one of {REVERSE_VARIANCES}, got {reverse_variance!r}")
-        if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization: expected one of {PARAMETERIZATIONS}, got {parameterization!r}")
-        if isinstance(num_classes, bool) or int(num_classes) != num_classes or num_classes < 0:
-            raise ValueError(f"num_classes: expected a non-negative integer, got {num_classes!r}")
-        if "num_classes" in (network_kwargs or {}):
-            raise ValueError("network_kwargs: pass num_classes to DDPM(num_classes=K), not to the network")
+        _check_options(data_dim, reverse_variance, parameterization, num_classes, network_kwargs)
         self.num_classes = int(num_classes)
-        self.schedule = make_schedule(schedule, steps, **(schedule_kwargs or {}))
-        if self.schedule.steps != steps:
-            raise ValueError(f"steps: the schedule has T = {self.schedule.steps}, but steps = {steps}")
-        self.data_dim, self.steps = int(data_dim), self.schedule.steps
+        if isinstance(schedule, Schedule):
+            if steps is not None and check_steps(steps) != schedule.steps:
+                raise DataError(f"steps: the schedule has T = {schedule.steps}, but steps = {steps}")
+            self.schedule = schedule
+        else:  # T is checked once, by the schedule, and stored once: ``self.steps`` reads ``self.schedule.steps``
+            steps = DEFAULT_STEPS if steps is None else steps
+            self.schedule = make_schedule(schedule, steps, **(schedule_kwargs or {}))
+        self.data_dim = int(data_dim)
         self.network_name, self.network_kwargs = network, dict(network_kwargs or {})
         self.reverse_variance, self.clip_x0 = reverse_variance, bool(clip_x0)
         self.parameterization = parameterization
@@ -177,6 +196,11 @@ class DDPM(PyroModule):
         to_pyro_module_(net)  # so its parameters are Pyro parameters inside model/guide/SVI
         self.network = net
         self.scaler = MinMaxScaler(self.data_dim)
+
+    @property
+    def steps(self) -> int:
+        """T, the number of diffusion steps (the schedule's: the one place it is stored)."""
+        return self.schedule.steps
 
     # ----------------------------------------------------------------------------------------------- the math
     def _steps_like(self, t: int | torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -262,48 +286,64 @@ class DDPM(PyroModule):
     ) -> torch.Tensor:
         r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units; guided when ``labels`` and
         ``guidance`` are given, see :meth:`network_output`)."""
-        x0 = self.predict_x0(x_t, t, labels=labels, guidance=guidance)
-        beta, alpha, alpha_bar, alpha_bar_prev = self.betas[t], self.alphas[t], self.alpha_bar[t], self.alpha_bar[t - 1]
-        return (alpha_bar_prev.sqrt() * beta / (1 - alpha_bar)) * x0 + (
-            alpha.sqrt() * (1 - alpha_bar_prev) / (1 - alpha_bar)
-        ) * x_t
+        return posterior_mean(self, self.predict_x0(x_t, t, labels=labels, guidance=guidance), x_t, t)
 
     def reverse_scale(self, t: int) -> torch.Tensor:
-        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`."""
+        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`: :math:`\sqrt{\beta_t}`, or the forward
+        posterior's :math:`\sqrt{\tilde\beta_t}` (``reverse_variance="posterior"``, for t > 1)."""
         if self.reverse_variance == "posterior" and t > 1:
-            variance = self.betas[t] * (1 - self.alpha_bar[t - 1]) / (1 - self.alpha_bar[t])
+            variance = posterior_variance(self, t)
         else:
             variance = self.betas[t]
         return variance.sqrt()
 
     # ----------------------------------------------------------------------------------------- data checks
-    def as_data(self, x: Any, name: str = "x") -> torch.Tensor:
-        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor of this model's dtype/device.
+    def as_data(
+        self,
+        x: Any,
+        name: str = "x",
+        *,
+        allow_nan: bool = False,
+        dtype: torch.dtype | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor, with
+        :func:`pyroflows.validation.as_finite_2d`.
+
+        Args:
+            x: The data (data units).
+            name: The argument's name, for the message.
+            allow_nan: Accept NaN (a missing entry, as :func:`~pyroflows.diffusion.impute` does) but never infinity.
+            dtype, device: Default: this model's buffers' dtype and device.
 
         Raises:
             DataError: not 2-D, wrong number of columns, empty, or NaN/inf rows (named).
+
+        Example:
+            >>> DDPM(2).as_data([[1.0, 2.0]]).shape
+            torch.Size([1, 2])
         """
         if isinstance(x, torch.Tensor):
-            tensor = x.detach()
-        else:
+            x = x.detach()
+        elif not isinstance(x, np.ndarray):
             try:
-                tensor = torch.as_tensor(np.asarray(x, dtype=np.float64))
+                x = np.asarray(x, dtype=np.float64)
             except (TypeError, ValueError) as exc:
                 raise DataError(f"{name}: expected a numeric array of shape (N, {self.data_dim})") from exc
-        if tensor.dim() == 1:
+        if x.ndim == 1:
             raise DataError(
                 f"{name}: expected a 2-D array of shape (N, {self.data_dim}), got a 1-D array of shape "
-                f"{tuple(tensor.shape)}; use x.reshape(-1, 1) for one column of data"
+                f"{tuple(x.shape)}; use x.reshape(-1, 1) for one column of data"
             )
-        if tensor.dim() != 2 or tensor.shape[1] != self.data_dim:
-            raise DataError(f"{name}: expected shape (N, {self.data_dim}), got {tuple(tensor.shape)}")
-        if tensor.shape[0] == 0:
-            raise DataError(f"{name}: no rows")
-        bad = ~torch.isfinite(tensor).all(dim=1)
-        if bad.any():
-            rows = torch.nonzero(bad).flatten()
-            raise DataError(f"{name}: {rows.numel()} row(s) hold NaN or inf, e.g. rows {rows[:5].tolist()}")
-        return tensor.to(device=self.betas.device, dtype=self.betas.dtype)
+        return as_finite_2d(
+            x,
+            name,
+            dim=self.data_dim,
+            allow_1d=False,
+            allow_nan=allow_nan,
+            dtype=self.betas.dtype if dtype is None else dtype,
+            device=self.betas.device if device is None else device,
+        )
 
     def as_labels(self, labels: Any, n: int, name: str = "labels", allow_null: bool = False) -> torch.Tensor | None:
         """Check and convert class labels for ``n`` rows to a long tensor of shape ``(n,)`` (``None`` stays ``None``).
@@ -333,10 +373,9 @@ class DDPM(PyroModule):
         if values.dim() != 1 or values.shape[0] != n:
             raise DataError(f"{name}: expected {n} label(s), one per row, got shape {tuple(values.shape)}")
         if values.is_floating_point():
-            bad = ~torch.isfinite(values)
-            if bad.any():
-                rows = torch.nonzero(bad).flatten()
-                raise DataError(f"{name}: {rows.numel()} label(s) are NaN or inf, e.g. rows {rows[:5].tolist()}")
+            infinite = bad_rows(values)
+            if infinite:
+                raise DataError(f"{name}: {len(infinite)} label(s) are NaN or inf, e.g. rows {infinite[:5]}")
             bad = values != values.round()
             if bad.any():
                 rows = torch.nonzero(bad).flatten()
@@ -451,8 +490,7 @@ class DDPM(PyroModule):
         # draw_rows: under a distributed global batch, the whole batch's draws and this rank's rows of them.
         t = distributed.draw_rows(lambda m: torch.randint(1, self.steps + 1, (m,), device=y0.device), y0.shape[0])
         eps = distributed.draw_rows(lambda m: torch.randn(m, *y0.shape[1:], dtype=y0.dtype, device=y0.device), len(y0))
-        alpha_bar = self.alpha_bar[t].unsqueeze(-1)
-        x_t = alpha_bar.sqrt() * y0 + (1 - alpha_bar).sqrt() * eps
+        x_t = add_noise(self, y0, t, eps)
         return (self.predict_noise(x_t, t, labels) - eps).pow(2).mean()
 
     # ---------------------------------------------------------------------------------------------- the bound
@@ -499,7 +537,7 @@ class DDPM(PyroModule):
         x = self.as_data(x, "x")
         labels = self.as_labels(labels, x.shape[0])
         if num_particles < 1:
-            raise ValueError(f"num_particles: expected at least 1, got {num_particles}")
+            raise DataError(f"num_particles: expected at least 1, got {num_particles}")
         per_row = torch.zeros(x.shape[0], dtype=torch.float64)
         rows_per_batch = max(1, batch_size // num_particles)
         for start in range(0, x.shape[0], rows_per_batch):
@@ -513,9 +551,11 @@ class DDPM(PyroModule):
         return NLLEstimate(float(per_row.mean()), se, n)
 
     # ----------------------------------------------------------------------------------------- persistence
+    # save(path, overwrite=False, extra=None) -> Path and load(path) come from Checkpointable (kind "DDPM").
+    @property
     def config(self) -> dict[str, Any]:
-        """Constructor arguments as plain values; ``DDPM.from_config(config)`` rebuilds the architecture."""
-        schedule = self.schedule.config()
+        """Constructor arguments as plain values; ``DDPM.from_config(ddpm.config)`` rebuilds the architecture."""
+        schedule = self.schedule.config
         name, steps = schedule.pop("name"), schedule.pop("steps")
         return {
             "data_dim": self.data_dim,
@@ -531,25 +571,15 @@ class DDPM(PyroModule):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any]) -> DDPM:
-        """Rebuild from :meth:`config`; files written before ``parameterization`` existed get ``"eps"`` (and before
-        ``num_classes`` existed, no classes)."""
-        return cls(**{"parameterization": "eps", **config})
+    def from_config(cls, config: dict[str, Any], **kwargs: Any) -> DDPM:
+        """Rebuild from :attr:`config`; files written before ``parameterization`` existed get ``"eps"`` (and before
+        ``num_classes`` existed, no classes).
 
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False, extra: dict[str, Any] | None = None) -> None:
-        """Write the model (architecture, schedule, scaler and weights) with :func:`save_checkpoint`."""
-        save_checkpoint(path, kind="DDPM", config=self.config(), state_dict=self.state_dict(), extra=extra,
-                        overwrite=overwrite)  # fmt: skip
-
-    @classmethod
-    def load(cls, path: str | os.PathLike) -> DDPM:
-        """Read a model written by :meth:`save`; the result equals the saved model exactly.
-
-        Raises:
-            CheckpointError: missing, corrupt, or not a DDPM file.
+        Example:
+            >>> DDPM.from_config(DDPM(2, steps=4).config).steps
+            4
         """
-        model, _ = restore_module(path, kind="DDPM", build=cls.from_config)
-        return model
+        return cls(**{"parameterization": "eps", **config}, **kwargs)
 
     def extra_repr(self) -> str:
         return (f"data_dim={self.data_dim}, steps={self.steps}, schedule={self.schedule!r}, "

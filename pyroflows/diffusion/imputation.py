@@ -61,19 +61,23 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-import numpy as np
 import pyro
 import torch
 from pyro.poutine.messenger import Messenger
 
 from pyroflows.diffusion.ddpm import DDPM
 from pyroflows.errors import DataError
+from pyroflows.registry import Registry
 
 __all__ = ["impute", "TwistedSMC", "IMPUTATION_METHODS", "systematic_resample"]
 
-IMPUTATION_METHODS = ("smc", "replace")
+#: The imputation methods: name -> ``factory(ddpm, observed, mask, num_particles, **options)`` returning the
+#: :class:`TwistedSMC` handler that runs the method, with one-line help and the default (``smc``).
+IMPUTATION_METHODS: Registry[Callable[..., TwistedSMC]] = Registry("method")
 _SITE = re.compile(r"x_(\d+)$")
 
 
@@ -140,8 +144,7 @@ class TwistedSMC(Messenger):
         record: bool = False,
     ) -> None:
         super().__init__()
-        if method not in IMPUTATION_METHODS:
-            raise ValueError(f"method: expected one of {IMPUTATION_METHODS}, got {method!r}")
+        IMPUTATION_METHODS.get(method)  # a DataError listing the methods for an unknown one
         self.ddpm, self.method, self.particles = ddpm, method, int(num_particles)
         self.ess_threshold, self.denoise_last, self.record = float(ess_threshold), bool(denoise_last), bool(record)
         self.y = observed.unsqueeze(1)  # (B, 1, D)
@@ -170,53 +173,65 @@ class TwistedSMC(Messenger):
         base = getattr(fn, "base_dist", fn)
         loc = base.loc.reshape(self.batch, self.particles, -1)
         variance = (base.scale**2).expand_as(base.loc).reshape(self.batch, self.particles, -1)
-        a, v = self._levels(t)
-        # One normal draw per coordinate and step, and none at a denoised last step: a row with every entry missing
-        # then uses the random numbers of ancestral_sample, and is the same draw.
-        last = t == 0 and self.denoise_last
         if self.method == "replace":
-            noise = None if last else torch.randn_like(loc)
-            value = loc if noise is None else loc + variance.sqrt() * noise
-            noisy_y = a * self.y if noise is None else a * self.y + v.sqrt() * noise
-            value = torch.where(self.mask.bool(), noisy_y, value)
+            value = self._replace_step(loc, variance, t)
         else:
-            # The incremental weight depends on x_{t+1} only: reweight and resample before moving.
-            predictive = (_normal_log_prob(a * self.y, loc, variance + v) * self.mask).sum(-1)
-            increment = predictive - self._log_twist
-            self.log_weights = self.log_weights + increment
-            normaliser = torch.logsumexp(self.log_weights, -1)
-            ancestors = None
-            ess = torch.exp(2 * normaliser - torch.logsumexp(2 * self.log_weights, -1))
-            low = ess < self.ess_threshold * self.particles
-            if t == 0:
-                pass  # the final weights are used by select(): no resampling needed
-            elif bool(low.any()):
-                ancestors = torch.arange(self.particles, device=loc.device).expand(self.batch, -1).clone()
-                ancestors[low] = systematic_resample(self.log_weights[low])
-                gather = ancestors.unsqueeze(-1).expand_as(loc)
-                loc, variance = loc.gather(1, gather), variance.gather(1, gather)
-                # Resampled systems restart with equal weights; their normaliser moves into the evidence.
-                self.log_evidence = torch.where(low, self.log_evidence + normaliser - math.log(self.particles),
-                                                self.log_evidence)  # fmt: skip
-                self.log_weights = torch.where(low.unsqueeze(-1), self.log_weights.new_zeros(()), self.log_weights)
-                self.resampled += int(low.sum())
-            if self.record:
-                self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
-                                     "log_increment": increment.clone(),
-                                     "ancestors": ancestors if ancestors is not None else
-                                     torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
-            obs_variance = variance * v / (variance + v)
-            obs_mean = (v * loc + variance * a * self.y) / (variance + v)
-            noise = None if last else torch.randn_like(loc)
-            value = loc if noise is None else loc + variance.sqrt() * noise
-            observed = obs_mean if noise is None else obs_mean + obs_variance.sqrt() * noise
-            value = torch.where(self.mask.bool(), observed, value)
-            if t > 0:
-                self._log_twist = self._twist(value, t)
-            if self.record:
-                self.records[-1]["value"] = value.clone()
+            value = self._smc_step(loc, variance, t)
         msg["value"] = value.reshape(base.loc.shape)
         msg["done"] = True
+
+    def _replace_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
+        # One normal draw per coordinate and step, and none at a denoised last step: a row with every entry missing
+        # then uses the random numbers of ancestral_sample, and is the same draw.
+        a, v = self._levels(t)
+        noise = None if t == 0 and self.denoise_last else torch.randn_like(loc)
+        value = loc if noise is None else loc + variance.sqrt() * noise
+        noisy_y = a * self.y if noise is None else a * self.y + v.sqrt() * noise
+        return torch.where(self.mask.bool(), noisy_y, value)
+
+    def _smc_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
+        a, v = self._levels(t)
+        # The incremental weight depends on x_{t+1} only: reweight and resample before moving.
+        predictive = (_normal_log_prob(a * self.y, loc, variance + v) * self.mask).sum(-1)
+        increment = predictive - self._log_twist
+        self.log_weights = self.log_weights + increment
+        ancestors = None if t == 0 else self._resample_low_ess()  # the final weights are used by select()
+        if ancestors is not None:
+            gather = ancestors.unsqueeze(-1).expand_as(loc)
+            loc, variance = loc.gather(1, gather), variance.gather(1, gather)
+        if self.record:
+            self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
+                                 "log_increment": increment.clone(),
+                                 "ancestors": ancestors if ancestors is not None else
+                                 torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
+        # The locally optimal proposal: observed coordinates from the twisted Gaussian, missing ones from the step.
+        obs_variance = variance * v / (variance + v)
+        obs_mean = (v * loc + variance * a * self.y) / (variance + v)
+        noise = None if t == 0 and self.denoise_last else torch.randn_like(loc)
+        value = loc if noise is None else loc + variance.sqrt() * noise
+        observed = obs_mean if noise is None else obs_mean + obs_variance.sqrt() * noise
+        value = torch.where(self.mask.bool(), observed, value)
+        if t > 0:
+            self._log_twist = self._twist(value, t)
+        if self.record:
+            self.records[-1]["value"] = value.clone()
+        return value
+
+    def _resample_low_ess(self) -> torch.Tensor | None:
+        """Resample the systems whose effective sample size is below the threshold; their ancestors, or ``None``."""
+        normaliser = torch.logsumexp(self.log_weights, -1)
+        ess = torch.exp(2 * normaliser - torch.logsumexp(2 * self.log_weights, -1))
+        low = ess < self.ess_threshold * self.particles
+        if not bool(low.any()):
+            return None
+        ancestors = torch.arange(self.particles, device=self.log_weights.device).expand(self.batch, -1).clone()
+        ancestors[low] = systematic_resample(self.log_weights[low])
+        # Resampled systems restart with equal weights; their normaliser moves into the evidence.
+        self.log_evidence = torch.where(low, self.log_evidence + normaliser - math.log(self.particles),
+                                        self.log_evidence)  # fmt: skip
+        self.log_weights = torch.where(low.unsqueeze(-1), self.log_weights.new_zeros(()), self.log_weights)
+        self.resampled += int(low.sum())
+        return ancestors
 
     def select(self, final: torch.Tensor) -> torch.Tensor:
         """One particle per system drawn by its final weight: ``final`` of shape ``(B * P, D)`` -> ``(B, D)``."""
@@ -234,26 +249,15 @@ class TwistedSMC(Messenger):
 
 
 def _as_partial_data(ddpm: DDPM, x: Any) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        tensor = x.detach().cpu()
-        if not tensor.is_floating_point():
-            tensor = tensor.double()
-    else:
-        try:
-            tensor = torch.as_tensor(np.asarray(x, dtype=np.float64))
-        except (TypeError, ValueError) as exc:
-            raise DataError(f"x: expected a numeric array of shape (N, {ddpm.data_dim}), NaN where missing") from exc
-    if tensor.dim() != 2 or tensor.shape[1] != ddpm.data_dim:
-        raise DataError(f"x: expected shape (N, {ddpm.data_dim}) with NaN where missing, got {tuple(tensor.shape)}")
-    if tensor.shape[0] == 0:
-        raise DataError("x: no rows")
-    infinite = torch.isinf(tensor).any(dim=1)
-    if infinite.any():
-        rows = torch.nonzero(infinite).flatten()
-        raise DataError(
-            f"x: {rows.numel()} row(s) hold inf, e.g. rows {rows[:5].tolist()}; mark missing entries with NaN"
-        )
-    return tensor
+    """``x`` with NaN for missing entries, through :meth:`DDPM.as_data` (``allow_nan``), on the CPU in ``x``'s
+    floating dtype (float64 for arrays and integer tensors), so the observed entries come back bit for bit."""
+    keep = isinstance(x, torch.Tensor) and x.is_floating_point()
+    try:
+        return ddpm.as_data(x, "x", allow_nan=True, dtype=x.dtype if keep else torch.float64, device="cpu")
+    except DataError as exc:
+        if "hold inf" not in str(exc):
+            raise
+        raise DataError(f"{exc}; mark missing entries with NaN") from None
 
 
 @torch.no_grad()
@@ -295,8 +299,8 @@ def impute(
         unconditional samples.
 
     Raises:
-        DataError: ``x`` of the wrong shape or with inf, bad labels, an unfitted model.
-        ValueError: unknown method, ``num_particles`` or ``num_imputations`` below 1.
+        DataError: ``x`` of the wrong shape or with inf, bad labels, an unfitted model, an unknown method (the
+            message lists :data:`IMPUTATION_METHODS`), ``num_particles`` or ``num_imputations`` below 1.
 
     Example:
         >>> import torch
@@ -307,50 +311,76 @@ def impute(
         >>> impute(ddpm, x, method="replace", seed=1)[0, [0, 2]].tolist() == x[0, [0, 2]].tolist()
         True
     """
-    if method not in IMPUTATION_METHODS:
-        raise ValueError(f"method: expected one of {IMPUTATION_METHODS}, got {method!r}")
-    for name, value in (("num_particles", num_particles), ("num_imputations", num_imputations)):
-        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
-            raise ValueError(f"{name}: expected a positive integer, got {value!r}")
-    if not 0.0 <= float(ess_threshold) <= 1.0:
-        raise ValueError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
+    _check_impute_arguments(method, num_particles, num_imputations, ess_threshold)
     ddpm._check_fitted()
     data = _as_partial_data(ddpm, x)
-    n = data.shape[0]
-    row_labels = ddpm.as_labels(labels, n)
+    row_labels = ddpm.as_labels(labels, data.shape[0])
     if guidance and not ddpm.num_classes:
-        raise ValueError("guidance: classifier-free guidance needs a class-conditional DDPM (num_classes=K)")
+        raise DataError("guidance: classifier-free guidance needs a class-conditional DDPM (num_classes=K)")
     if seed is not None:
         pyro.set_rng_seed(seed)
     imputations = 1 if num_imputations is None else int(num_imputations)
-    particles = 1 if method == "replace" else int(num_particles)
     missing = torch.isnan(data)
     todo = torch.nonzero(missing.any(dim=1)).flatten()
     out = data.unsqueeze(0).repeat(imputations, 1, 1)
     if todo.numel():
-        model_dtype = ddpm.betas.dtype
-        rows = data[todo].to(model_dtype)
-        mask = ~missing[todo]
-        scaled = ddpm.scaler(torch.where(mask, rows, torch.zeros_like(rows)).to(ddpm.betas.device))
-        scaled = torch.where(mask.to(scaled.device), scaled, torch.zeros_like(scaled))
-        # Systems: every (imputation, row) pair gets its own particle filter.
-        system_obs = scaled.repeat(imputations, 1)
-        system_mask = mask.to(scaled.device).repeat(imputations, 1)
-        system_labels = None if row_labels is None else row_labels[todo].repeat(imputations)
-        chunk = max(1, int(batch_size) // particles)
-        filled = []
-        for start in range(0, system_obs.shape[0], chunk):
-            obs, msk = system_obs[start : start + chunk], system_mask[start : start + chunk]
-            handler = TwistedSMC(ddpm, obs, msk, particles, method=method, ess_threshold=ess_threshold,
-                                 denoise_last=denoise_last)  # fmt: skip
-            chunk_labels = None
-            if system_labels is not None:
-                chunk_labels = system_labels[start : start + chunk].repeat_interleave(particles)
-            with handler:
-                final = ddpm.model(num_samples=obs.shape[0] * particles, labels=chunk_labels, guidance=guidance)
-            filled.append(handler.select(final))
-        values = ddpm.scaler.inverse(torch.cat(filled)).to(out.dtype).cpu()
-        values = values.reshape(imputations, todo.numel(), ddpm.data_dim)
+        rows_labels = None if row_labels is None else row_labels[todo]
+        values = _fill(ddpm, data[todo], ~missing[todo], rows_labels, imputations, method, num_particles, guidance,
+                       batch_size, ess_threshold=ess_threshold, denoise_last=denoise_last)  # fmt: skip
+        values = values.to(out.dtype).cpu().reshape(imputations, todo.numel(), ddpm.data_dim)
         holes = missing[todo].unsqueeze(0).expand_as(values)
         out[:, todo] = torch.where(holes, values, out[:, todo])
     return out[0] if num_imputations is None else out
+
+
+def _check_impute_arguments(method: str, num_particles: Any, num_imputations: Any, ess_threshold: Any) -> None:
+    IMPUTATION_METHODS.get(method)  # a DataError listing the methods for an unknown one
+    for name, value in (("num_particles", num_particles), ("num_imputations", num_imputations)):
+        if value is not None and (isinstance(value, bool) or int(value) != value or value < 1):
+            raise DataError(f"{name}: expected a positive integer, got {value!r}")
+    if not 0.0 <= float(ess_threshold) <= 1.0:
+        raise DataError(f"ess_threshold: expected a fraction in [0, 1], got {ess_threshold!r}")
+
+
+def _fill(
+    ddpm: DDPM,
+    rows: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor | None,
+    imputations: int,
+    method: str,
+    num_particles: int,
+    guidance: float,
+    batch_size: int,
+    **options: Any,
+) -> torch.Tensor:
+    """One draw per (imputation, row) pair of the rows with missing entries: ``(imputations * len(rows), D)`` in
+    data units. Every pair gets its own particle filter; the model runs on chunks of ``batch_size`` particles."""
+    rows = rows.to(ddpm.betas.dtype)
+    scaled = ddpm.scaler(torch.where(mask, rows, torch.zeros_like(rows)).to(ddpm.betas.device))
+    scaled = torch.where(mask.to(scaled.device), scaled, torch.zeros_like(scaled))
+    system_obs = scaled.repeat(imputations, 1)
+    system_mask = mask.to(scaled.device).repeat(imputations, 1)
+    system_labels = None if labels is None else labels.repeat(imputations)
+    particles = 1 if method == "replace" else int(num_particles)
+    chunk = max(1, int(batch_size) // particles)
+    filled = []
+    for start in range(0, system_obs.shape[0], chunk):
+        obs, msk = system_obs[start : start + chunk], system_mask[start : start + chunk]
+        handler = IMPUTATION_METHODS.build(method, ddpm, obs, msk, particles, **options)
+        chunk_labels = None
+        if system_labels is not None:
+            chunk_labels = system_labels[start : start + chunk].repeat_interleave(particles)
+        with handler:
+            final = ddpm.model(num_samples=obs.shape[0] * particles, labels=chunk_labels, guidance=guidance)
+        filled.append(handler.select(final))
+    return ddpm.scaler.inverse(torch.cat(filled))
+
+
+IMPUTATION_METHODS.register(
+    "smc", partial(TwistedSMC, method="smc"), "twisted particle filter over the reverse chain (exact as P grows)",
+    default=True,
+)  # fmt: skip
+IMPUTATION_METHODS.register(
+    "replace", partial(TwistedSMC, method="replace"), "replace the observed entries at every step (fast, biased)"
+)

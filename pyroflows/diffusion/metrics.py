@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from pyroflows.errors import DataError
+
 __all__ = ["energy_distance", "noise_floor", "energy_distance_ratio", "QualityRatio"]
 
 
@@ -45,12 +47,12 @@ def energy_distance(x: Any, y: Any, *, chunk: int = 2048) -> torch.Tensor:
         A float64 scalar tensor, non-negative; 0 when the two samples are identical.
 
     Raises:
-        ValueError: not 2-D or different numbers of columns.
+        DataError: not 2-D or different numbers of columns.
     """
     x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).detach().double()
     y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y).detach().double().to(x.device)
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x, y: expected shapes (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise DataError(f"x, y: expected shapes (N, D) and (M, D), got {tuple(x.shape)} and {tuple(y.shape)}")
     return 2 * _mean_distance(x, y, chunk) - _mean_distance(x, x, chunk) - _mean_distance(y, y, chunk)
 
 
@@ -61,10 +63,10 @@ def _mean_and_se(values: list[float]) -> tuple[float, float]:
 
 def _check_counts(n: int, **counts: int) -> None:
     if isinstance(n, bool) or int(n) != n or n < 2:
-        raise ValueError(f"n: expected an integer >= 2 points per sample, got {n!r}")
+        raise DataError(f"n: expected an integer >= 2 points per sample, got {n!r}")
     for name, value in counts.items():
         if isinstance(value, bool) or int(value) != value or value < 2:
-            raise ValueError(f"{name}: expected an integer >= 2 (a standard error needs two values), got {value!r}")
+            raise DataError(f"{name}: expected an integer >= 2 (a standard error needs two values), got {value!r}")
 
 
 def noise_floor(
@@ -155,7 +157,7 @@ def energy_distance_ratio(
         A :class:`QualityRatio`.
 
     Raises:
-        ValueError: ``n``, ``pairs`` or ``floor_pairs`` below 2, or ``pairs`` at least 1000 (the held-out seeds
+        DataError: ``n``, ``pairs`` or ``floor_pairs`` below 2, or ``pairs`` at least 1000 (the held-out seeds
             would run into the floor's).
 
     Example:
@@ -167,7 +169,7 @@ def energy_distance_ratio(
     """
     _check_counts(n, pairs=pairs, floor_pairs=floor_pairs)
     if pairs >= 1000:
-        raise ValueError(f"pairs: expected fewer than 1000 pairs, got {pairs}")
+        raise DataError(f"pairs: expected fewer than 1000 pairs, got {pairs}")
     distances = [float(energy_distance(samples(n), reference(n, seed + i))) for i in range(int(pairs))]
     distance, distance_se = _mean_and_se(distances)
     if floor is None:
@@ -176,7 +178,7 @@ def energy_distance_ratio(
         floor_pairs = 0
     floor_mean, floor_se = (float(v) for v in floor)
     if not floor_mean > 0:
-        raise ValueError(f"floor: expected a positive mean energy distance, got {floor_mean}")
+        raise DataError(f"floor: expected a positive mean energy distance, got {floor_mean}")
     ratio = distance / floor_mean
     se = ratio * math.sqrt((distance_se / distance) ** 2 + (floor_se / floor_mean) ** 2) if distance > 0 else 0.0
     return QualityRatio(ratio, se, distance, floor_mean, int(pairs), int(floor_pairs))

@@ -20,6 +20,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from pyroflows.errors import DataError
+from pyroflows.registry import Registry
+
 __all__ = ["MLPNoisePredictor", "PostNoisePredictor", "SinusoidalEmbedding", "make_network", "NETWORKS"]
 
 
@@ -37,7 +40,7 @@ class SinusoidalEmbedding(nn.Module):
     def __init__(self, dim: int, steps: int) -> None:
         super().__init__()
         if dim % 2:
-            raise ValueError(f"dim: the sinusoidal embedding size must be even, got {dim}")
+            raise DataError(f"dim: the sinusoidal embedding size must be even, got {dim}")
         self.steps = int(steps)
         half = dim // 2
         self.register_buffer("frequencies", torch.exp(-math.log(10000.0) * torch.arange(half) / half))
@@ -150,19 +153,22 @@ class PostNoisePredictor(nn.Module):
         return self.model(torch.cat(inputs, dim=-1))
 
 
-NETWORKS: dict[str, type[nn.Module]] = {"mlp": MLPNoisePredictor, "post": PostNoisePredictor}
+#: The noise-predictor family: name -> class (``factory(data_dim, steps, **kwargs)``, taking ``num_classes=K`` too),
+#: one-line help and the default. A new network is one file with an ``nn.Module`` of the signature above plus one
+#: ``NETWORKS.register(...)`` line; the CLI's ``--network`` choices and help and the shared tests read it.
+NETWORKS: Registry[Any] = Registry("network")
+NETWORKS.register("mlp", MLPNoisePredictor, "an MLP with a sinusoidal step embedding", default=True)
+NETWORKS.register("post", PostNoisePredictor, "the post's network with a one-hot step encoding")
 
 
 def make_network(name: str, data_dim: int, steps: int, **kwargs: Any) -> nn.Module:
-    """Build a noise predictor by name: ``mlp`` (default) or ``post``.
+    """Build a noise predictor by name (see :data:`NETWORKS`): ``mlp`` (default) or ``post``.
 
     Raises:
-        ValueError: unknown name.
+        DataError: unknown name (the message lists the choices).
 
     Example:
         >>> type(make_network("post", 2, 10)).__name__
         'PostNoisePredictor'
     """
-    if name not in NETWORKS:
-        raise ValueError(f"unknown network {name!r}; expected one of {', '.join(sorted(NETWORKS))}")
-    return NETWORKS[name](data_dim, steps, **kwargs)
+    return NETWORKS.build(name, data_dim, steps, **kwargs)

@@ -1,8 +1,7 @@
 r"""Figures of the post: the reverse dynamics as a vector field of :math:`-\epsilon_\theta` with a trajectory.
 
 Example:
-    >>> import matplotlib, torch
-    >>> matplotlib.use("Agg")
+    >>> import torch
     >>> from pyroflows.diffusion.ddpm import DDPM
     >>> ddpm = DDPM(data_dim=2, steps=5)
     >>> _ = ddpm.scaler.fit(torch.randn(20, 2))
@@ -18,8 +17,16 @@ from typing import Any
 import torch
 
 from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.errors import DataError
 
 __all__ = ["plot_vector_field", "plot_samples"]
+
+
+def _new_axis(figsize: tuple[float, float] = (4, 4)) -> Any:
+    """An axis on a fresh ``matplotlib.figure.Figure`` (no pyplot: no global state, no backend)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize).add_subplot()
 
 
 @torch.no_grad()
@@ -38,7 +45,8 @@ def plot_vector_field(
     Args:
         ddpm: A trained 2-D model.
         t: The step ``1..T``.
-        ax: A matplotlib axis (a new figure when ``None``).
+        ax: A matplotlib axis (default: one on a new ``matplotlib.figure.Figure``, no pyplot or backend needed;
+            ``ax.figure`` is the figure to save).
         grid_size: Arrows per side.
         trajectory: States ``(K, D)`` of one sample in data units (e.g. ``ancestral_sample(...,
             return_trajectory=True)[:, 0]``).
@@ -48,17 +56,14 @@ def plot_vector_field(
         The axis.
 
     Raises:
-        ValueError: the model is not 2-D, or ``t`` is outside ``[1, T]``.
+        DataError: the model is not 2-D, or ``t`` is outside ``[1, T]``.
     """
-    import matplotlib.pyplot as plt
-
     if ddpm.data_dim != 2:
-        raise ValueError(f"plot_vector_field draws 2-D models only; this one has data_dim = {ddpm.data_dim}")
+        raise DataError(f"plot_vector_field draws 2-D models only; this one has data_dim = {ddpm.data_dim}")
     if not 1 <= int(t) <= ddpm.steps:
-        raise ValueError(f"t: expected a step in [1, {ddpm.steps}], got {t}")
+        raise DataError(f"t: expected a step in [1, {ddpm.steps}], got {t}")
     ddpm._check_fitted()
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4, 4))
+    ax = _new_axis() if ax is None else ax
     ticks = torch.linspace(-1 - margin, 1 + margin, grid_size, dtype=ddpm.betas.dtype, device=ddpm.betas.device)
     grid = torch.stack(torch.meshgrid(ticks, ticks, indexing="xy"), dim=-1).reshape(-1, 2)
     direction = -ddpm.predict_noise(grid, int(t))
@@ -79,15 +84,10 @@ def plot_samples(samples: Any, *, ax: Any = None, title: str | None = None, **kw
     """Scatter plot of 2-D samples ``(N, 2)`` with small markers.
 
     Example:
-        >>> import matplotlib
-        >>> matplotlib.use("Agg")
         >>> plot_samples(torch.randn(10, 2), title="noise").get_title()
         'noise'
     """
-    import matplotlib.pyplot as plt
-
-    if ax is None:
-        _, ax = plt.subplots(figsize=(4, 4))
+    ax = _new_axis() if ax is None else ax
     values = torch.as_tensor(samples).detach().cpu().numpy()
     ax.scatter(values[:, 0], values[:, 1], s=kwargs.pop("s", 2), alpha=kwargs.pop("alpha", 0.5), **kwargs)
     if title:

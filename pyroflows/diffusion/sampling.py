@@ -1,11 +1,13 @@
-r"""Sampling a trained :class:`~pyroflows.diffusion.DDPM`: ancestral (the Pyro model's own chain) and DDIM.
+r"""Sampling a trained :class:`~pyroflows.diffusion.DDPM`: :func:`sample` runs any registered sampler's loop.
 
-Both return samples in data units. Ancestral sampling runs all T reverse steps of the model and returns the mean
-of the last step (Ho et al. 2020, Algorithm 2). DDIM (Song et al. 2021) runs a deterministic (``eta = 0``)
-update on a sub-sequence of K <= T steps: K network evaluations instead of T. For a class-conditional DDPM both
-take ``labels`` (one per sample, or one integer for all; ``None`` samples the unconditional, null-label model) and
-the classifier-free guidance weight ``guidance`` (w = 0: the conditional model; each step with w != 0 costs two
-network evaluations).
+The samplers live in :mod:`pyroflows.diffusion.samplers`, one per file, each with ``timesteps`` and one ``step``
+(diffusers' scheduler pattern), registered in :data:`SAMPLERS`: ``"ancestral"`` runs all T reverse steps of the model
+and returns the mean of the last step (Ho et al. 2020, Algorithm 2); ``"ddim"`` (Song et al. 2021) runs a
+deterministic (``eta = 0``) update on a sub-sequence of K <= T steps: K network evaluations instead of T. All return
+samples in data units. For a class-conditional DDPM they take ``labels`` (one per sample, or one integer for all;
+``None`` samples the unconditional, null-label model) and the classifier-free guidance weight ``guidance`` (w = 0:
+the conditional model; each step with w != 0 costs two network evaluations). :func:`ancestral_sample` and
+:func:`ddim_sample` are the two built-in samplers as functions.
 
 Example:
     >>> import torch
@@ -29,37 +31,11 @@ from typing import Any
 import torch
 
 from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.diffusion.samplers import SAMPLERS, AncestralSampler, DDIMSampler, Sampler, ddim_timesteps
 
 __all__ = ["ancestral_sample", "ddim_sample", "ddim_timesteps", "sample", "SAMPLERS"]
 
-SAMPLERS = ("ancestral", "ddim")
 
-
-def _check_n(n: int) -> int:
-    if isinstance(n, bool) or int(n) != n or int(n) < 1:
-        raise ValueError(f"n: expected a positive number of samples, got {n!r}")
-    return int(n)
-
-
-def _check_guidance(ddpm: DDPM, guidance: float) -> float:
-    guidance = float(guidance)
-    if guidance != guidance or guidance in (float("inf"), float("-inf")):
-        raise ValueError(f"guidance: expected a finite weight w, got {guidance!r}")
-    if guidance and not ddpm.num_classes:
-        raise ValueError("guidance: classifier-free guidance needs a class-conditional DDPM (num_classes=K)")
-    return guidance
-
-
-def _start(ddpm: DDPM, n: int, x_T: torch.Tensor | None) -> torch.Tensor:
-    ddpm._check_fitted()
-    if x_T is not None:
-        if x_T.shape != (n, ddpm.data_dim):
-            raise ValueError(f"x_T: expected shape ({n}, {ddpm.data_dim}), got {tuple(x_T.shape)}")
-        return x_T.to(ddpm.betas)
-    return torch.randn(n, ddpm.data_dim, dtype=ddpm.betas.dtype, device=ddpm.betas.device)
-
-
-@torch.no_grad()
 def ancestral_sample(
     ddpm: DDPM,
     n: int,
@@ -71,7 +47,7 @@ def ancestral_sample(
     guidance: float = 0.0,
 ) -> torch.Tensor:
     r"""Run the reverse chain :math:`x_T \sim \mathcal N(0, I)`, :math:`x_{t-1} \sim \mathcal N(\mu_\theta(x_t, t),
-    \sigma_t^2 I)`.
+    \sigma_t^2 I)` with :class:`~pyroflows.diffusion.samplers.AncestralSampler`.
 
     Args:
         ddpm: A trained model.
@@ -86,45 +62,10 @@ def ancestral_sample(
     Returns:
         Samples ``(n, D)`` (or the trajectory) in data units.
     """
-    n = _check_n(n)
-    guidance = _check_guidance(ddpm, guidance)
-    labels = ddpm.as_labels(labels, n)
-    x = _start(ddpm, n, x_T)
-    states = [x]
-    for t in range(ddpm.steps, 0, -1):
-        x = ddpm.reverse_mean(x, t, labels, guidance)
-        if t > 1 or not denoise_last:
-            x = x + ddpm.reverse_scale(t) * torch.randn_like(x)
-        if return_trajectory:
-            states.append(x)
-    if return_trajectory:
-        return ddpm.scaler.inverse(torch.stack(states))
-    return ddpm.scaler.inverse(x)
+    sampler = AncestralSampler(ddpm, denoise_last=denoise_last)
+    return sampler.sample(n, x_T=x_T, return_trajectory=return_trajectory, labels=labels, guidance=guidance)
 
 
-def ddim_timesteps(steps: int, sampling_steps: int) -> list[int]:
-    r"""The DDIM sub-sequence, with ``diffusers``' default "leading" spacing: ``1, 1 + s, 1 + 2s, ...`` with
-    ``s = steps // sampling_steps`` (``[steps]`` for one step).
-
-    The chain then starts below T, where :math:`\bar\alpha_t` is not yet tiny: the first predicted :math:`x_0`
-    is not amplified by :math:`1/\sqrt{\bar\alpha_T}` (about 32 for the default schedule). On two moons at T = 10
-    with K = 5 this halved the energy distance compared with evenly spaced steps that include T.
-
-    Example:
-        >>> ddim_timesteps(1000, 4)
-        [1, 251, 501, 751]
-        >>> ddim_timesteps(10, 5)
-        [1, 3, 5, 7, 9]
-    """
-    if isinstance(sampling_steps, bool) or int(sampling_steps) != sampling_steps or not 1 <= sampling_steps <= steps:
-        raise ValueError(f"sampling_steps: expected an integer in [1, {steps}] (T = {steps}), got {sampling_steps!r}")
-    if sampling_steps == 1:
-        return [steps]
-    stride = steps // int(sampling_steps)
-    return [1 + i * stride for i in range(int(sampling_steps))]
-
-
-@torch.no_grad()
 def ddim_sample(
     ddpm: DDPM,
     n: int,
@@ -136,16 +77,7 @@ def ddim_sample(
     labels: Any = None,
     guidance: float = 0.0,
 ) -> torch.Tensor:
-    r"""DDIM: from step :math:`t` to the previous step :math:`s` of the sub-sequence,
-
-    .. math::
-        x_s = \sqrt{\bar\alpha_s}\, \hat x_0 + \sqrt{1 - \bar\alpha_s - \sigma^2}\, \hat\epsilon + \sigma z,
-        \qquad \sigma = \eta \sqrt{\tfrac{1 - \bar\alpha_s}{1 - \bar\alpha_t}
-        \big(1 - \tfrac{\bar\alpha_t}{\bar\alpha_s}\big)},
-
-    where :math:`\hat\epsilon = \epsilon_\theta(x_t, t)` and :math:`\hat x_0` is clipped when ``clip_x0`` (as
-    ``diffusers``' ``DDIMScheduler`` does by default: the noise direction is not recomputed from the clipped
-    :math:`\hat x_0`). The last step (to :math:`s = 0`, :math:`\bar\alpha_0 = 1`) returns :math:`\hat x_0`.
+    r"""DDIM with :class:`~pyroflows.diffusion.samplers.DDIMSampler` (the update is in its module's docstring).
 
     Args:
         ddpm: A trained model.
@@ -160,53 +92,47 @@ def ddim_sample(
     Returns:
         Samples ``(n, D)`` (or the trajectory) in data units.
     """
-    n = _check_n(n)
-    guidance = _check_guidance(ddpm, guidance)
-    labels = ddpm.as_labels(labels, n)
-    steps = ddim_timesteps(ddpm.steps, ddpm.steps if sampling_steps is None else sampling_steps)
-    x = _start(ddpm, n, x_T)
-    states = [x]
-    for i in range(len(steps) - 1, -1, -1):
-        t, s = steps[i], (steps[i - 1] if i > 0 else 0)
-        alpha_bar, alpha_bar_prev = ddpm.alpha_bar[t], ddpm.alpha_bar[s]
-        eps = ddpm.predict_noise(x, t, labels, guidance)
-        x0 = ddpm.predict_x0(x, t, eps)
-        sigma = eta * ((1 - alpha_bar_prev) / (1 - alpha_bar) * (1 - alpha_bar / alpha_bar_prev)).clamp(min=0).sqrt()
-        x = alpha_bar_prev.sqrt() * x0 + (1 - alpha_bar_prev - sigma**2).clamp(min=0).sqrt() * eps
-        if eta > 0 and s > 0:
-            x = x + sigma * torch.randn_like(x)
-        if return_trajectory:
-            states.append(x)
-    if return_trajectory:
-        return ddpm.scaler.inverse(torch.stack(states))
-    return ddpm.scaler.inverse(x)
+    sampler = DDIMSampler(ddpm, sampling_steps, eta=eta)
+    return sampler.sample(n, x_T=x_T, return_trajectory=return_trajectory, labels=labels, guidance=guidance)
 
 
 def sample(
     ddpm: DDPM,
     n: int,
     *,
-    sampler: str = "ancestral",
+    sampler: str | Sampler = "ancestral",
     sampling_steps: int | None = None,
     return_trajectory: bool = False,
     labels: Any = None,
     guidance: float = 0.0,
+    generator: torch.Generator | None = None,
+    **options: Any,
 ) -> torch.Tensor:
-    """Draw ``n`` samples in data units with ``sampler`` = ``"ancestral"`` (all T steps) or ``"ddim"``.
+    """Draw ``n`` samples in data units with a registered sampler (:data:`SAMPLERS`: ``"ancestral"``, all T steps,
+    or ``"ddim"``) or a :class:`~pyroflows.diffusion.samplers.Sampler` object.
 
-    ``labels`` and ``guidance`` (class-conditional DDPMs) are passed to the sampler: see :func:`ancestral_sample`.
+    Args:
+        ddpm: A trained model.
+        n: Number of samples.
+        sampler: A name in :data:`SAMPLERS`, or a sampler built on ``ddpm``.
+        sampling_steps: Steps the sampler visits (default T; the ancestral sampler accepts only T).
+        return_trajectory: Return every state the sampler visits.
+        labels, guidance: Class-conditional DDPMs: see :func:`ancestral_sample`.
+        generator: A ``torch.Generator`` for every draw (default: torch's global stream).
+        **options: Further arguments of the sampler (``eta=`` for DDIM, ``denoise_last=`` for ancestral).
 
     Raises:
-        ValueError: unknown sampler, or ``sampling_steps`` with the ancestral sampler other than T.
+        DataError: unknown sampler (the message lists the choices), or ``sampling_steps`` the sampler cannot run.
+
+    Example:
+        >>> from pyroflows.diffusion.ddpm import DDPM
+        >>> ddpm = DDPM(data_dim=2, steps=6)
+        >>> _ = ddpm.scaler.fit(torch.randn(20, 2))
+        >>> sample(ddpm, 3, sampler="ddim", sampling_steps=2, generator=torch.Generator().manual_seed(0)).shape
+        torch.Size([3, 2])
     """
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler: expected one of {SAMPLERS}, got {sampler!r}")
-    if sampler == "ancestral":
-        if sampling_steps not in (None, ddpm.steps):
-            raise ValueError(
-                f"sampling_steps: the ancestral sampler runs all T = {ddpm.steps} steps; use sampler='ddim' for "
-                f"{sampling_steps}"
-            )
-        return ancestral_sample(ddpm, n, return_trajectory=return_trajectory, labels=labels, guidance=guidance)
-    return ddim_sample(ddpm, n, sampling_steps=sampling_steps, return_trajectory=return_trajectory, labels=labels,
-                       guidance=guidance)  # fmt: skip
+    chosen: Sampler = (
+        sampler if isinstance(sampler, Sampler) else SAMPLERS.build(sampler, ddpm, sampling_steps, **options)
+    )
+    return chosen.sample(n, return_trajectory=return_trajectory, labels=labels, guidance=guidance,
+                          generator=generator)  # fmt: skip

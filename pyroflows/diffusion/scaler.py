@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pyroflows.errors import DataError
+from pyroflows.validation import as_finite_2d
 
 __all__ = ["MinMaxScaler"]
 
@@ -56,9 +57,7 @@ class MinMaxScaler(nn.Module):
         if x.dim() != 2:
             raise DataError(f"data: expected a 2-D array of shape (N, {self.data_dim}), got shape {tuple(x.shape)}")
         self._check(x, "data")
-        if not torch.isfinite(x).all():
-            rows = torch.nonzero(~torch.isfinite(x).all(dim=1)).flatten()
-            raise DataError(f"data: {rows.numel()} row(s) hold NaN or inf, e.g. rows {rows[:5].tolist()}")
+        x = as_finite_2d(x, "data", dim=self.data_dim, allow_1d=False)
         low, high = x.min(dim=0).values, x.max(dim=0).values
         constant = torch.nonzero(high - low <= 1e-12 * high.abs().clamp(min=1.0)).flatten()
         if constant.numel():

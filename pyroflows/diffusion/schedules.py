@@ -19,6 +19,10 @@ from typing import Any
 
 import torch
 
+from pyroflows.errors import DataError
+from pyroflows.registry import Registry
+from pyroflows.validation import check_int
+
 __all__ = [
     "Schedule",
     "LinearSchedule",
@@ -27,13 +31,28 @@ __all__ = [
     "make_schedule",
     "plot_schedules",
     "SCHEDULES",
+    "check_steps",
 ]
 
 
-def _check_steps(steps: int) -> int:
-    if isinstance(steps, bool) or int(steps) != steps or int(steps) < 1:
-        raise ValueError(f"steps: the number of diffusion steps T must be an integer >= 1, got {steps!r}")
-    return int(steps)
+def check_steps(steps: Any) -> int:
+    """The number of diffusion steps T as an int >= 1: the one check of T (schedules, and so every DDPM, call it).
+
+    Raises:
+        DataError: ``steps`` is not an integer >= 1.
+
+    Example:
+        >>> check_steps(10.0)
+        10
+        >>> check_steps(0)
+        Traceback (most recent call last):
+        ...
+        pyroflows.errors.DataError: steps: the number of diffusion steps T must be an integer >= 1, got 0
+    """
+    try:
+        return check_int(steps, "steps", low=1)
+    except DataError:
+        raise DataError(f"steps: the number of diffusion steps T must be an integer >= 1, got {steps!r}") from None
 
 
 class Schedule:
@@ -52,12 +71,12 @@ class Schedule:
     name: str = ""
 
     def __init__(self, steps: int) -> None:
-        self.steps = _check_steps(steps)
+        self.steps = check_steps(steps)
         betas = self._betas().to(torch.float64)
         if betas.shape != (self.steps,) or not torch.isfinite(betas).all():
-            raise ValueError(f"{type(self).__name__}: invalid betas {betas}")
+            raise DataError(f"{type(self).__name__}: invalid betas {betas}")
         if (betas <= 0).any() or (betas >= 1).any():
-            raise ValueError(f"{type(self).__name__}: every beta must lie in (0, 1), got {betas.tolist()}")
+            raise DataError(f"{type(self).__name__}: every beta must lie in (0, 1), got {betas.tolist()}")
         self.betas = torch.cat([betas.new_zeros(1), betas])
         self.alphas = 1.0 - self.betas
         self.alpha_bar = torch.cumprod(self.alphas, dim=0)
@@ -65,19 +84,23 @@ class Schedule:
     def _betas(self) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    @property
     def config(self) -> dict[str, Any]:
         """Constructor arguments as plain values (for checkpoints); ``make_schedule(**config)`` rebuilds it."""
         return {"name": self.name, "steps": self.steps}
 
     @property
     def posterior_variance(self) -> torch.Tensor:
-        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1)."""
+        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1):
+        :func:`pyroflows.diffusion.forward.posterior_variance` at every step."""
+        from pyroflows.diffusion.forward import posterior_variance
+
         out = torch.zeros_like(self.betas)
-        out[1:] = self.betas[1:] * (1 - self.alpha_bar[:-1]) / (1 - self.alpha_bar[1:])
+        out[1:] = posterior_variance(self, torch.arange(1, self.steps + 1))
         return out
 
     def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.config().items() if k != "name")
+        args = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "name")
         return f"{type(self).__name__}({args})"
 
 
@@ -126,9 +149,10 @@ class LinearSchedule(Schedule):
             betas = torch.linspace(self.beta_start * scale, self.beta_end * scale, self.steps, dtype=torch.float64)
         return betas.clamp(max=self.max_beta)
 
+    @property
     def config(self) -> dict[str, Any]:
         return {
-            **super().config(),
+            **super().config,
             "beta_start": self.beta_start,
             "beta_end": self.beta_end,
             "rescale": self.rescale,
@@ -154,9 +178,9 @@ class PolynomialSchedule(Schedule):
 
     def __init__(self, steps: int, power: float = 2.0, max_noise: float = 0.999) -> None:
         if not 0 < max_noise < 1:
-            raise ValueError(f"max_noise: expected a value in (0, 1), got {max_noise}")
+            raise DataError(f"max_noise: expected a value in (0, 1), got {max_noise}")
         if power <= 0:
-            raise ValueError(f"power: expected a positive exponent, got {power}")
+            raise DataError(f"power: expected a positive exponent, got {power}")
         self.power, self.max_noise = power, max_noise
         super().__init__(steps)
 
@@ -165,8 +189,9 @@ class PolynomialSchedule(Schedule):
         alpha_bar = 1.0 - self.max_noise * (t / self.steps) ** self.power
         return 1.0 - alpha_bar[1:] / alpha_bar[:-1]
 
+    @property
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "power": self.power, "max_noise": self.max_noise}
+        return {**super().config, "power": self.power, "max_noise": self.max_noise}
 
 
 class CosineSchedule(Schedule):
@@ -194,19 +219,24 @@ class CosineSchedule(Schedule):
         f = torch.cos((t / self.steps + self.offset) / (1 + self.offset) * math.pi / 2) ** 2
         return (1.0 - f[1:] / f[:-1]).clamp(max=self.max_beta)
 
+    @property
     def config(self) -> dict[str, Any]:
-        return {**super().config(), "offset": self.offset, "max_beta": self.max_beta}
+        return {**super().config, "offset": self.offset, "max_beta": self.max_beta}
 
 
-SCHEDULES: dict[str, type[Schedule]] = {
-    "linear": LinearSchedule,
-    "polynomial": PolynomialSchedule,
-    "cosine": CosineSchedule,
-}
+#: The schedule family: name -> class (``factory(steps, **kwargs)``), one-line help and the default. A new schedule is
+#: one file with a :class:`Schedule` subclass plus one ``SCHEDULES.register(...)`` line; the CLI's ``--schedule``
+#: choices and help, :class:`~pyroflows.diffusion.DDPM` and the shared tests read it.
+SCHEDULES: Registry[Any] = Registry("schedule")
+SCHEDULES.register("linear", LinearSchedule, "Ho et al.'s linear betas, rescaled by 1000 / T")
+SCHEDULES.register(
+    "polynomial", PolynomialSchedule, "1 - alpha_bar_t = 0.999 (t/T)^2 (the post's; best at small T)", default=True
+)
+SCHEDULES.register("cosine", CosineSchedule, "Nichol & Dhariwal's cosine alpha_bar")
 
 
 def make_schedule(name: str | Schedule, steps: int | None = None, **kwargs: Any) -> Schedule:
-    """Build a schedule by name (``linear``, ``polynomial``, ``cosine``); a :class:`Schedule` passes through.
+    """Build a schedule by name (see :data:`SCHEDULES`); a :class:`Schedule` passes through.
 
     Args:
         name: The schedule's name, or a schedule.
@@ -217,7 +247,7 @@ def make_schedule(name: str | Schedule, steps: int | None = None, **kwargs: Any)
         The schedule.
 
     Raises:
-        ValueError: unknown name, or T < 1.
+        DataError: unknown name (the message lists the choices), or T < 1.
 
     Example:
         >>> make_schedule("cosine", 100)
@@ -225,15 +255,14 @@ def make_schedule(name: str | Schedule, steps: int | None = None, **kwargs: Any)
         >>> make_schedule("quadratic", 10)
         Traceback (most recent call last):
         ...
-        ValueError: unknown schedule 'quadratic'; expected one of cosine, linear, polynomial
+        pyroflows.errors.DataError: schedule: unknown 'quadratic'; expected one of linear, polynomial, cosine
     """
     if isinstance(name, Schedule):
         return name
-    if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; expected one of {', '.join(sorted(SCHEDULES))}")
+    factory = SCHEDULES.get(name).factory
     if steps is None:
-        raise ValueError("steps: the number of diffusion steps T is required")
-    return SCHEDULES[name](steps, **kwargs)
+        raise DataError("steps: the number of diffusion steps T is required")
+    return factory(steps, **kwargs)
 
 
 def plot_schedules(schedules: dict[str, Schedule] | list[Schedule], ax: Any = None) -> Any:
@@ -241,22 +270,21 @@ def plot_schedules(schedules: dict[str, Schedule] | list[Schedule], ax: Any = No
 
     Args:
         schedules: Schedules to compare, as a list or a ``{label: schedule}`` dictionary.
-        ax: A matplotlib axis (a new figure when ``None``).
+        ax: A matplotlib axis (a new ``matplotlib.figure.Figure`` when ``None``: no pyplot, no backend needed;
+            ``ax.figure`` is the figure to save).
 
     Returns:
         The axis.
 
     Example:
-        >>> import matplotlib
-        >>> matplotlib.use("Agg")
         >>> ax = plot_schedules([LinearSchedule(10), PolynomialSchedule(10)])
         >>> len(ax.lines)
         2
     """
-    import matplotlib.pyplot as plt
-
     if ax is None:
-        _, ax = plt.subplots(figsize=(4, 3))
+        from matplotlib.figure import Figure
+
+        ax = Figure(figsize=(4, 3)).add_subplot()
     items = schedules.items() if isinstance(schedules, dict) else ((repr(s), s) for s in schedules)
     for label, schedule in items:
         t = torch.arange(schedule.steps + 1) / schedule.steps

@@ -144,7 +144,7 @@ def test_save_load_round_trip_is_exact(tmp_path):
     path = tmp_path / "m.pt"
     ddpm.save(path)
     again = DDPM.load(path)
-    assert again.config() == ddpm.config()
+    assert again.config == ddpm.config
     for (k1, v1), (k2, v2) in zip(ddpm.state_dict().items(), again.state_dict().items(), strict=True):
         assert k1 == k2 and torch.equal(v1, v2)
     x = torch.randn(9, 2)
@@ -192,9 +192,9 @@ def test_bad_training_data(data, message):
 def test_bad_constructor_arguments():
     with pytest.raises(ValueError, match="T must be an integer >= 1"):
         DDPM(2, steps=0)
-    with pytest.raises(ValueError, match="unknown schedule 'square'"):
+    with pytest.raises(ValueError, match="schedule: unknown 'square'"):
         DDPM(2, schedule="square")
-    with pytest.raises(ValueError, match="unknown network"):
+    with pytest.raises(ValueError, match="network: unknown 'unet'"):
         DDPM(2, network="unet")
     with pytest.raises(ValueError, match="reverse_variance"):
         DDPM(2, reverse_variance="learned")
@@ -224,7 +224,7 @@ def test_predicted_x0_and_noise_agree(parameterization):
 
 def test_files_without_a_parameterization_load_as_eps(tmp_path):
     # Models saved before the option existed predicted epsilon directly.
-    config = _fitted(parameterization="eps").config()
+    config = _fitted(parameterization="eps").config
     del config["parameterization"]
     assert DDPM.from_config(config).parameterization == "eps"
     assert DDPM(2).parameterization == "v"
@@ -233,3 +233,20 @@ def test_files_without_a_parameterization_load_as_eps(tmp_path):
 def test_unfitted_model_refuses_to_sample():
     with pytest.raises(DataError, match="scaler is not fitted"):
         poutine.trace(DDPM(2, steps=3).model).get_trace(num_samples=2)
+
+
+def test_a_file_in_the_format_written_before_checkpointable_loads_exactly(tmp_path):
+    # DDPM.save used to call save_checkpoint(kind="DDPM", config=ddpm.config(), ...) itself; files from before
+    # ``parameterization`` and ``num_classes`` existed hold neither key.
+    from pyroflows.serialization import save_checkpoint
+
+    ddpm = _fitted(steps=4, parameterization="eps", schedule="cosine")
+    config = dict(ddpm.config)
+    del config["parameterization"], config["num_classes"]
+    path = save_checkpoint(tmp_path / "old.pt", kind="DDPM", config=config, state_dict=ddpm.state_dict())
+    again = DDPM.load(path)
+    assert again.config == ddpm.config
+    x = torch.randn(6, 2)
+    assert torch.equal(again.predict_noise(x, 3), ddpm.predict_noise(x, 3))
+    written = again.save(tmp_path / "new.pt")
+    assert written == tmp_path / "new.pt" and DDPM.load(written).config == ddpm.config

@@ -87,7 +87,7 @@ def test_save_load_is_exact_with_classes(tmp_path):
     ddpm = _fitted(num_classes=4)
     ddpm.save(tmp_path / "m.pt")
     again = DDPM.load(tmp_path / "m.pt")
-    assert again.num_classes == 4 and again.config() == ddpm.config()
+    assert again.num_classes == 4 and again.config == ddpm.config
     for (k, a), (_, b) in zip(ddpm.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
     pyro.set_rng_seed(1)

@@ -68,7 +68,7 @@ def test_ddim_timesteps():
 
 
 def test_bad_sampler_arguments(ddpm):
-    with pytest.raises(ValueError, match="sampler: expected one of"):
+    with pytest.raises(ValueError, match="sampler: unknown 'euler'; expected one of ancestral, ddim"):
         sample(ddpm, 3, sampler="euler")
     with pytest.raises(ValueError, match="use sampler='ddim'"):
         sample(ddpm, 3, sampling_steps=4)

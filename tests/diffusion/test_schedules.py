@@ -17,7 +17,7 @@ def test_conventions(name, steps):
     assert ((s.betas[1:] > 0) & (s.betas[1:] < 1)).all()
     assert torch.allclose(s.alpha_bar, torch.cumprod(1 - s.betas, 0))
     assert (s.alpha_bar[1:] < s.alpha_bar[:-1]).all()
-    assert make_schedule(**s.config()).betas.equal(s.betas)
+    assert make_schedule(**s.config).betas.equal(s.betas)
 
 
 def test_polynomial_matches_its_definition():
@@ -53,7 +53,7 @@ def test_bad_step_counts(steps):
 
 
 def test_unknown_schedule():
-    with pytest.raises(ValueError, match="unknown schedule 'sigmoid'; expected one of cosine, linear, polynomial"):
+    with pytest.raises(ValueError, match="schedule: unknown 'sigmoid'; expected one of linear, polynomial, cosine"):
         make_schedule("sigmoid", 10)
 
 
