@@ -11,23 +11,27 @@
   :mod:`pyroflows.datasets.sequences`).
 * :class:`DigitCNN`, :func:`load_bundled_model`, :func:`load_bundled_readout`: the shipped cluttered-digits CNN and
   its readout (``BUNDLED_LAYER`` is the default bottleneck layer).
-* Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
-  :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
-  (reaching a layer without modifying the model), :func:`optimize_tail` (the tail rebuilt for many forward and
-  backward passes), :class:`ClosedFormKLELBO`, :class:`MaskedFeatureNormal` (the bottleneck's :math:`Z`, whose KL
-  is computed once per image, not once per noise copy).
+* Building blocks, one concept per module: :class:`BottleneckBase` (:mod:`.base`: the shared base class, its one
+  ``estimate`` and ``set_statistics``), :func:`per_element_capacity` (the closed-form KL) and :func:`gaussian_blur`
+  (:mod:`.capacity`), :class:`FeatureStatistics` (:mod:`.statistics`, streaming moments), :class:`LayerSplit` /
+  :func:`frozen` / :func:`resolve_layer` (:mod:`.layers`: reaching a layer without modifying the model),
+  :func:`optimize_tail` (:mod:`.tail`: the tail rebuilt for many forward and backward passes),
+  :class:`MaskedFeatureNormal` (:mod:`.distributions`: the bottleneck's :math:`Z`, whose KL is computed once per
+  image, not once per noise copy) and :class:`ClosedFormKLELBO` (:mod:`.elbo`).
 """
 
+from pyroflows.attribution.base import BottleneckBase
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
-from pyroflows.attribution.hooks import (
+from pyroflows.attribution.distributions import MaskedFeatureNormal
+from pyroflows.attribution.elbo import ClosedFormKLELBO
+from pyroflows.attribution.input_bottleneck import InputBottleneck
+from pyroflows.attribution.layers import (
     LayerNotFoundError,
     LayerSplit,
     LayerSplitError,
     frozen,
-    optimize_tail,
     resolve_layer,
 )
-from pyroflows.attribution.input_bottleneck import InputBottleneck
 from pyroflows.attribution.layout import positions_to_input, receptive_field_weights
 from pyroflows.attribution.models import (
     BUNDLED_LAYER,
@@ -37,11 +41,7 @@ from pyroflows.attribution.models import (
     load_bundled_model,
     load_bundled_readout,
 )
-from pyroflows.attribution.per_sample import (
-    ClosedFormKLELBO,
-    MaskedFeatureNormal,
-    PerSampleBottleneck,
-)
+from pyroflows.attribution.per_sample import PerSampleBottleneck
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.sequence_models import (
     KEYWORD_LAYER,
@@ -52,9 +52,11 @@ from pyroflows.attribution.sequence_models import (
     load_motif_model,
 )
 from pyroflows.attribution.statistics import FeatureStatistics
+from pyroflows.attribution.tail import optimize_tail
 
 __all__ = [
     "PerSampleBottleneck",
+    "BottleneckBase",
     "ReadoutBottleneck",
     "ReadoutNetwork",
     "DigitCNN",

@@ -39,15 +39,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, model_device
 from pyroflows.attribution.capacity import lambda_from_alpha
-from pyroflows.attribution.hooks import frozen, resolve_layer
+from pyroflows.attribution.elbo import ClosedFormKLELBO
+from pyroflows.attribution.layers import frozen, resolve_layer
 from pyroflows.attribution.layout import check_channel_dim, to_channels_first
-from pyroflows.attribution.per_sample import (
-    BottleneckBase,
-    ClosedFormKLELBO,
-    _model_device,
-    _rows,
-)
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
 from pyroflows.serialization import check_config, load_checkpoint, save_checkpoint
@@ -103,6 +99,19 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         return x
     mode = ("linear", "bilinear", "trilinear")[spatial - 1]
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
+
+
+def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and variance from per-element moments ``[C, *positions]`` (law of total variance over the
+    positions), weighted by how many samples counted each element (padded positions count less)."""
+    dims = tuple(range(1, stats.mean.ndim))
+    if not dims:
+        return stats.mean, stats.std() ** 2
+    counts = stats.counts
+    weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
+    mean = (stats.mean * weight).sum(dims)
+    var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
+    return mean, var
 
 
 class ReadoutBottleneck(BottleneckBase):
@@ -208,72 +217,32 @@ class ReadoutBottleneck(BottleneckBase):
         return torch.cat(parts, dim=1)
 
     # -- statistics -------------------------------------------------------------------------------------------
-    def estimate(
-        self,
-        data: Any,
-        *,
-        max_samples: int | None = None,
-        progress: bool = False,
-        additional_forward_args: Any = None,
-    ) -> ReadoutBottleneck:
-        """Estimate the bottleneck layer's :math:`\\mu_R, \\sigma_R` and each readout layer's channel statistics.
+    # The one estimate() of BottleneckBase also estimates each readout layer's channel statistics, through these:
+    def _extra_statistics(self) -> list[FeatureStatistics]:
+        """One running estimate per readout layer, filled in the same pass as the bottleneck layer's."""
+        return [FeatureStatistics() for _ in self._readout_modules]
 
-        Args:
-            data: DataLoader / iterable of ``(x, y)`` or tensors, or a tensor ``[N, ...]``.
-            max_samples: Stop after this many samples.
-            progress: Show a progress bar.
-            additional_forward_args: Further forward arguments for tensor ``data`` (split with it).
+    def _update_extra_statistics(
+        self, extras: list[FeatureStatistics], inputs: torch.Tensor, args: tuple[Any, ...], call: BottleneckCall
+    ) -> None:
+        """Add the readout layers' outputs for one batch (padded positions left out where the lengths match)."""
+        for stats, feature in zip(extras, self._readout_features(inputs, args), strict=True):
+            padded = call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+            stats.update(feature, ~call.padding[:, None, :] if padded else None)
 
-        Returns:
-            ``self``.
-        """
-        bottleneck = FeatureStatistics()
-        readout = [FeatureStatistics() for _ in self._readout_modules]
-        device = _model_device(self.model)
-        sample = None
-        bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
-        with frozen(self.model):
-            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
-                for x, args, call in self._estimation_heads(data, additional_forward_args, max_samples, bottleneck):
-                    bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
-                    for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
-                        padded = (
-                            call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
-                        )
-                        stats.update(feature, ~call.padding[:, None, :] if padded else None)
-                    if sample is None:
-                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))
-                    bar.update(x.shape[0])
-            bar.close()
-            for stats in [bottleneck, *readout]:  # moments merged over ranks: one process's up to rounding
-                distributed.reduce_statistics(stats)
-            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
-            if sample is not None:
-                self.set_statistics(
-                    bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold),
-                    bottleneck.count,
-                )  # fmt: skip
-                self._measure_receptive_field(*sample)
+    def _finish_estimation(self, extras: list[FeatureStatistics]) -> None:
+        """Per-channel readout normalisation from the merged statistics; the readout network on first estimation."""
         self.readout_mean, self.readout_std = [], []
-        for stats in readout:
-            # Per-channel moments from per-element ones (law of total variance over positions), weighted by how
-            # many samples counted each element (padded positions count less).
-            dims = tuple(range(1, stats.mean.ndim))
-            counts = stats.counts
-            if dims:
-                weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
-                mean = (stats.mean * weight).sum(dims)
-                var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
-            else:
-                mean, var = stats.mean, stats.std() ** 2
+        for stats in extras:
+            mean, var = _channel_moments(stats)
             self.readout_mean.append(mean.float())
             self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
         if self.network is None:
             in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
             self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+            device = model_device(self.model)
             if device is not None:
                 self.network.to(device)
-        return self
 
     # -- training ---------------------------------------------------------------------------------------------
     def fit(
@@ -303,7 +272,7 @@ class ReadoutBottleneck(BottleneckBase):
         """
         if self.network is None:
             raise RuntimeError("ReadoutBottleneck: call estimate(data) before fit()")
-        device = _model_device(self.model)
+        device = model_device(self.model)
         elbo = ClosedFormKLELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
         self.network.train()
         steps_per_epoch = len(data) if hasattr(data, "__len__") else None
@@ -411,7 +380,7 @@ class ReadoutBottleneck(BottleneckBase):
         except (ValueError, TypeError) as exc:
             raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
         try:
-            device = _model_device(model)
+            device = model_device(model)
             n_samples = checkpoint["extra"].get("n_samples", 0)
             readout.set_statistics(state["mean"], state["std"], state["active"], n_samples)
             n = len(readout_layers)
