@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
@@ -46,7 +46,7 @@ from pyroflows.attribution.layers import frozen, resolve_layer
 from pyroflows.attribution.layout import check_channel_dim, to_channels_first
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
-from pyroflows.serialization import check_config, load_checkpoint, save_checkpoint
+from pyroflows.serialization import Checkpointable
 
 __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
@@ -114,7 +114,7 @@ def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tens
     return mean, var
 
 
-class ReadoutBottleneck(BottleneckBase):
+class ReadoutBottleneck(Checkpointable, BottleneckBase):
     """Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
 
     Args:
@@ -334,17 +334,11 @@ class ReadoutBottleneck(BottleneckBase):
             one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
             return self._capacity(features, one_minus_lambda, call), call
 
-    # -- saving -----------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> os.PathLike:
-        """Save the readout network and statistics with :func:`pyroflows.serialization.save_checkpoint`."""
-        if self.network is None:
-            raise RuntimeError("ReadoutBottleneck: nothing to save before estimate() and fit()")
-        state = {f"network.{k}": v for k, v in self.network.state_dict().items()}
-        state.update({"mean": self.mean, "std": self.std, "active": self.active})
-        for k, (mean, std) in enumerate(zip(self.readout_mean, self.readout_std, strict=True)):
-            state[f"readout_mean.{k}"] = mean
-            state[f"readout_std.{k}"] = std
-        config = {
+    # -- saving (serialization.Checkpointable) -----------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as plain values (the model explained is not saved: pass it to :meth:`load`)."""
+        return {
             "layer": self.layer_name,
             "readout_layers": list(self.readout_layers),
             "beta": self.beta,
@@ -356,47 +350,82 @@ class ReadoutBottleneck(BottleneckBase):
             "channel_dim": self.channel_dim,
             "padding_mask": self.padding_mask,
         }
-        extra = {"history": list(self.history), "n_samples": self.n_samples}
-        return save_checkpoint(
-            path, kind="ReadoutBottleneck", config=config, state_dict=state, extra=extra, overwrite=overwrite
-        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: nn.Module, *, graph_split: bool = True) -> ReadoutBottleneck:
-        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
+    def from_config(cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True) -> ReadoutBottleneck:
+        """An untrained readout for ``model`` from a saved :attr:`config`.
 
         Raises:
-            CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
+            KeyError: the config lacks ``layer`` or ``readout_layers`` (a corrupt file).
         """
-        checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
-        check_config(path, checkpoint["config"], kind="ReadoutBottleneck")
+        config = dict(config)
+        layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
         try:
-            config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
-            layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {exc})") from exc
-        try:
-            readout = cls(model, layer, readout_layers, graph_split=graph_split, **config)
+            return cls(model, layer, readout_layers, graph_split=graph_split, **config)
         except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
+            raise _DoesNotFit(str(exc)) from exc
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The readout network's weights (``network.*``), the layer's statistics and the readout normalisation."""
+        if self.network is None:
+            raise RuntimeError("ReadoutBottleneck: nothing to save before estimate() and fit()")
+        state = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+        state.update({"mean": self.mean, "std": self.std, "active": self.active})
+        for k, (mean, std) in enumerate(zip(self.readout_mean, self.readout_std, strict=True)):
+            state[f"readout_mean.{k}"] = mean
+            state[f"readout_std.{k}"] = std
+        return state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The saved tensors (:meth:`checkpoint_state`), as for a module."""
+        return self.checkpoint_state()
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """The training history and the number of estimation samples."""
+        return {"history": list(self.history), "n_samples": self.n_samples}
+
+    def restore_state(self, state: Mapping[str, torch.Tensor], extra: Mapping[str, Any]) -> None:
+        """Set the statistics and rebuild the trained readout network from :meth:`checkpoint_state`'s tensors."""
+        self.set_statistics(state["mean"], state["std"], state["active"], extra.get("n_samples", 0))
+        n = len(self.readout_layers)
+        self.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
+        self.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
+        network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+        in_channels = network_state["layers.0.weight"].shape[1]
+        self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+        self.network.load_state_dict(network_state)
+        self.network.eval()
+        device = model_device(self.model)
+        if device is not None:
+            self.network.to(device)
+        self.history = list(extra.get("history", []))
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | os.PathLike, model: nn.Module | None = None, *, graph_split: bool = True
+    ) -> ReadoutBottleneck:
+        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on); it attributes exactly as
+        the saved one.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> from pyroflows.attribution import load_bundled_readout
+            >>> readout = load_bundled_readout()
+            >>> path = readout.save(pathlib.Path(tempfile.mkdtemp()) / "readout.pt")
+            >>> x = torch.zeros(1, 1, 56, 56)
+            >>> bool((ReadoutBottleneck.load(path, readout.model).attribute(x) == readout.attribute(x)).all())
+            True
+
+        Raises:
+            CheckpointError: not a readout checkpoint, corrupt, or its layers do not exist in ``model``.
+        """
+        if model is None:
+            raise TypeError("ReadoutBottleneck.load needs the model it explains: load(path, model)")
         try:
-            device = model_device(model)
-            n_samples = checkpoint["extra"].get("n_samples", 0)
-            readout.set_statistics(state["mean"], state["std"], state["active"], n_samples)
-            n = len(readout_layers)
-            readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
-            readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
-            network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
-            in_channels = network_state["layers.0.weight"].shape[1]
-            readout.network = ReadoutNetwork(
-                in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha
-            )
-            readout.network.load_state_dict(network_state)
-            readout.network.eval()
-            if device is not None:
-                readout.network.to(device)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            message = " ".join(str(exc).split())[:300]
-            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {message})") from exc
-        readout.history = list(checkpoint["extra"].get("history", []))
-        return readout
+            return super().load(path, model=model, graph_split=graph_split)
+        except _DoesNotFit as exc:
+            raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
+
+
+class _DoesNotFit(Exception):
+    """A saved readout's layers or settings do not fit the model passed to :meth:`ReadoutBottleneck.load`."""

@@ -496,3 +496,41 @@ def test_out_of_range_targets_and_bad_beta_are_data_errors():
     for beta in (float("nan"), float("inf"), -1.0):
         with pytest.raises(DataError, match="beta: expected a finite number >= 0"):
             PerSampleBottleneck(model, "1", beta=beta)
+
+
+class _SharedConvNet(nn.Module):
+    """One convolution called twice (BatchNorm after the first call only), then a linear layer and a BatchNorm1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc, self.bn_fc, self.out = nn.Linear(4 * 8 * 8, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.relu(self.conv(x))  # the same module again, not followed by a BatchNorm
+        return self.out(torch.relu(self.bn_fc(self.fc(x.flatten(1)))))
+
+
+def test_optimize_tail_folds_a_shared_convolution_at_its_own_call_site_only():
+    from torch import fx
+
+    from pyroflows.attribution.tail import optimize_tail
+
+    torch.manual_seed(3)
+    model = _SharedConvNet().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn_fc):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+    before = _snapshot(model)
+    fast = optimize_tail(fx.symbolic_trace(model), 4)
+    kinds = [type(fast.get_submodule(n.target)) for n in fast.graph.nodes if n.op == "call_module"]
+    # torch.fx's fuse folded both BatchNorms (conv + bn at the first call, linear + bn_fc); the second call of the
+    # convolution still runs the model's own, unfolded module.
+    assert nn.BatchNorm2d not in kinds and nn.BatchNorm1d not in kinds and kinds.count(nn.Conv2d) == 2
+    second = [n.target for n in fast.graph.nodes if n.op == "call_module" and "conv" in n.target][1]
+    assert fast.get_submodule(second).weight is model.conv.weight
+    x = torch.randn(5, 4, 8, 8)
+    torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+    assert all(not p.requires_grad for p in fast.parameters() if all(p is not q for q in model.parameters()))
+    assert _same(_snapshot(model), before)
