@@ -234,63 +234,24 @@ class LayerSplit:
         )
 
     def _build_graph_split(self) -> None:
-        tracer = _LeafTracer(self.layer_name)
-        graph = tracer.trace(self.model)
-        calls = [n for n in graph.nodes if n.op == "call_module" and n.target == self.layer_name]
-        if not calls:
-            raise _NotCalledError(f"the traced graph never calls layer {self.layer_name!r} as a module")
-        if len(calls) > 1:
-            raise _SplitError(
-                f"layer {self.layer_name!r} is called {len(calls)} times in the model's forward; a bottleneck needs "
-                "a layer that runs once per input"
-            )
-        cut = calls[0]
+        """Trace the model with the layer opaque and cut the graph there into ``self._head`` and ``self._tail``."""
+        graph = _LeafTracer(self.layer_name).trace(self.model)
+        cut = _cut_node(graph, self.layer_name)
         nodes = list(graph.nodes)
-        # The tail: the layer's node and everything downstream of it.
-        tail = {cut}
-        for node in nodes:
-            if node is not cut and any(i in tail for i in node.all_input_nodes):
-                tail.add(node)
-        output = next(n for n in nodes if n.op == "output")
-        if output not in tail:
+        tail = _downstream(nodes, cut)
+        if next(n for n in nodes if n.op == "output") not in tail:
             raise _SplitError(f"the model's output does not depend on layer {self.layer_name!r}")
         # Which values depend on the input (and so carry the batch dimension)?
         from_input: set[fx.Node] = set()
         for node in nodes:
             if node.op == "placeholder" or any(i in from_input for i in node.all_input_nodes):
                 from_input.add(node)
-        needed: list[fx.Node] = []
-        for node in nodes:
-            if node in tail and node is not cut:
-                for i in node.all_input_nodes:
-                    if i not in tail and i not in needed:
-                        needed.append(i)
+        needed = _tail_inputs(nodes, tail, cut)
         carried = [n for n in needed if n.op != "get_attr"]
-
-        tail_graph = fx.Graph()
-        env: dict[fx.Node, fx.Node] = {cut: tail_graph.placeholder("bottleneck_z")}
-        for k, node in enumerate(carried):
-            env[node] = tail_graph.placeholder(f"carried_{k}")
-        for node in needed:
-            if node.op == "get_attr":
-                env[node] = tail_graph.get_attr(node.target)
-        for node in nodes:
-            if node in tail and node is not cut:
-                env[node] = tail_graph.node_copy(node, lambda n: env[n])
-
-        head_graph = fx.Graph()
-        head_env: dict[fx.Node, fx.Node] = {}
-        for node in nodes:
-            if node is cut or node not in tail:
-                if node.op == "output":
-                    continue
-                head_env[node] = head_graph.node_copy(node, lambda n: head_env[n])
-        head_graph.output((head_env[cut], *[head_env[n] for n in carried]))
-
-        self._head = fx.GraphModule(self.model, head_graph)
+        self._head = fx.GraphModule(self.model, _head_graph(nodes, tail, cut, carried))
         self._head.graph.eliminate_dead_code()  # e.g. a layer after the cut that only the tail uses
         self._head.recompile()
-        self._tail = fx.GraphModule(self.model, tail_graph)
+        self._tail = fx.GraphModule(self.model, _tail_graph(nodes, tail, cut, needed, carried))
         self._batched = tuple(n in from_input for n in carried)
         if sum(1 for n in nodes if n.op == "placeholder") != 1:
             raise _NotCalledError("the model's forward takes more than one argument (the graph split takes one)")
@@ -381,6 +342,67 @@ class LayerSplit:
             warnings.warn(f"the optimised tail after {self.layer_name!r} is not used: {why}", UserWarning, stacklevel=5)
             self.optimize_tail = False
             head.tail_module = None
+
+
+def _cut_node(graph: fx.Graph, layer_name: str) -> fx.Node:
+    """The one node calling the layer (it must be called exactly once)."""
+    calls = [n for n in graph.nodes if n.op == "call_module" and n.target == layer_name]
+    if not calls:
+        raise _NotCalledError(f"the traced graph never calls layer {layer_name!r} as a module")
+    if len(calls) > 1:
+        raise _SplitError(
+            f"layer {layer_name!r} is called {len(calls)} times in the model's forward; a bottleneck needs "
+            "a layer that runs once per input"
+        )
+    return calls[0]
+
+
+def _downstream(nodes: list[fx.Node], cut: fx.Node) -> set[fx.Node]:
+    """The tail: the layer's node and everything that depends on it (``nodes`` in topological order)."""
+    tail = {cut}
+    for node in nodes:
+        if node is not cut and any(i in tail for i in node.all_input_nodes):
+            tail.add(node)
+    return tail
+
+
+def _tail_inputs(nodes: list[fx.Node], tail: set[fx.Node], cut: fx.Node) -> list[fx.Node]:
+    """Values computed outside the tail that the tail reads (besides the layer's output), in first-use order."""
+    needed: list[fx.Node] = []
+    for node in nodes:
+        if node in tail and node is not cut:
+            for i in node.all_input_nodes:
+                if i not in tail and i not in needed:
+                    needed.append(i)
+    return needed
+
+
+def _tail_graph(
+    nodes: list[fx.Node], tail: set[fx.Node], cut: fx.Node, needed: list[fx.Node], carried: list[fx.Node]
+) -> fx.Graph:
+    """The tail as a graph of its own: placeholders ``bottleneck_z, carried_0, ...``, the model's attributes read."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {cut: graph.placeholder("bottleneck_z")}
+    for k, node in enumerate(carried):
+        env[node] = graph.placeholder(f"carried_{k}")
+    for node in needed:
+        if node.op == "get_attr":
+            env[node] = graph.get_attr(node.target)
+    for node in nodes:
+        if node in tail and node is not cut:
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    return graph
+
+
+def _head_graph(nodes: list[fx.Node], tail: set[fx.Node], cut: fx.Node, carried: list[fx.Node]) -> fx.Graph:
+    """The head as a graph: everything outside the tail, plus the layer; returns ``(R, *carried)``."""
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    for node in nodes:
+        if (node is cut or node not in tail) and node.op != "output":
+            env[node] = graph.node_copy(node, lambda n: env[n])
+    graph.output((env[cut], *[env[n] for n in carried]))
+    return graph
 
 
 def _same_output(candidate: torch.Tensor, reference: Any) -> bool:

@@ -47,6 +47,7 @@ from pyroflows.attribution.layout import check_channel_dim, to_channels_first
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
 from pyroflows.serialization import Checkpointable
+from pyroflows.validation import as_targets
 
 __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
@@ -286,19 +287,24 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
                     if warmup > 0 and steps_per_epoch:
                         self._kl_factor = min(1.0, (step + 1) / (warmup * steps_per_epoch))
                     step += 1
-                    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                        raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
-                    x, y = batch[0], batch[1]
-                    if device is not None:
-                        x, y = x.to(device), y.to(device)
-                    with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
-                        call = self._run_head(x[share.rows])
-                        stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
-                        loss = share.total(svi.step(call, y[share.rows].long(), stacked))
-                    self.history.append(loss / x.shape[0])
+                    self.history.append(self._fit_batch(svi, batch, device))
         self._kl_factor = 1.0
         self.network.eval()
         return self.history
+
+    def _fit_batch(self, svi: SVI, batch: Any, device: torch.device | None) -> float:
+        """One SVI step on an ``(x, y)`` batch (this process's rows of it); the loss per image of the whole batch."""
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
+        x, y = batch[0], batch[1]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        y = as_targets(y, x.shape[0], name="fit() labels", device=x.device)
+        with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
+            call = self._run_head(x[share.rows])
+            stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
+            loss = share.total(svi.step(call, y[share.rows], stacked))
+        return loss / x.shape[0]
 
     def _train_model(self, call: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
         mean, std, active = self._statistics_like(call.features)

@@ -534,3 +534,16 @@ def test_optimize_tail_folds_a_shared_convolution_at_its_own_call_site_only():
     torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
     assert all(not p.requires_grad for p in fast.parameters() if all(p is not q for q in model.parameters()))
     assert _same(_snapshot(model), before)
+
+
+def test_non_finite_inputs_and_features_name_their_rows():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+    data = torch.randn(20, 1, 8, 8)
+    data[3, 0, 2, 2] = float("nan")
+    with pytest.raises(DataError, match=r"the layer's output holds NaN or infinity: 1 row\(s\) .* rows \[3\]"):
+        PerSampleBottleneck(model, "1", steps=1).estimate(data)
+    bottleneck = PerSampleBottleneck(model, "1", steps=1).estimate(torch.randn(20, 1, 8, 8))
+    inputs = torch.randn(3, 1, 8, 8)
+    inputs[1, 0, 0, 0] = float("inf")
+    with pytest.raises(DataError, match=r"inputs: 1 row\(s\) hold NaN or inf, e.g. rows \[1\]"):
+        bottleneck.attribute(inputs, target=0)

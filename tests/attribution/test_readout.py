@@ -94,3 +94,13 @@ def test_readout_is_checkpointable_save_returns_the_path_and_load_takes_the_mode
         ReadoutBottleneck.load(path)
     with pytest.raises(RuntimeError, match="nothing to save"):
         ReadoutBottleneck(model, "1").save(tmp_path / "untrained.pt")
+
+
+def test_fit_labels_are_checked_as_class_indices():
+    model = _model()
+    readout = ReadoutBottleneck(model, "1", ["1"], hidden=8).estimate(_data())
+    x = _data()[0][0]
+    with pytest.raises(DataError, match="fit\\(\\) labels: expected class indices"):
+        readout.fit([(x, torch.full((16,), 0.5))])
+    with pytest.raises(DataError, match=r"fit\(\) labels: expected an int or 16 class indices"):
+        readout.fit([(x, torch.zeros(15, dtype=torch.long))])
