@@ -88,22 +88,21 @@ def optimize_tail(tail: fx.GraphModule, feature_ndim: int) -> fx.GraphModule:
         True
     """
     graph = _copy_graph(tail.graph)
-    work = fx.GraphModule(_call_site_modules(tail, graph), graph, class_name="OptimizedTail")
-    if not any(m.training for m in work.modules() if type(m) in _FOLDABLE):
-        # torch.fx's conv/linear + BatchNorm fusion, in place on ``work``: it replaces a folded module only in
-        # ``work``'s own containers, never in ``tail`` or the model.
-        work = fuse(work, inplace=True, no_trace=True)
-        shared = {id(p) for p in tail.parameters()}
-        for p in work.parameters():
-            if id(p) not in shared:  # the folded weights
-                p.requires_grad_(False)
-    graph = work.graph
-    modules = dict(work.named_modules())
-    _relu_after_max_pool(graph, modules)
+    _relu_after_max_pool(graph, dict(tail.named_modules()))
     if feature_ndim == 4:
         _channels_last_input(graph)
     graph.lint()
-    return fx.GraphModule({**_referenced(work, graph)}, graph, class_name="OptimizedTail")
+    fast = fx.GraphModule(_call_site_modules(tail, graph), graph, class_name="OptimizedTail")
+    if any(m.training for m in fast.modules() if type(m) in _FOLDABLE):
+        return fast
+    # torch.fx's conv/linear + BatchNorm fusion, in place on ``fast``: it replaces a folded module only in ``fast``'s
+    # own containers, never in ``tail`` or the model.
+    fast = fuse(fast, inplace=True, no_trace=True)
+    shared = {id(p) for p in tail.parameters()}
+    for p in fast.parameters():
+        if id(p) not in shared:  # the folded weights
+            p.requires_grad_(False)
+    return fast
 
 
 def _call_site_modules(tail: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
@@ -127,12 +126,6 @@ def _call_site_modules(tail: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
         elif node.op == "get_attr":
             root[node.target] = operator.attrgetter(node.target)(tail)
     return root
-
-
-def _referenced(module: fx.GraphModule, graph: fx.Graph) -> dict[str, Any]:
-    """The modules and attributes of ``module`` that ``graph`` calls or reads, by name."""
-    targets = {node.target for node in graph.nodes if node.op in ("call_module", "get_attr")}
-    return {target: operator.attrgetter(target)(module) for target in targets}
 
 
 def _relu_after_max_pool(graph: fx.Graph, modules: dict[str, nn.Module]) -> None:
