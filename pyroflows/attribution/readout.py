@@ -136,7 +136,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         padding_mask: Index into ``additional_forward_args`` of a boolean ``[N, L]`` mask, True at padded positions.
 
     Example:
-        >>> from pyroflows.attribution.models import load_bundled_readout
+        >>> from pyroflows.attribution import load_bundled_readout
         >>> load_bundled_readout().layer_name
         'features.6'
     """
