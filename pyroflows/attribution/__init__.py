@@ -13,31 +13,32 @@
   its readout (``BUNDLED_LAYER`` is the default bottleneck layer). These live in :mod:`pyroflows.zoo` and are
   re-exported here lazily (a module ``__getattr__``), so importing the attribution package does not import the zoo,
   which itself imports attribution.
-* Building blocks: :func:`per_element_capacity` (the closed-form KL), :func:`gaussian_blur`,
-  :class:`FeatureStatistics` (streaming moments), :class:`LayerSplit` / :func:`frozen` / :func:`resolve_layer`
-  (reaching a layer without modifying the model), :func:`optimize_tail` (the tail rebuilt for many forward and
-  backward passes), :class:`ClosedFormKLELBO`, :class:`MaskedFeatureNormal` (the bottleneck's :math:`Z`, whose KL
-  is computed once per image, not once per noise copy).
+* Building blocks, one concept per module: :class:`BottleneckBase` (:mod:`.base`: the shared base class, its one
+  ``estimate`` and ``set_statistics``), :func:`per_element_capacity` (the closed-form KL) and :func:`gaussian_blur`
+  (:mod:`.capacity`), :class:`FeatureStatistics` (:mod:`.statistics`, streaming moments), :class:`LayerSplit` /
+  :func:`frozen` / :func:`resolve_layer` (:mod:`.layers`: reaching a layer without modifying the model),
+  :func:`optimize_tail` (:mod:`.tail`: the tail rebuilt for many forward and backward passes),
+  :class:`MaskedFeatureNormal` (:mod:`.distributions`: the bottleneck's :math:`Z`, whose KL is computed once per
+  image, not once per noise copy) and :class:`ClosedFormKLELBO` (:mod:`.elbo`).
 """
 
+from pyroflows.attribution.base import BottleneckBase
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha, per_element_capacity
-from pyroflows.attribution.hooks import (
+from pyroflows.attribution.distributions import MaskedFeatureNormal
+from pyroflows.attribution.elbo import ClosedFormKLELBO
+from pyroflows.attribution.input_bottleneck import InputBottleneck
+from pyroflows.attribution.layers import (
     LayerNotFoundError,
     LayerSplit,
     LayerSplitError,
     frozen,
-    optimize_tail,
     resolve_layer,
 )
-from pyroflows.attribution.input_bottleneck import InputBottleneck
 from pyroflows.attribution.layout import positions_to_input, receptive_field_weights
-from pyroflows.attribution.per_sample import (
-    ClosedFormKLELBO,
-    MaskedFeatureNormal,
-    PerSampleBottleneck,
-)
+from pyroflows.attribution.per_sample import PerSampleBottleneck
 from pyroflows.attribution.readout import ReadoutBottleneck, ReadoutNetwork
 from pyroflows.attribution.statistics import FeatureStatistics
+from pyroflows.attribution.tail import optimize_tail
 
 #: Names re-exported from :mod:`pyroflows.zoo` on first access (the zoo imports this package, not the reverse).
 _ZOO_NAMES = (
@@ -70,6 +71,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "PerSampleBottleneck",
+    "BottleneckBase",
     "ReadoutBottleneck",
     "ReadoutNetwork",
     "DigitCNN",

@@ -39,8 +39,9 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
+from pyroflows.attribution.base import forward_args
 from pyroflows.attribution.layout import is_token_input
-from pyroflows.attribution.per_sample import PerSampleBottleneck, _forward_args
+from pyroflows.attribution.per_sample import PerSampleBottleneck
 from pyroflows.errors import DataError
 
 __all__ = ["InputBottleneck"]
@@ -186,7 +187,7 @@ class InputBottleneck(Attribution):
             kind = "token ids" if is_token_input(x) else "float inputs"
             raise DataError(f"this InputBottleneck was built for {'token ids' if self.tokens else 'float inputs'}, "
                             f"got {kind}")  # fmt: skip
-        args = _forward_args(additional_forward_args)
+        args = forward_args(additional_forward_args)
         if target is None:
             with torch.no_grad():
                 target = self.model(x, *args).argmax(-1)

@@ -26,7 +26,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
@@ -39,18 +39,15 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, model_device
 from pyroflows.attribution.capacity import lambda_from_alpha
-from pyroflows.attribution.hooks import frozen, resolve_layer
+from pyroflows.attribution.elbo import ClosedFormKLELBO
+from pyroflows.attribution.layers import frozen, resolve_layer
 from pyroflows.attribution.layout import check_channel_dim, to_channels_first
-from pyroflows.attribution.per_sample import (
-    BottleneckBase,
-    ClosedFormKLELBO,
-    _model_device,
-    _rows,
-)
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import CheckpointError, DataError
-from pyroflows.serialization import check_config, load_checkpoint, save_checkpoint
+from pyroflows.serialization import Checkpointable
+from pyroflows.validation import as_targets
 
 __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
@@ -105,7 +102,20 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return F.interpolate(x, size=tuple(size), mode=mode, align_corners=False)
 
 
-class ReadoutBottleneck(BottleneckBase):
+def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel mean and variance from per-element moments ``[C, *positions]`` (law of total variance over the
+    positions), weighted by how many samples counted each element (padded positions count less)."""
+    dims = tuple(range(1, stats.mean.ndim))
+    if not dims:
+        return stats.mean, stats.std() ** 2
+    counts = stats.counts
+    weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
+    mean = (stats.mean * weight).sum(dims)
+    var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
+    return mean, var
+
+
+class ReadoutBottleneck(Checkpointable, BottleneckBase):
     """Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
 
     Args:
@@ -208,72 +218,32 @@ class ReadoutBottleneck(BottleneckBase):
         return torch.cat(parts, dim=1)
 
     # -- statistics -------------------------------------------------------------------------------------------
-    def estimate(
-        self,
-        data: Any,
-        *,
-        max_samples: int | None = None,
-        progress: bool = False,
-        additional_forward_args: Any = None,
-    ) -> ReadoutBottleneck:
-        """Estimate the bottleneck layer's :math:`\\mu_R, \\sigma_R` and each readout layer's channel statistics.
+    # The one estimate() of BottleneckBase also estimates each readout layer's channel statistics, through these:
+    def _extra_statistics(self) -> list[FeatureStatistics]:
+        """One running estimate per readout layer, filled in the same pass as the bottleneck layer's."""
+        return [FeatureStatistics() for _ in self._readout_modules]
 
-        Args:
-            data: DataLoader / iterable of ``(x, y)`` or tensors, or a tensor ``[N, ...]``.
-            max_samples: Stop after this many samples.
-            progress: Show a progress bar.
-            additional_forward_args: Further forward arguments for tensor ``data`` (split with it).
+    def _update_extra_statistics(
+        self, extras: list[FeatureStatistics], inputs: torch.Tensor, args: tuple[Any, ...], call: BottleneckCall
+    ) -> None:
+        """Add the readout layers' outputs for one batch (padded positions left out where the lengths match)."""
+        for stats, feature in zip(extras, self._readout_features(inputs, args), strict=True):
+            padded = call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
+            stats.update(feature, ~call.padding[:, None, :] if padded else None)
 
-        Returns:
-            ``self``.
-        """
-        bottleneck = FeatureStatistics()
-        readout = [FeatureStatistics() for _ in self._readout_modules]
-        device = _model_device(self.model)
-        sample = None
-        bar = tqdm(total=max_samples, disable=not progress, desc="estimating", unit="sample")
-        with frozen(self.model):
-            with distributed.fail_together():  # a failure on one rank ends estimate on every rank
-                for x, args, call in self._estimation_heads(data, additional_forward_args, max_samples, bottleneck):
-                    bottleneck.update(call.features, None if call.padding is None else ~call.padding[:, None, :])
-                    for stats, feature in zip(readout, self._readout_features(x, args), strict=True):
-                        padded = (
-                            call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
-                        )
-                        stats.update(feature, ~call.padding[:, None, :] if padded else None)
-                    if sample is None:
-                        sample = (x[:16], tuple(_rows(a, slice(0, 16), x.shape[0]) for a in args))
-                    bar.update(x.shape[0])
-            bar.close()
-            for stats in [bottleneck, *readout]:  # moments merged over ranks: one process's up to rounding
-                distributed.reduce_statistics(stats)
-            sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
-            if sample is not None:
-                self.set_statistics(
-                    bottleneck.mean, bottleneck.std(self.min_std), bottleneck.active(self.active_threshold),
-                    bottleneck.count,
-                )  # fmt: skip
-                self._measure_receptive_field(*sample)
+    def _finish_estimation(self, extras: list[FeatureStatistics]) -> None:
+        """Per-channel readout normalisation from the merged statistics; the readout network on first estimation."""
         self.readout_mean, self.readout_std = [], []
-        for stats in readout:
-            # Per-channel moments from per-element ones (law of total variance over positions), weighted by how
-            # many samples counted each element (padded positions count less).
-            dims = tuple(range(1, stats.mean.ndim))
-            counts = stats.counts
-            if dims:
-                weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
-                mean = (stats.mean * weight).sum(dims)
-                var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
-            else:
-                mean, var = stats.mean, stats.std() ** 2
+        for stats in extras:
+            mean, var = _channel_moments(stats)
             self.readout_mean.append(mean.float())
             self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
         if self.network is None:
             in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
             self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+            device = model_device(self.model)
             if device is not None:
                 self.network.to(device)
-        return self
 
     # -- training ---------------------------------------------------------------------------------------------
     def fit(
@@ -303,7 +273,7 @@ class ReadoutBottleneck(BottleneckBase):
         """
         if self.network is None:
             raise RuntimeError("ReadoutBottleneck: call estimate(data) before fit()")
-        device = _model_device(self.model)
+        device = model_device(self.model)
         elbo = ClosedFormKLELBO(num_particles=particles, vectorize_particles=True, max_plate_nesting=1)
         self.network.train()
         steps_per_epoch = len(data) if hasattr(data, "__len__") else None
@@ -317,19 +287,24 @@ class ReadoutBottleneck(BottleneckBase):
                     if warmup > 0 and steps_per_epoch:
                         self._kl_factor = min(1.0, (step + 1) / (warmup * steps_per_epoch))
                     step += 1
-                    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-                        raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
-                    x, y = batch[0], batch[1]
-                    if device is not None:
-                        x, y = x.to(device), y.to(device)
-                    with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
-                        call = self._run_head(x[share.rows])
-                        stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
-                        loss = share.total(svi.step(call, y[share.rows].long(), stacked))
-                    self.history.append(loss / x.shape[0])
+                    self.history.append(self._fit_batch(svi, batch, device))
         self._kl_factor = 1.0
         self.network.eval()
         return self.history
+
+    def _fit_batch(self, svi: SVI, batch: Any, device: torch.device | None) -> float:
+        """One SVI step on an ``(x, y)`` batch (this process's rows of it); the loss per image of the whole batch."""
+        if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+            raise DataError("fit() needs (x, y) batches: the labels are the targets the readout learns")
+        x, y = batch[0], batch[1]
+        if device is not None:
+            x, y = x.to(device), y.to(device)
+        y = as_targets(y, x.shape[0], name="fit() labels", device=x.device)
+        with distributed.global_batch(x.shape[0], "sum") as share:  # this process's rows of the batch
+            call = self._run_head(x[share.rows])
+            stacked = self._stacked(self._readout_features(x[share.rows]), call.features.shape[2:])
+            loss = share.total(svi.step(call, y[share.rows], stacked))
+        return loss / x.shape[0]
 
     def _train_model(self, call: Any, target: torch.Tensor, stacked: torch.Tensor) -> None:
         mean, std, active = self._statistics_like(call.features)
@@ -365,17 +340,11 @@ class ReadoutBottleneck(BottleneckBase):
             one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
             return self._capacity(features, one_minus_lambda, call), call
 
-    # -- saving -----------------------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> os.PathLike:
-        """Save the readout network and statistics with :func:`pyroflows.serialization.save_checkpoint`."""
-        if self.network is None:
-            raise RuntimeError("ReadoutBottleneck: nothing to save before estimate() and fit()")
-        state = {f"network.{k}": v for k, v in self.network.state_dict().items()}
-        state.update({"mean": self.mean, "std": self.std, "active": self.active})
-        for k, (mean, std) in enumerate(zip(self.readout_mean, self.readout_std, strict=True)):
-            state[f"readout_mean.{k}"] = mean
-            state[f"readout_std.{k}"] = std
-        config = {
+    # -- saving (serialization.Checkpointable) -----------------------------------------------------------------
+    @property
+    def config(self) -> dict[str, Any]:
+        """The constructor arguments, as plain values (the model explained is not saved: pass it to :meth:`load`)."""
+        return {
             "layer": self.layer_name,
             "readout_layers": list(self.readout_layers),
             "beta": self.beta,
@@ -387,47 +356,82 @@ class ReadoutBottleneck(BottleneckBase):
             "channel_dim": self.channel_dim,
             "padding_mask": self.padding_mask,
         }
-        extra = {"history": list(self.history), "n_samples": self.n_samples}
-        return save_checkpoint(
-            path, kind="ReadoutBottleneck", config=config, state_dict=state, extra=extra, overwrite=overwrite
-        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike, model: nn.Module, *, graph_split: bool = True) -> ReadoutBottleneck:
-        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
+    def from_config(cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True) -> ReadoutBottleneck:
+        """An untrained readout for ``model`` from a saved :attr:`config`.
 
         Raises:
-            CheckpointError: not a readout checkpoint, or its layers do not exist in ``model``.
+            KeyError: the config lacks ``layer`` or ``readout_layers`` (a corrupt file).
         """
-        checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
-        check_config(path, checkpoint["config"], kind="ReadoutBottleneck")
+        config = dict(config)
+        layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
         try:
-            config, state = dict(checkpoint["config"]), checkpoint["state_dict"]
-            layer, readout_layers = config.pop("layer"), config.pop("readout_layers")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {exc})") from exc
-        try:
-            readout = cls(model, layer, readout_layers, graph_split=graph_split, **config)
+            return cls(model, layer, readout_layers, graph_split=graph_split, **config)
         except (ValueError, TypeError) as exc:
-            raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
+            raise _DoesNotFit(str(exc)) from exc
+
+    def checkpoint_state(self) -> dict[str, torch.Tensor]:
+        """The readout network's weights (``network.*``), the layer's statistics and the readout normalisation."""
+        if self.network is None:
+            raise RuntimeError("ReadoutBottleneck: nothing to save before estimate() and fit()")
+        state = {f"network.{k}": v for k, v in self.network.state_dict().items()}
+        state.update({"mean": self.mean, "std": self.std, "active": self.active})
+        for k, (mean, std) in enumerate(zip(self.readout_mean, self.readout_std, strict=True)):
+            state[f"readout_mean.{k}"] = mean
+            state[f"readout_std.{k}"] = std
+        return state
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The saved tensors (:meth:`checkpoint_state`), as for a module."""
+        return self.checkpoint_state()
+
+    def checkpoint_extra(self) -> dict[str, Any]:
+        """The training history and the number of estimation samples."""
+        return {"history": list(self.history), "n_samples": self.n_samples}
+
+    def restore_state(self, state: Mapping[str, torch.Tensor], extra: Mapping[str, Any]) -> None:
+        """Set the statistics and rebuild the trained readout network from :meth:`checkpoint_state`'s tensors."""
+        self.set_statistics(state["mean"], state["std"], state["active"], extra.get("n_samples", 0))
+        n = len(self.readout_layers)
+        self.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
+        self.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
+        network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
+        in_channels = network_state["layers.0.weight"].shape[1]
+        self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+        self.network.load_state_dict(network_state)
+        self.network.eval()
+        device = model_device(self.model)
+        if device is not None:
+            self.network.to(device)
+        self.history = list(extra.get("history", []))
+
+    @classmethod
+    def load(  # type: ignore[override]
+        cls, path: str | os.PathLike, model: nn.Module | None = None, *, graph_split: bool = True
+    ) -> ReadoutBottleneck:
+        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on); it attributes exactly as
+        the saved one.
+
+        Example:
+            >>> import tempfile, pathlib
+            >>> from pyroflows.attribution import load_bundled_readout
+            >>> readout = load_bundled_readout()
+            >>> path = readout.save(pathlib.Path(tempfile.mkdtemp()) / "readout.pt")
+            >>> x = torch.zeros(1, 1, 56, 56)
+            >>> bool((ReadoutBottleneck.load(path, readout.model).attribute(x) == readout.attribute(x)).all())
+            True
+
+        Raises:
+            CheckpointError: not a readout checkpoint, corrupt, or its layers do not exist in ``model``.
+        """
+        if model is None:
+            raise TypeError("ReadoutBottleneck.load needs the model it explains: load(path, model)")
         try:
-            device = _model_device(model)
-            n_samples = checkpoint["extra"].get("n_samples", 0)
-            readout.set_statistics(state["mean"], state["std"], state["active"], n_samples)
-            n = len(readout_layers)
-            readout.readout_mean = [state[f"readout_mean.{k}"] for k in range(n)]
-            readout.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
-            network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
-            in_channels = network_state["layers.0.weight"].shape[1]
-            readout.network = ReadoutNetwork(
-                in_channels, int(readout.mean.shape[0]), readout.hidden, readout.initial_alpha
-            )
-            readout.network.load_state_dict(network_state)
-            readout.network.eval()
-            if device is not None:
-                readout.network.to(device)
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError) as exc:
-            message = " ".join(str(exc).split())[:300]
-            raise CheckpointError(f"{path}: corrupt ReadoutBottleneck file ({type(exc).__name__}: {message})") from exc
-        readout.history = list(checkpoint["extra"].get("history", []))
-        return readout
+            return super().load(path, model=model, graph_split=graph_split)
+        except _DoesNotFit as exc:
+            raise CheckpointError(f"{path}: does not fit this model ({exc})") from exc
+
+
+class _DoesNotFit(Exception):
+    """A saved readout's layers or settings do not fit the model passed to :meth:`ReadoutBottleneck.load`."""

@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 
 from pyroflows.errors import DataError
+from pyroflows.validation import bad_rows
 
 __all__ = ["FeatureStatistics"]
 
@@ -54,7 +55,11 @@ class FeatureStatistics:
         """
         batch = batch.detach()
         if not torch.isfinite(batch).all():
-            raise DataError("the layer's output holds NaN or infinity; check the inputs given to estimate()")
+            rows = bad_rows(batch)
+            raise DataError(
+                f"the layer's output holds NaN or infinity: {len(rows)} row(s) of the batch, e.g. rows {rows[:5]}; "
+                "check the inputs given to estimate()"
+            )
         if self.mean is not None and batch.shape[1:] != self.mean.shape:
             raise DataError(
                 f"feature shape {list(batch.shape[1:])} differs from earlier batches' {list(self.mean.shape)}; "

@@ -10,7 +10,7 @@ from torch import nn
 
 from pyroflows.attribution import PerSampleBottleneck, per_element_capacity
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha
-from pyroflows.attribution.hooks import LayerSplit
+from pyroflows.attribution.layers import LayerSplit
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import DataError
 
@@ -230,7 +230,7 @@ def test_elbo_is_the_paper_loss():
 
 
 def test_compact_kl_for_expanded_distributions_equals_torch():
-    from pyroflows.attribution.per_sample import MaskedFeatureNormal
+    from pyroflows.attribution.distributions import MaskedFeatureNormal
 
     loc, scale = torch.randn(3, 4, 5), torch.rand(3, 4, 5) + 0.1
     mu, sigma = torch.randn(4, 5), torch.rand(4, 5) + 0.5
@@ -242,7 +242,7 @@ def test_compact_kl_for_expanded_distributions_equals_torch():
 
 
 def test_shared_noise_is_the_same_for_every_image_of_a_copy():
-    from pyroflows.attribution.per_sample import MaskedFeatureNormal
+    from pyroflows.attribution.distributions import MaskedFeatureNormal
 
     d = MaskedFeatureNormal(torch.zeros(3, 2), torch.ones(3, 2), torch.ones(2, dtype=torch.bool), 1, shared_noise=True)
     z = d.expand([5, 3]).rsample()
@@ -253,7 +253,7 @@ def test_shared_noise_is_the_same_for_every_image_of_a_copy():
 def test_closed_form_kl_elbo_equals_trace_mean_field_elbo():
     from pyro.infer import TraceMeanField_ELBO
 
-    from pyroflows.attribution.per_sample import ClosedFormKLELBO
+    from pyroflows.attribution.elbo import ClosedFormKLELBO
 
     def model(x):
         with pyro.plate("n", 3):
@@ -334,7 +334,7 @@ def test_optimised_tail_gives_the_same_maps_and_leaves_the_model_untouched():
 
 
 def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch):
-    import pyroflows.attribution.hooks as hooks
+    import pyroflows.attribution.layers as layers  # where LayerSplit looks up optimize_tail and _same_output
 
     model = _batch_norm_net()
     data, inputs, target = torch.randn(64, 1, 16, 16), torch.randn(2, 1, 16, 16), torch.tensor([0, 2])
@@ -350,7 +350,7 @@ def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch)
         def forward(self, *args):
             return 2.0 * self.tail(*args)
 
-    monkeypatch.setattr(hooks, "optimize_tail", lambda tail, ndim: Doubled(tail))
+    monkeypatch.setattr(layers, "optimize_tail", lambda tail, ndim: Doubled(tail))
     bottleneck = PerSampleBottleneck(model, "stem.1", steps=3).estimate(data)
     pyro.set_rng_seed(7)
     with pytest.warns(UserWarning, match="optimised tail after 'stem.1' is not used: its output differs"):
@@ -365,7 +365,7 @@ def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch)
     tolerance = 1e-5 * scale
     torch.testing.assert_close(maps, expected, rtol=1e-5, atol=tolerance)
     # The broken tail, had it run, would have moved the maps by far more than that tolerance.
-    monkeypatch.setattr(hooks, "_same_output", lambda candidate, reference: True)
+    monkeypatch.setattr(layers, "_same_output", lambda candidate, reference: True)
     broken = PerSampleBottleneck(model, "stem.1", steps=3).estimate(data)
     pyro.set_rng_seed(7)
     assert float((broken.attribute(inputs, target) - expected).abs().max()) > 100 * tolerance
@@ -374,7 +374,7 @@ def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch)
 def test_optimize_tail_folds_batch_norm_moves_relus_and_keeps_values_and_gradients():
     from torch import fx
 
-    from pyroflows.attribution.hooks import optimize_tail
+    from pyroflows.attribution.tail import optimize_tail
 
     model = _batch_norm_net().eval()
     before = _snapshot(model)
@@ -412,7 +412,7 @@ def test_optimised_tail_is_skipped_while_the_tail_has_hooks():
 def test_masked_feature_normal_equals_pyros_masked_composition():
     from torch.distributions import kl_divergence
 
-    from pyroflows.attribution.per_sample import MaskedFeatureNormal
+    from pyroflows.attribution.distributions import MaskedFeatureNormal
 
     torch.manual_seed(2)
     loc = torch.randn(3, 4, 5, dtype=torch.float64, requires_grad=True)
@@ -435,7 +435,7 @@ def test_masked_feature_normal_equals_pyros_masked_composition():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_shared_noise_sample_matches_addcmul_values_and_gradients(channels_last):
-    from pyroflows.attribution.per_sample import _SharedNoiseSample
+    from pyroflows.attribution.distributions import SharedNoiseSample
 
     torch.manual_seed(4)
     loc, scale = torch.randn(3, 4, 5, 6, dtype=torch.float64), torch.rand(3, 4, 5, 6, dtype=torch.float64) + 0.1
@@ -443,7 +443,7 @@ def test_shared_noise_sample_matches_addcmul_values_and_gradients(channels_last)
         loc, scale = (t.contiguous(memory_format=torch.channels_last) for t in (loc, scale))
     loc.requires_grad_(), scale.requires_grad_()
     eps, weights = torch.randn(7, 1, 4, 5, 6, dtype=torch.float64), torch.randn(7, 3, 4, 5, 6, dtype=torch.float64)
-    ours, expected = _SharedNoiseSample.apply(loc, scale, eps), torch.addcmul(loc, eps, scale)
+    ours, expected = SharedNoiseSample.apply(loc, scale, eps), torch.addcmul(loc, eps, scale)
     torch.testing.assert_close(ours, expected)
     grads = torch.autograd.grad((ours * weights).sum(), (loc, scale))
     torch.testing.assert_close(grads, torch.autograd.grad((expected * weights).sum(), (loc, scale)))
@@ -489,10 +489,61 @@ def test_out_of_range_targets_and_bad_beta_are_data_errors():
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
     bottleneck = PerSampleBottleneck(model, "1", steps=1).estimate(torch.randn(20, 1, 8, 8))
-    with pytest.raises(DataError, match=r"target must be a class index in \[0, 3\); got \[7\] for input\(s\) \[1\]"):
+    with pytest.raises(DataError, match=r"target: classes outside 0..2 in rows \[1\]: \[7\]"):
         bottleneck.attribute(torch.randn(2, 1, 8, 8), target=torch.tensor([0, 7]))
     with pytest.raises(DataError, match="class indices"):
         bottleneck.attribute(torch.randn(2, 1, 8, 8), target=torch.tensor([0.5, 1.0]))
     for beta in (float("nan"), float("inf"), -1.0):
         with pytest.raises(DataError, match="beta: expected a finite number >= 0"):
             PerSampleBottleneck(model, "1", beta=beta)
+
+
+class _SharedConvNet(nn.Module):
+    """One convolution called twice (BatchNorm after the first call only), then a linear layer and a BatchNorm1d."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.bn = nn.Conv2d(4, 4, 3, padding=1), nn.BatchNorm2d(4)
+        self.fc, self.bn_fc, self.out = nn.Linear(4 * 8 * 8, 6), nn.BatchNorm1d(6), nn.Linear(6, 3)
+
+    def forward(self, x):
+        x = torch.relu(self.bn(self.conv(x)))
+        x = torch.relu(self.conv(x))  # the same module again, not followed by a BatchNorm
+        return self.out(torch.relu(self.bn_fc(self.fc(x.flatten(1)))))
+
+
+def test_optimize_tail_folds_a_shared_convolution_at_its_own_call_site_only():
+    from torch import fx
+
+    from pyroflows.attribution.tail import optimize_tail
+
+    torch.manual_seed(3)
+    model = _SharedConvNet().eval()
+    with torch.no_grad():
+        for bn in (model.bn, model.bn_fc):
+            bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0), bn.weight.uniform_(0.5, 1.5)
+    before = _snapshot(model)
+    fast = optimize_tail(fx.symbolic_trace(model), 4)
+    kinds = [type(fast.get_submodule(n.target)) for n in fast.graph.nodes if n.op == "call_module"]
+    # torch.fx's fuse folded both BatchNorms (conv + bn at the first call, linear + bn_fc); the second call of the
+    # convolution still runs the model's own, unfolded module.
+    assert nn.BatchNorm2d not in kinds and nn.BatchNorm1d not in kinds and kinds.count(nn.Conv2d) == 2
+    second = [n.target for n in fast.graph.nodes if n.op == "call_module" and "conv" in n.target][1]
+    assert fast.get_submodule(second).weight is model.conv.weight
+    x = torch.randn(5, 4, 8, 8)
+    torch.testing.assert_close(fast(x), model(x), rtol=1e-5, atol=1e-5)
+    assert all(not p.requires_grad for p in fast.parameters() if all(p is not q for q in model.parameters()))
+    assert _same(_snapshot(model), before)
+
+
+def test_non_finite_inputs_and_features_name_their_rows():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten(), nn.Linear(72, 3))
+    data = torch.randn(20, 1, 8, 8)
+    data[3, 0, 2, 2] = float("nan")
+    with pytest.raises(DataError, match=r"the layer's output holds NaN or infinity: 1 row\(s\) .* rows \[3\]"):
+        PerSampleBottleneck(model, "1", steps=1).estimate(data)
+    bottleneck = PerSampleBottleneck(model, "1", steps=1).estimate(torch.randn(20, 1, 8, 8))
+    inputs = torch.randn(3, 1, 8, 8)
+    inputs[1, 0, 0, 0] = float("inf")
+    with pytest.raises(DataError, match=r"inputs: 1 row\(s\) hold NaN or inf, e.g. rows \[1\]"):
+        bottleneck.attribute(inputs, target=0)

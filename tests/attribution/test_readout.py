@@ -72,3 +72,35 @@ def test_readout_errors():
         readout.attribute(torch.randn(1, 1, 8, 8))
     with pytest.raises(ValueError, match="no layer named 'nope'"):
         ReadoutBottleneck(model, "1", ["nope"])
+
+
+def test_readout_is_checkpointable_save_returns_the_path_and_load_takes_the_model_by_keyword(tmp_path):
+    from pathlib import Path
+
+    from pyroflows.serialization import Checkpointable, load_checkpoint
+
+    model = _model()
+    readout = ReadoutBottleneck(model, "1", ["1", "3"], hidden=8).estimate(_data())
+    assert isinstance(readout, Checkpointable)
+    path = readout.save(tmp_path / "readout.pt")
+    assert isinstance(path, Path) and path == tmp_path / "readout.pt"
+    checkpoint = load_checkpoint(path, kind="ReadoutBottleneck")
+    assert checkpoint["config"] == readout.config and checkpoint["extra"]["n_samples"] == 64
+    loaded = ReadoutBottleneck.load(path, model=model, graph_split=False)
+    assert loaded.split.mode == "rerun" and loaded.n_samples == 64
+    x = torch.randn(3, 1, 8, 8)
+    assert torch.equal(readout.attribute(x), loaded.attribute(x))
+    with pytest.raises(TypeError, match="needs the model"):
+        ReadoutBottleneck.load(path)
+    with pytest.raises(RuntimeError, match="nothing to save"):
+        ReadoutBottleneck(model, "1").save(tmp_path / "untrained.pt")
+
+
+def test_fit_labels_are_checked_as_class_indices():
+    model = _model()
+    readout = ReadoutBottleneck(model, "1", ["1"], hidden=8).estimate(_data())
+    x = _data()[0][0]
+    with pytest.raises(DataError, match="fit\\(\\) labels: expected class indices"):
+        readout.fit([(x, torch.full((16,), 0.5))])
+    with pytest.raises(DataError, match=r"fit\(\) labels: expected an int or 16 class indices"):
+        readout.fit([(x, torch.zeros(15, dtype=torch.long))])
