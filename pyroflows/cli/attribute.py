@@ -16,7 +16,7 @@ from pyroflows.cli._model_file import add_model_file_arguments, check_model_runs
 from pyroflows.errors import DataError, NumericalError
 from pyroflows.io import atomic_outputs, check_output_dir, check_real, save_array
 
-__all__ = ["register", "run", "run_demo", "load_image"]
+__all__ = ["register", "run", "load_image"]
 
 _DESCRIPTION = """\
 Attribute each IMAGE to its input pixels with an information bottleneck (Schulz et al., ICLR 2020) and write
@@ -286,19 +286,3 @@ def _report(args: argparse.Namespace, summary: list[dict[str, Any]], layer: str,
             f"predicted {row['predicted']}")  # fmt: skip
         print(f"{row['image']}: {explained}, max {row['max_bits']:.3f} bits/pixel -> {row['npy']}, {row['png']}")
     print(f"{args.method} bottleneck at {layer}: {len(summary)} image(s) in {seconds:.1f} s")
-
-
-def __getattr__(name: str) -> Any:
-    # ``DEMO_OUTPUTS`` (what the demo writes, checked by ``pyroflows demo``) is the library's, read on first use.
-    if name == "DEMO_OUTPUTS":
-        from pyroflows.attribution.demo import DEMO_OUTPUTS
-
-        return DEMO_OUTPUTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """``pyroflows demo``'s attribution part (:func:`pyroflows.attribution.demo.run_demo`; it checked the outputs)."""
-    from pyroflows.attribution.demo import run_demo as library_run_demo
-
-    return library_run_demo(out_dir, fast, overwrite=True)

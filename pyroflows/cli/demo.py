@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import importlib
-import time
 from pathlib import Path
 from typing import Any
 
 from pyroflows._config import smoke_mode
 from pyroflows.cli._common import SEED, add_parser
-from pyroflows.io import check_output_dir
-
-# Each of these modules exposes ``run_demo(out_dir: Path, fast: bool) -> list[str]`` returning summary lines, and
-# ``DEMO_OUTPUTS``, the names of the files it writes into ``out_dir`` (checked here before any work).
-_DEMO_MODULES = ("flow", "diffusion", "attribute", "evaluate")
 
 
 def register(subparsers: Any) -> None:
@@ -39,27 +32,10 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import pyro
+    """Run :func:`pyroflows.demo.run_demo` with the command's options."""
+    from pyroflows.demo import run_demo
 
-    fast = args.fast or smoke_mode()
-    modules = []
-    for name in _DEMO_MODULES:
-        module = importlib.import_module(f"pyroflows.cli.{name}")
-        if hasattr(module, "run_demo"):
-            modules.append((name, module))
-    # Refuse before any work: --out a file, or an earlier demo's outputs without --force. Folders are made only
-    # when their first file is written.
-    check_output_dir(args.out, overwrite=args.force)
-    for name, module in modules:
-        check_output_dir(args.out / name, getattr(module, "DEMO_OUTPUTS", ()), overwrite=args.force)
-    for name, module in modules:
-        pyro.clear_param_store()
-        pyro.set_rng_seed(args.seed)
-        print(f"== {name} ==", flush=True)
-        start = time.perf_counter()
-        lines = module.run_demo(args.out / name, fast)
-        for line in lines:
-            print(f"  {line}")
-        print(f"  ({time.perf_counter() - start:.1f} s)", flush=True)
+    run_demo(args.out, args.fast or smoke_mode(), seed=args.seed, overwrite=args.force,
+             report=lambda line: print(line, flush=True))  # fmt: skip
     print(f"outputs written to {args.out.resolve()}")
     return 0

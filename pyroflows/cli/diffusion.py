@@ -12,7 +12,7 @@ from pyroflows import distributed
 from pyroflows.cli._common import SEED, add_parser, float_arg, int_arg, print_json, seed_everything
 from pyroflows.errors import DataError, NumericalError
 
-__all__ = ["register", "run_demo"]
+__all__ = ["register"]
 
 #: Most samples one ``diffusion sample`` draws.
 MAX_SAMPLES = 100_000_000
@@ -24,8 +24,6 @@ _LABEL = int_arg(low=0, high=100_000)
 _DROPOUT = float_arg(low=0, high=1, high_open=True)
 _GUIDANCE = float_arg(low=0)
 _PARTICLES = int_arg(low=1, high=1_000_000)
-#: What ``run_demo`` writes into its folder (``pyroflows demo`` checks them before any work).
-DEMO_OUTPUTS = ("ddpm_moons.pt", "ddpm_moons.png")  # the same as pyroflows.diffusion.demo.DEMO_OUTPUTS
 
 
 def register(subparsers: Any) -> None:
@@ -344,11 +342,3 @@ def _impute(args: argparse.Namespace) -> int:
         f"({args.method}{particles}, {args.imputations} imputation(s)); wrote {out.shape[0]} rows to {args.out}"
     )
     return 0
-
-
-def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """``pyroflows demo``'s diffusion part: :func:`pyroflows.diffusion.demo.run_demo` (``pyroflows demo`` checks
-    the folder for :data:`DEMO_OUTPUTS` before calling it, so the outputs are replaced)."""
-    from pyroflows.diffusion.demo import run_demo as library_run_demo
-
-    return library_run_demo(out_dir, fast, overwrite=True)

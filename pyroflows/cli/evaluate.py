@@ -12,7 +12,7 @@ from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_ev
 from pyroflows.cli._model_file import TRUST_HELP
 from pyroflows.errors import DataError
 
-__all__ = ["register", "run", "run_demo"]
+__all__ = ["register", "run"]
 
 _COUNT = int_arg(low=1, high=100_000)
 
@@ -119,19 +119,3 @@ def _report(args: argparse.Namespace, table: Any, n: int, seconds: float) -> int
         print(table.to_markdown(), end="")
         print(f"{n} images, {seconds:.1f} s; wrote {args.out}/table.md, table.csv and plots")
     return 0
-
-
-def __getattr__(name: str) -> Any:
-    # ``DEMO_OUTPUTS`` (what the demo writes, checked by ``pyroflows demo``) is the library's, read on first use.
-    if name == "DEMO_OUTPUTS":
-        from pyroflows.evaluation.demo import DEMO_OUTPUTS
-
-        return DEMO_OUTPUTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """``pyroflows demo``'s evaluation part (:func:`pyroflows.evaluation.demo.run_demo`; it checked the outputs)."""
-    from pyroflows.evaluation.demo import run_demo as library_run_demo
-
-    return library_run_demo(out_dir, fast, overwrite=True)

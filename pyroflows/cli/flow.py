@@ -14,19 +14,10 @@ from pyroflows.cli._common import SEED, add_parser, int_arg, print_json, seed_ev
 from pyroflows.errors import DataError, NumericalError
 from pyroflows.io import check_output_path, check_output_suffix, load_array, parse_bounds, save_array
 
-__all__ = ["register", "run_demo", "fit_command", "score_command", "sample_command"]
+__all__ = ["register", "fit_command", "score_command", "sample_command"]
 
 #: Most samples one ``flow sample`` writes (8 bytes per value per column).
 MAX_SAMPLES = 100_000_000
-
-
-def __getattr__(name: str) -> tuple[str, ...]:
-    # ``DEMO_OUTPUTS`` (what run_demo writes; ``pyroflows demo`` checks them) lives in the library, imported lazily.
-    if name == "DEMO_OUTPUTS":
-        from pyroflows.flows.demo import DEMO_OUTPUTS
-
-        return DEMO_OUTPUTS
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register(subparsers: Any) -> None:
@@ -333,11 +324,3 @@ def sample_command(args: argparse.Namespace) -> int:
     per = f" for each of {context.shape[0]} context rows" if context is not None else ""
     print(f"wrote {args.n} samples{per} to {args.out}")
     return 0
-
-
-def run_demo(out_dir: Path, fast: bool) -> list[str]:
-    """``pyroflows demo``'s flow part: :func:`pyroflows.flows.demo.run_demo` (``pyroflows demo`` has checked the
-    outputs, with ``--force``, before calling it)."""
-    from pyroflows.flows.demo import run_demo as flows_demo
-
-    return flows_demo(out_dir, fast, overwrite=True)

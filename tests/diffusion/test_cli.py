@@ -97,7 +97,7 @@ def test_unknown_schedule_is_an_argparse_error(capsys):
 
 
 def test_demo_fast(tmp_path):
-    from pyroflows.cli.diffusion import DEMO_OUTPUTS
+    from pyroflows.diffusion.demo import DEMO_OUTPUTS
     from pyroflows.diffusion.demo import DEMO_OUTPUTS as LIBRARY_OUTPUTS
     from pyroflows.diffusion.demo import run_demo
 

@@ -26,9 +26,11 @@ def labelled(tmp_path_factory):
 
 def _error(argv, capsys):
     assert main(argv) == 2
-    err = capsys.readouterr().err
-    assert err.startswith("pyroflows: error: ") and err.count("\n") == 1, err
-    return err
+    lines = capsys.readouterr().err.splitlines()
+    # The data file's warnings (a header row) come first, one line each; then the error, one line.
+    assert all(line.startswith("pyroflows: warning: ") for line in lines[:-1]), lines
+    assert lines and lines[-1].startswith("pyroflows: error: "), lines
+    return lines[-1]
 
 
 def test_labelled_train_and_sample(labelled, capsys):
