@@ -215,7 +215,7 @@ def as_finite_2d(
     if dtype is None:
         dtype = t.dtype if t.is_floating_point() else torch.get_default_dtype()
     t = t.to(dtype=dtype, device=device if device is not None else t.device)
-    bad = (~torch.isfinite(t) & ~(torch.isnan(t) if allow_nan else torch.zeros_like(t, dtype=torch.bool))).any(-1)
+    bad = (torch.isinf(t) if allow_nan else ~torch.isfinite(t)).any(-1)
     rows = bad.nonzero().flatten()
     if rows.numel():
         what = "inf" if allow_nan else "NaN or inf"
