@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pyroflows.errors import DataError
 from pyroflows.io import check_output_dir
 
 __all__ = ["DEMO_PARTS", "run_demo"]
@@ -52,7 +53,8 @@ def run_demo(
         Every summary line.
 
     Raises:
-        pyroflows.errors.DataError: ``out_dir`` is a file, or holds an earlier tour's outputs and not ``overwrite``.
+        pyroflows.errors.DataError: an unknown part; ``out_dir`` is a file, or holds an earlier tour's outputs and
+            not ``overwrite``.
     """
     import pyro
 
@@ -60,7 +62,7 @@ def run_demo(
     names = list(DEMO_PARTS) if parts is None else list(parts)
     unknown = [name for name in names if name not in DEMO_PARTS]
     if unknown:
-        raise ValueError(f"parts: unknown {unknown}; expected some of {', '.join(DEMO_PARTS)}")
+        raise DataError(f"parts: unknown {unknown}; expected some of {', '.join(DEMO_PARTS)}")
     modules = [(name, importlib.import_module(DEMO_PARTS[name])) for name in names]
     check_output_dir(out_dir, overwrite=overwrite)
     for name, module in modules:

@@ -46,7 +46,6 @@ def register(subparsers: Any) -> None:
     parser = add_parser(
         subparsers,
         "attribute",
-        help="information-bottleneck attribution maps (per-sample or readout) for images",
         description=_DESCRIPTION,
         example="pyroflows attribute digit.npy other.png --method per-sample --beta 10 --out maps",
     )

@@ -14,7 +14,6 @@ def register(subparsers: Any) -> None:
     parser = add_parser(
         subparsers,
         "demo",
-        help="run a short tour of every capability on built-in data",
         description=(
             "Fit a compact-support flow to the piecewise-uniform target on [1, 2.5], train a DDPM on two moons "
             "at T = 10, and attribute cluttered digits with the bundled CNN through the information "

@@ -32,7 +32,6 @@ def register(subparsers: Any) -> None:
     parser = add_parser(
         subparsers,
         "diffusion",
-        help="train, sample and score DDPM diffusion models",
         description=(
             "DDPM diffusion models as Pyro Markov chains: train one on an (N, D) array or a built-in 2-D data set "
             "(optionally with class labels), draw samples (ancestral or DDIM, of a class with classifier-free "

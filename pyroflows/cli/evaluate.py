@@ -33,7 +33,6 @@ def register(subparsers: Any) -> None:
     parser = add_parser(
         subparsers,
         "evaluate",
-        help="compare attribution methods with the IBA paper's metrics (a Table-1-style table and plots)",
         description=(
             "Attribute held-out cluttered digits with each method and score the maps with the paper's protocol: "
             "degradation (area between the normalised LeRF and MoRF curves, 8x8 and 14x14 tiles), the "

@@ -25,7 +25,6 @@ def register(subparsers: Any) -> None:
     flow = add_parser(
         subparsers,
         "flow",
-        help="fit, score and sample densities on an interval or a box",
         description=(
             "Compact-support normalizing flows: a learned density that is exactly zero outside [low, high] "
             "(per dimension for a box)."
