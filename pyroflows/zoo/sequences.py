@@ -138,6 +138,11 @@ class KeywordTransformer(Checkpointable, nn.Module):
         """The constructor arguments (what a checkpoint stores beside the weights)."""
         return dict(self._config)
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any], **kwargs: Any) -> KeywordTransformer:
+        """Rebuild from a saved config; one saved before ``window`` existed had global attention (``window=None``)."""
+        return cls(**{"window": None, **config}, **kwargs)
+
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """Token plus position embeddings ``[N, L, d_model]``."""
         return self.embedding(tokens) + self.position.weight[: tokens.shape[1]]

@@ -80,3 +80,22 @@ def test_the_bottleneck_after_the_first_encoder_layer_finds_a_planted_keyword():
     assert maps.shape == (16, 24) and bool((maps[test.padding] == 0).all())
     hits = maps.argmax(1) == test.spans[:, 0]
     assert int(hits.sum()) >= 15, maps.argmax(1).tolist()
+
+
+def test_a_checkpoint_saved_before_the_window_existed_reloads_with_global_attention(tmp_path):
+    torch.manual_seed(0)
+    old = KeywordTransformer(num_classes=4, window=None).eval()
+    path = old.save(tmp_path / "old.pt")
+    checkpoint = torch.load(path, weights_only=True)
+    del checkpoint["config"]["window"]  # as written by the earlier KeywordTransformer
+    torch.save(checkpoint, path)
+    again = KeywordTransformer.load(path).eval()
+    assert again.window is None and again.config["num_classes"] == 4
+    tokens = make_keyword_sequences(3, seed=0).inputs
+    padding = tokens == 0
+    with torch.no_grad():
+        assert torch.equal(again(tokens), old(tokens))
+        # The earlier forward (global attention through src_key_padding_mask): the same function, up to rounding.
+        hidden = old.encoder(old.embed(tokens), src_key_padding_mask=padding)
+        earlier = old.head(hidden.masked_fill(padding.unsqueeze(-1), float("-inf")).amax(1))
+        torch.testing.assert_close(again(tokens), earlier, rtol=1e-5, atol=1e-5)
