@@ -83,9 +83,9 @@ def main(argv: list[str] | None = None) -> int:
             "sequences a fifth of which hold no keyword, the held-out ones all hold one); "
             f"{n} held-out sequences per seed, {seeds} seeds (data draw, statistics draw, method seed); mean +- "
             "standard deviation over seeds. Every method at its registry defaults (per-sample beta 10, 10 steps; "
-            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, the information loss's weight rising over "
-            "the first 4, on the 2,000 training sequences (motifs: their positives; keywords: those with a "
-            "keyword)).\n\n" + "\n".join(lines)
+            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, the information loss's weight "
+            "rising over the first 4, on the 2,000 training sequences (motifs: their positives; keywords: those "
+            "with a keyword)).\n\n" + "\n".join(lines)
         )
         _write_section(section, "## Attribution: sequence tasks")
     return 0

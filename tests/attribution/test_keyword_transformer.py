@@ -38,8 +38,9 @@ def test_layer_l_output_depends_only_on_tokens_within_its_window():
     changed[:, 9] = 3  # one token changed
     outputs = []
     for t in (tokens, changed):
-        captured = []
-        handles = [layer.register_forward_hook(lambda m, i, o: captured.append(o)) for layer in model.encoder.layers]
+        captured: list[torch.Tensor] = []
+        hook = captured.append
+        handles = [layer.register_forward_hook(lambda m, i, o, keep=hook: keep(o)) for layer in model.encoder.layers]
         with torch.no_grad():
             model(t)
         for h in handles:
