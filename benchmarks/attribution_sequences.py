@@ -4,7 +4,8 @@ Usage: ``python benchmarks/attribution_sequences.py [--quick] [--n N] [--seeds S
 
 For each seed ``s``: the held-out draw ``s`` of the test split (``motifs``: the positives the model classifies
 correctly, ``keywords``: the sequences it classifies correctly), statistics from draw ``s + 1`` of the training
-split (2,000 sequences), the readout trained on it (8 epochs), every method of ``SEQUENCE_METHODS`` at its defaults
+split (2,000 sequences; keywords: a fifth without a keyword, as in training), the readout trained on it (8 epochs;
+on the positives / the keyword sequences), every method of ``SEQUENCE_METHODS`` at its defaults
 with seed ``s``. Span score: the fraction of the ``k`` highest positions inside the known span (``k`` its width:
 7 bases, 1 token); top-1: whether the highest position is inside. Reported as mean +- standard deviation over the
 seeds (each seed's figure is itself a mean over ``N`` sequences). Bottlenecks at ``features.1`` (motifs) and after
@@ -77,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
             "## Attribution: sequence tasks\n\n"
             f"Command: `python benchmarks/attribution_sequences.py --n {n} --seeds {seeds}` (date "
             f"{datetime.date.today()}, {total:.0f} s, one thread). Shipped MotifCNN (bottlenecks at `features.1`) and "
-            "KeywordTransformer (bottlenecks after `encoder.layers.0`, `channel_dim=-1`, padding left out); "
+            "KeywordTransformer (local attention, window 1, and a 'no keyword' class since issue 13's second look; "
+            "bottlenecks after `encoder.layers.0`, `channel_dim=-1`, padding left out; statistics on training "
+            "sequences a fifth of which hold no keyword, the held-out ones all hold one); "
             f"{n} held-out sequences per seed, {seeds} seeds (data draw, statistics draw, method seed); mean +- "
             "standard deviation over seeds. Every method at its registry defaults (per-sample beta 10, 10 steps; "
-            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, on the 2,000 training sequences "
-            "(motifs: their positives)).\n\n" + "\n".join(lines)
+            "input bottleneck 10 + 20 steps; readout trained 8 epochs, Adam 1e-2, the information loss's weight "
+            "rising over the first 4, on the 2,000 training sequences (motifs: their positives; keywords: those "
+            "with a keyword)).\n\n" + "\n".join(lines)
         )
         _write_section(section, "## Attribution: sequence tasks")
     return 0

@@ -6,7 +6,10 @@
   (``(0, 0)`` for negatives).
 * :func:`make_keyword_sequences`: token ids ``[N, L]`` padded with ``PAD`` (id 0) after a random length; exactly one
   keyword (ids ``1..classes``) at a random position decides the label (keyword ``k`` is class ``k - 1``); the other
-  tokens are fillers. ``padding`` is True at padded positions (PyTorch's ``src_key_padding_mask``).
+  tokens are fillers. ``padding`` is True at padded positions (PyTorch's ``src_key_padding_mask``). With
+  ``null_fraction > 0`` that share of the sequences hold no keyword (a filler in its place), label ``classes`` ("no
+  keyword", span ``(0, 0)``): the negatives of the motif task, so no keyword class is the one a model predicts from
+  the absence of the others.
 
 The ``train`` and ``test`` splits are independent draws (different random streams for one ``seed``).
 
@@ -127,8 +130,9 @@ def make_keyword_sequences(
     vocab: int = 32,
     split: str = "train",
     seed: int = 0,
+    null_fraction: float = 0.0,
 ) -> SequenceTask:
-    """Token sequences whose label is decided by the one keyword they hold.
+    """Token sequences whose label is decided by the one keyword they hold (or by holding none).
 
     Args:
         n: Number of sequences.
@@ -138,15 +142,25 @@ def make_keyword_sequences(
         vocab: Vocabulary size (fillers are ids ``classes + 1 .. vocab - 1``).
         split: ``"train"`` or ``"test"``.
         seed: Seed of the draw.
+        null_fraction: Share of sequences without a keyword (label ``classes``, span ``(0, 0)``). The other
+            sequences are the same as with ``null_fraction=0`` for the same seed (the nulls are drawn last).
 
     Returns:
         :class:`SequenceTask` with ``inputs [N, length]`` (int64), ``padding [N, length]`` and one-token spans.
+
+    Example:
+        >>> data = make_keyword_sequences(6, seed=1, null_fraction=0.5)
+        >>> keep = data.labels < 4
+        >>> bool((data.inputs[keep] == make_keyword_sequences(6, seed=1).inputs[keep]).all())
+        True
     """
     _check_n(n)
     if not 1 <= min_length <= length:
         raise DataError(f"need 1 <= min_length <= length, got {min_length} and {length}")
     if vocab <= classes + 1:
         raise DataError(f"vocab must exceed classes + 1 = {classes + 1} (padding, keywords, fillers), got {vocab}")
+    if not 0.0 <= float(null_fraction) < 1.0:
+        raise DataError(f"null_fraction must be in [0, 1), got {null_fraction!r}")
     g = _generator(seed, split)
     tokens = torch.randint(classes + 1, vocab, (n, length), generator=g)
     lengths = torch.randint(min_length, length + 1, (n,), generator=g)
@@ -156,6 +170,10 @@ def make_keyword_sequences(
     tokens[torch.arange(n), positions] = labels + 1
     tokens[padding] = PAD
     spans = torch.stack([positions, positions + 1], 1)
+    if null_fraction > 0:  # drawn after everything else: the keyword sequences do not depend on null_fraction
+        null = (torch.rand(n, generator=g) < null_fraction).nonzero().flatten()
+        tokens[null, positions[null]] = torch.randint(classes + 1, vocab, (len(null),), generator=g)
+        labels[null], spans[null] = classes, 0
     return SequenceTask(tokens, labels, spans, padding)
 
 
