@@ -312,7 +312,9 @@ class BottleneckBase(LayerAttribution):
             bar.close()
             for counted in [stats, *extras]:  # moments merged over ranks: one process's up to rounding
                 distributed.reduce_statistics(counted)
-            self.set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+            std = stats.std(self.min_std)  # DataError before 2 samples
+            assert stats.mean is not None  # set by the first update, so by then
+            self.set_statistics(stats.mean, std, stats.active(self.active_threshold), stats.count)
             sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
                 self._measure_receptive_field(*sample)
@@ -383,8 +385,9 @@ class BottleneckBase(LayerAttribution):
                 f"layer {self.layer_name!r} gives feature maps {list(features.shape[1:])} (channels first) for these "
                 f"inputs, but estimate() saw {list(self.mean.shape)}; use inputs of the size used for estimation"
             )
-        kw = {"dtype": features.dtype, "device": features.device}
-        return self.mean.to(**kw), self.std.to(**kw), self.active.to(features.device)
+        assert self.std is not None and self.active is not None  # set_statistics sets all three
+        dtype, device = features.dtype, features.device
+        return self.mean.to(dtype=dtype, device=device), self.std.to(dtype=dtype, device=device), self.active.to(device)
 
     # -- shared helpers ---------------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Any) -> torch.Tensor:

@@ -126,7 +126,10 @@ class MaskedFeatureNormal(TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 (torch's signature)
+    def rsample(
+        self,
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(),  # noqa: B008 (torch's signature)
+    ) -> torch.Tensor:
         shape = list(self._extended_shape(sample_shape))
         if self.shared_noise:
             axis = len(shape) - self.event_dim - 1

@@ -33,6 +33,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI
+from pyro.optim import PyroOptim
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -169,7 +170,7 @@ class PerSampleBottleneck(BottleneckBase):
             # A private parameter store: attributing never touches the user's Pyro parameters. Validation is off
             # inside: the distributions are built here from checked statistics, and its checks cost ~10% a step.
             with pyro.get_param_store().scope(), pyro.validation_enabled(False), torch.enable_grad():
-                svi = SVI(model, guide, pyro.optim.Adam({"lr": self.lr}), elbo)
+                svi = SVI(model, guide, PyroOptim(torch.optim.Adam, {"lr": self.lr}), elbo)  # = pyro.optim.Adam
                 n = features.shape[0]
                 self.history = []
                 for _ in tqdm(range(self.steps), disable=not self.progress, desc="bottleneck"):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import torch
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI
 from pyro.nn import PyroModule
+from pyro.optim import PyroOptim
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -73,16 +74,15 @@ class ReadoutNetwork(PyroModule):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, initial_alpha: float = 5.0) -> None:
         super().__init__()
-        self.layers = PyroModule[nn.Sequential](
-            PyroModule[nn.Linear](in_channels, hidden),
-            PyroModule[nn.ReLU](),
-            PyroModule[nn.Linear](hidden, hidden),
-            PyroModule[nn.ReLU](),
-            PyroModule[nn.Linear](hidden, out_channels),
-        )
+        # Pyro types ``PyroModule[M]`` as ``type[PyroModule]``; the class it makes subclasses ``M`` as well.
+        sequential = cast(type[nn.Sequential], PyroModule[nn.Sequential])
+        linear = cast(type[nn.Linear], PyroModule[nn.Linear])
+        relu = cast(type[nn.ReLU], PyroModule[nn.ReLU])
+        last = linear(hidden, out_channels)
+        self.layers = sequential(linear(in_channels, hidden), relu(), linear(hidden, hidden), relu(), last)
         with torch.no_grad():
-            self.layers[-1].weight.zero_()
-            self.layers[-1].bias.fill_(initial_alpha)
+            last.weight.zero_()
+            last.bias.fill_(initial_alpha)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """``[N, in_channels, *spatial]`` -> :math:`\\alpha` ``[N, out_channels, *spatial]``."""
@@ -105,13 +105,15 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and variance from per-element moments ``[C, *positions]`` (law of total variance over the
     positions), weighted by how many samples counted each element (padded positions count less)."""
+    variance = stats.std() ** 2  # DataError before 2 samples
+    assert stats.mean is not None and stats.counts is not None  # set with the first sample
     dims = tuple(range(1, stats.mean.ndim))
     if not dims:
-        return stats.mean, stats.std() ** 2
+        return stats.mean, variance
     counts = stats.counts
     weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
     mean = (stats.mean * weight).sum(dims)
-    var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
+    var = ((variance + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
     return mean, var
 
 
@@ -227,9 +229,12 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self, extras: list[FeatureStatistics], inputs: torch.Tensor, args: tuple[Any, ...], call: BottleneckCall
     ) -> None:
         """Add the readout layers' outputs for one batch (padded positions left out where the lengths match)."""
+        padding = call.padding
         for stats, feature in zip(extras, self._readout_features(inputs, args), strict=True):
-            padded = call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
-            stats.update(feature, ~call.padding[:, None, :] if padded else None)
+            mask = None
+            if padding is not None and feature.ndim == 3 and feature.shape[2] == padding.shape[1]:
+                mask = ~padding[:, None, :]
+            stats.update(feature, mask)
 
     def _finish_estimation(self, extras: list[FeatureStatistics]) -> None:
         """Per-channel readout normalisation from the merged statistics; the readout network on first estimation."""
@@ -238,6 +243,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
             mean, var = _channel_moments(stats)
             self.readout_mean.append(mean.float())
             self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
+        assert self.mean is not None  # estimate() calls set_statistics first
         if self.network is None:
             in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
             self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
@@ -280,7 +286,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         step = 0
         with frozen(self.model), pyro.get_param_store().scope(), pyro.validation_enabled(False):
             distributed.synchronize(self.network)  # rank 0's weights and random state on every rank
-            optim = distributed.synchronize_gradients(pyro.optim.Adam({"lr": lr}))
+            optim = distributed.synchronize_gradients(PyroOptim(torch.optim.Adam, {"lr": lr}))  # = pyro.optim.Adam
             svi = SVI(self._train_model, self._train_guide, optim, elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
@@ -314,6 +320,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         features = call.features
         mean, std, active = self._statistics_like(features)
         active = self._active_for(call, active)
+        assert self.network is not None  # fit() checks it before running the guide
         one_minus_lambda = lambda_from_alpha(self.network(stacked), self.sigma)
         with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
             pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, False))
@@ -358,7 +365,9 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True) -> ReadoutBottleneck:
+    def from_config(  # type: ignore[override]  # needs the model explained, which the protocol passes as a kwarg
+        cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True
+    ) -> ReadoutBottleneck:
         """An untrained readout for ``model`` from a saved :attr:`config`.
 
         Raises:
@@ -398,7 +407,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
         network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
         in_channels = network_state["layers.0.weight"].shape[1]
-        self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+        self.network = ReadoutNetwork(in_channels, int(state["mean"].shape[0]), self.hidden, self.initial_alpha)
         self.network.load_state_dict(network_state)
         self.network.eval()
         device = model_device(self.model)

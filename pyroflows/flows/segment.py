@@ -104,10 +104,10 @@ class SegmentDistribution(dist.TorchDistribution):
         direction = self.p1 - self.p0
         return self.p0 + t * (direction / direction.norm())
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
         return self._embed(self.arc.rsample(torch.Size(sample_shape)))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
         with torch.no_grad():
             return self._embed(self.arc.sample(torch.Size(sample_shape)))
 
