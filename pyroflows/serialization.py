@@ -315,8 +315,8 @@ class Checkpointable:
         module, _ = restore_module(  # type: ignore[type-var]
             path,
             kind=cls._kind(),
-            build=lambda config: cls.from_config(config, **kwargs),  # type: ignore[arg-type, return-value]
+            build=lambda config: cls.from_config(config, **kwargs),
             limits=cls.checkpoint_limits,
-            restore=lambda obj, state, extra: obj.restore_state(state, extra),  # type: ignore[attr-defined]
+            restore=lambda obj, state, extra: obj.restore_state(state, extra),
         )
-        return module  # type: ignore[return-value]
+        return module

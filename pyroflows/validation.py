@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroflows.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's --help and --version stay fast
+    import torch
 
 __all__ = ["check_int", "check_float", "parse_int", "parse_float", "as_finite_2d", "as_targets", "bad_rows"]
 
@@ -164,12 +167,12 @@ def as_finite_2d(
     name: str,
     *,
     dim: int | None = None,
-    dtype: Any = None,
-    device: Any = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
     allow_1d: bool = True,
     allow_empty: bool = False,
     allow_nan: bool = False,
-) -> Any:
+) -> torch.Tensor:
     """Check ``x`` is a real ``(N, D)`` array of finite values and return it as a tensor.
 
     Args:
@@ -223,7 +226,14 @@ def as_finite_2d(
     return t
 
 
-def as_targets(target: Any, n: int, *, num_classes: int | None = None, name: str = "target", device: Any = None) -> Any:
+def as_targets(
+    target: Any,
+    n: int,
+    *,
+    num_classes: int | None = None,
+    name: str = "target",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Turn ``target`` (an int, or one class index per row) into a long tensor of shape ``(n,)``.
 
     Args:

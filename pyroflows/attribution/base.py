@@ -19,9 +19,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pyro
 import pyro.distributions as dist
@@ -55,6 +55,10 @@ from pyroflows.validation import as_finite_2d, as_targets, check_float
 __all__ = ["BottleneckBase", "BottleneckCall", "forward_args", "model_device", "batch_rows"]
 
 B = TypeVar("B", bound="BottleneckBase")
+
+#: A bottleneck's ``padding_mask``: an index into ``additional_forward_args``, or a function ``(inputs, args)``
+#: returning the ``[N, L]`` mask (True at padding).
+PaddingMask: TypeAlias = int | Callable[[torch.Tensor, tuple[Any, ...]], torch.Tensor]
 
 
 def _batches(data: Any, batch_size: int = 64, args: tuple[Any, ...] = ()) -> Iterable[tuple[torch.Tensor, tuple]]:
@@ -180,7 +184,7 @@ class BottleneckBase(LayerAttribution):
         graph_split: bool = True,
         optimize_tail: bool = False,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")

@@ -39,7 +39,7 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
-from pyroflows.attribution.base import forward_args
+from pyroflows.attribution.base import PaddingMask, forward_args
 from pyroflows.attribution.layout import is_token_input
 from pyroflows.attribution.per_sample import PerSampleBottleneck
 from pyroflows.errors import DataError
@@ -108,7 +108,7 @@ class InputBottleneck(Attribution):
         input_sigma: float = 0.0,
         channel_dim: int = 1,
         input_channel_dim: int | None = None,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
         tokens: bool | None = None,
         **options: Any,
     ) -> None:

@@ -37,7 +37,7 @@ from pyro.optim import PyroOptim
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyroflows.attribution.base import BottleneckBase, BottleneckCall, forward_args
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, PaddingMask, forward_args
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.distributions import MaskedFeatureNormal
 from pyroflows.attribution.elbo import ClosedFormKLELBO
@@ -118,7 +118,7 @@ class PerSampleBottleneck(BottleneckBase):
         optimize_tail: bool = True,
         progress: bool = False,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         super().__init__(
             model,

@@ -40,7 +40,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
-from pyroflows.attribution.base import BottleneckBase, BottleneckCall, model_device
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, PaddingMask, model_device
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.elbo import ClosedFormKLELBO
 from pyroflows.attribution.layers import frozen, resolve_layer
@@ -157,7 +157,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         active_threshold: float = 0.01,
         graph_split: bool = True,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         super().__init__(
             model,

@@ -193,7 +193,7 @@ def box_2d() -> BoundedTarget:
         0.2181
     """
 
-    def conditional(x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def conditional(x1: np.ndarray | float) -> tuple[np.ndarray | float, np.ndarray | float]:
         return 1 + 4 * x1, 5 - 4 * x1
 
     def sample(rng: np.random.Generator, n: int) -> np.ndarray:

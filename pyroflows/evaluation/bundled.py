@@ -140,6 +140,7 @@ def maps_figure(table: EvaluationTable, inputs: torch.Tensor, rows: int = 4) -> 
     for row in range(rows):
         axes[row, 0].imshow(inputs[row, 0].cpu().numpy(), cmap="gray")
         for col, result in enumerate(shown, 1):
+            assert result.maps is not None  # ``shown`` keeps the results with maps
             axes[row, col].imshow(result.maps[row].cpu().numpy(), cmap="magma")
             if row == 0:
                 axes[row, col].set_title(result.method, fontsize=7)

@@ -217,7 +217,12 @@ def _occlusion_window(window: int | None) -> Callable[[nn.Module, MethodContext]
         def tokens() -> Attribution:
             # Token ids cannot be averaged: each token's embedding is zeroed in turn (one feature per position).
             def options(x: torch.Tensor) -> dict[str, Any]:
-                dim = _embedding(model, context).embedding_dim
+                embedding = _embedding(model, context)
+                dim = getattr(embedding, "embedding_dim", None)
+                if not isinstance(dim, int):
+                    raise MethodNotSupported(
+                        f"token occlusion needs an embedding layer with embedding_dim, got {type(embedding).__name__}"
+                    )
                 mask = torch.arange(x.shape[1], device=x.device)[None, :, None].expand(1, x.shape[1], dim)
                 return {
                     "layer_mask": mask,

@@ -93,6 +93,10 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
         raise DataError(f"unknown task {task!r}; choose from {', '.join(SEQUENCE_TASKS)} (or digits)")
     if n < 1 or estimation < 2:
         raise DataError(f"need n >= 1 sequences and estimation >= 2, got {n} and {estimation}")
+    model: nn.Module
+    tiles: tuple[int, ...]
+    sens: tuple[int, ...]
+    baseline: str | int
     if task == "motifs":
         model = load_motif_model()
         pool = make_motif_sequences(4 * n + 40, split="test", seed=seed)
@@ -130,6 +134,8 @@ def train_readout(setup: SequenceSetup, *, epochs: int = 8, batch_size: int = 64
     from pyroflows.evaluation._utils import seeded
 
     context = setup.context
+    if context.layer is None:
+        raise DataError("train_readout: setup.context.layer names no bottleneck layer")
     with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*cannot be split at.*")
         readout = ReadoutBottleneck(
