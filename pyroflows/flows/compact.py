@@ -294,7 +294,8 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             >>> round(x.item(), 12)
             0.2
         """
-        if not (self._config["tail_slopes"] and isinstance(self.layers[0], TwoSlopeAffine)):
+        tails = self.layers[0]
+        if not (self._config["tail_slopes"] and isinstance(tails, TwoSlopeAffine)):
             raise DataError("center_at: the flow has no tail layer (tail_slopes=False) to shift")
         point = torch.as_tensor(loc, dtype=self.low.dtype, device=self.low.device).reshape(-1)
         if point.numel() != self.dim or not bool(((point > self.low) & (point < self.high)).all()):
@@ -302,8 +303,8 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         with torch.no_grad():
             z = self.squash.inv(point[None])
             for t in reversed(self._stack[1:]):
+                assert isinstance(t, dist.transforms.Transform)  # an unconditional stack holds transforms only
                 z = t.inv(z)
-            tails = self.layers[0]
             _, d = tails._coefficients()
             tails.shift.copy_(z[0] - d)  # T(0) = m * 0 + d * sqrt(0 + 1) + shift
         return self

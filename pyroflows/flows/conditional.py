@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,7 @@ class ConditionedSigmoidSpline(_Elementwise):
             F.softmax(unnormalized_widths, dim=-1),
             F.softmax(unnormalized_heights, dim=-1),
             F.softplus(unnormalized_derivatives),
-            torch.sigmoid(unnormalized_lambdas) if order == "linear" else None,
+            torch.sigmoid(unnormalized_lambdas) if order == "linear" and unnormalized_lambdas is not None else None,
         )
         self.spline = ConditionedSpline(params, bound=1.0, order=order)
         self._param_dtype = unnormalized_widths.dtype
@@ -194,6 +194,7 @@ class ConditionalLayer(ConditionalTransformModule):
         super().__init__()
         if isinstance(family, str) and family not in CONDITIONED:
             raise DataError(f"family must be one of {sorted(CONDITIONED)}, got {family!r}")
+        self._conditioned: Callable[..., Transform]  # a Conditioned* class, called with the raw parameters
         layer_class, self._conditioned, passed = CONDITIONED[family] if isinstance(family, str) else family
         template = layer_class(input_dim, **kwargs)
         named = list(template.named_parameters())
@@ -366,6 +367,8 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         options = LayerOptions(count_bins=int(count_bins), bound=float(bound), order=order)
         # Base to data: the conditional tail layer, then the family's conditional stack (permutations included).
         self._stack: Stack = [ConditionalLayer("two_slope", dim, width)]
+        # family_for(conditional=True) checked the family has a conditional version (which registers its default)
+        assert family.conditional is not None and num_layers is not None
         self._stack += family.conditional(dim, num_layers, width, options)
         self.layers = nn.ModuleList(modules_of(self._stack)).to(dtype)
 

@@ -24,6 +24,7 @@ from torch.distributions import constraints
 from pyroflows.errors import DataError
 from pyroflows.flows.amortized import plan_local_sites
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
+from pyroflows.flows.conditional import ConditionalCompactFlow
 from pyroflows.flows.families import default_transform
 
 __all__ = ["AutoCompactFlow", "interval_bounds", "support_bounds"]
@@ -191,6 +192,7 @@ class AutoCompactFlow(AutoGuide):
                 "guides have no starting point to set"
             )
         values = [self.prototype_trace.nodes[name]["value"].detach().reshape(-1) for name in self._global_sites]
+        assert self.flow is not None  # no per-datum latents, so the latents are global and the flow exists
         self.flow.center_at(torch.cat(values))
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> BoundedTransformedDistribution:
@@ -233,6 +235,7 @@ class AutoCompactFlow(AutoGuide):
             for plate, plan in self._local_plans.items():
                 context = plan.context(observed, latent)
                 flow = self.amortized[plate]
+                assert isinstance(flow, ConditionalCompactFlow)  # plan.make_flow built it
                 with plates[plate]:
                     local = pyro.sample(
                         f"_{self._pyro_name}_{plate}_latent",
@@ -263,5 +266,5 @@ def _observed_values(model: Callable, plate_trace: Any, args: tuple, kwargs: dic
     return {
         name: site["value"]
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not site["name"].startswith("_")
+        if site["type"] == "sample" and site["is_observed"] and site["value"] is not None and not name.startswith("_")
     }
