@@ -43,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyro
@@ -510,10 +510,13 @@ class DDPM(Checkpointable, PyroModule):
         columns = []
         for t in range(self.steps, -1, -1):
             site = model_trace.nodes[f"x_{t}"]
+            # A sample site's fn is its distribution (Pyro's trace types it as any callable).
+            p = cast(dist.TorchDistribution, site["fn"])
             if site["is_observed"]:
-                columns.append(-site["fn"].log_prob(site["value"]))
+                assert site["value"] is not None  # x_0, observed
+                columns.append(-p.log_prob(site["value"]))
             else:
-                columns.append(kl_divergence(guide_trace.nodes[f"x_{t}"]["fn"], site["fn"]))
+                columns.append(kl_divergence(cast(dist.TorchDistribution, guide_trace.nodes[f"x_{t}"]["fn"]), p))
         return torch.stack(columns, dim=-1)
 
     @torch.no_grad()

@@ -60,7 +60,7 @@ def _check_t(levels: NoiseLevels, t: int | torch.Tensor, low: int) -> None:
         raise DataError(f"t: expected diffusion steps in [{low}, {steps}], got values in [{t_min}, {t_max}]")
 
 
-def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor) -> dist.Distribution:
+def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor) -> dist.TorchDistribution:
     r""":math:`q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)`.
 
     Args:
@@ -84,7 +84,7 @@ def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tenso
 
 def forward_posterior(
     levels: NoiseLevels, x0: torch.Tensor, xt: torch.Tensor, t: int | torch.Tensor
-) -> dist.Distribution:
+) -> dist.TorchDistribution:
     r"""The forward posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)` with
 
     .. math::
