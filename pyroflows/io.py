@@ -224,8 +224,10 @@ def _first_existing(path: Path) -> Path:
 
 
 def _check_folder_writable(path: Path, *, what: str) -> None:
-    """The folder that would hold ``path`` can be created and written: its nearest existing ancestor is a writable
-    directory (not a file, not read-only)."""
+    """The folder that would hold ``path`` can be created and written.
+
+    Its nearest existing ancestor is a writable directory (not a file, not read-only).
+    """
     parent = Path(os.path.abspath(path)).parent
     existing = _first_existing(parent)
     if not existing.is_dir():

@@ -311,7 +311,6 @@ class Checkpointable:
         Raises:
             pyroflows.errors.CheckpointError: the file is missing, corrupt, of another kind, or does not fit.
         """
-
         module, _ = restore_module(  # type: ignore[type-var]
             path,
             kind=cls._kind(),

@@ -62,8 +62,11 @@ PaddingMask: TypeAlias = int | Callable[[torch.Tensor, tuple[Any, ...]], torch.T
 
 
 def _batches(data: Any, batch_size: int = 64, args: tuple[Any, ...] = ()) -> Iterable[tuple[torch.Tensor, tuple]]:
-    """``(inputs, further forward args)`` from a tensor ``[N, ...]`` (``args`` split alongside), or an iterable of
-    tensors or ``(x, y, ...)`` batches (no further arguments)."""
+    """``(inputs, further forward args)`` from the data :meth:`estimate` is given.
+
+    The data is a tensor ``[N, ...]`` (``args`` split alongside), or an iterable of tensors or ``(x, y, ...)`` batches
+    (no further arguments).
+    """
     if isinstance(data, torch.Tensor):
         for start in range(0, data.shape[0], batch_size):
             rows = slice(start, start + batch_size)
@@ -86,8 +89,10 @@ def batch_rows(value: Any, rows: slice, n: int) -> Any:
 
 
 def _shard_estimation(data: Any, args: tuple[Any, ...], max_samples: int | None) -> tuple[Any, tuple[Any, ...]]:
-    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`), with the rows of
-    batch-first ``additional_forward_args`` that go with a tensor's shard."""
+    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`).
+
+    With a tensor's shard come the rows of batch-first ``additional_forward_args`` that go with it.
+    """
     if not distributed.active():
         return data, args
     if isinstance(data, torch.Tensor):
@@ -145,7 +150,7 @@ class BottleneckCall:
 
 
 class BottleneckBase(LayerAttribution):
-    """What the per-sample and readout bottlenecks share: the layer split, the statistics and the KL map.
+    r"""What the per-sample and readout bottlenecks share: the layer split, the statistics and the KL map.
 
     Both are Captum layer attributions (:class:`captum.attr.LayerAttribution`): ``attribute(inputs, target=None,
     additional_forward_args=None, ...)`` with a tensor or a one-tensor tuple as inputs (a tuple in, a tuple out),
@@ -155,9 +160,9 @@ class BottleneckBase(LayerAttribution):
     Args:
         model: A classifier returning logits ``[N, classes]``; not modified (hooks and flags are restored).
         layer: Dotted name of the bottleneck's layer (``"features.4"``) or the module itself.
-        beta: Weight of the information loss (the paper's :math:`\\beta k`; 10 by default, as in the paper).
-        sigma: Width of the Gaussian blur on :math:`\\lambda`, in feature-map cells (0: no blur).
-        min_std: Lower bound on :math:`\\sigma_R`.
+        beta: Weight of the information loss (the paper's :math:`\beta k`; 10 by default, as in the paper).
+        sigma: Width of the Gaussian blur on :math:`\lambda`, in feature-map cells (0: no blur).
+        min_std: Lower bound on :math:`\sigma_R`.
         active_threshold: Units non-zero in at most this fraction of the estimation samples are *inactive*:
             their capacity is zero and they carry no information loss (as in the official implementation).
         graph_split: Split the model with ``torch.fx`` so only the tail runs at each step (see
@@ -282,7 +287,7 @@ class BottleneckBase(LayerAttribution):
         progress: bool = False,
         additional_forward_args: Any = None,
     ) -> B:
-        """Estimate :math:`\\mu_R` and :math:`\\sigma_R` of the layer's output over ``data``.
+        r"""Estimate :math:`\mu_R` and :math:`\sigma_R` of the layer's output over ``data``.
 
         Runs only the part of the network up to the layer, batch by batch, merging each batch's moments into
         running totals (vectorised; see :class:`~pyroflows.attribution.statistics.FeatureStatistics`).
@@ -340,8 +345,11 @@ class BottleneckBase(LayerAttribution):
     def _estimation_heads(
         self, data: Any, additional_forward_args: Any, max_samples: int | None, counted: FeatureStatistics
     ) -> Iterator[tuple[torch.Tensor, tuple[Any, ...], BottleneckCall]]:
-        """The head of each batch of ``data`` that :meth:`estimate` reads: this rank's rows in a process group, cut
-        at ``max_samples`` samples as counted by ``counted`` (updated by the caller), on the model's device."""
+        """The head of each batch of ``data`` that :meth:`estimate` reads.
+
+        This rank's rows in a process group, cut at ``max_samples`` samples as counted by ``counted`` (updated by the
+        caller), on the model's device.
+        """
         device = model_device(self.model)
         data, args = _shard_estimation(data, forward_args(additional_forward_args), max_samples)
         for x, batch_args in _batches(data, args=args):

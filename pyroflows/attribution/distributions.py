@@ -1,6 +1,7 @@
-r"""The bottleneck's distributions: :class:`MaskedFeatureNormal` (the law of :math:`Z` over a whole feature map),
-its closed-form KL (registered with :func:`torch.distributions.kl.register_kl`), and the autograd function that
-draws its vectorised noise copies.
+r"""The bottleneck's distributions.
+
+:class:`MaskedFeatureNormal` (the law of :math:`Z` over a whole feature map), its closed-form KL (registered with
+:func:`torch.distributions.kl.register_kl`), and the autograd function that draws its vectorised noise copies.
 
 Example:
     >>> import torch

@@ -209,9 +209,12 @@ class LayerSplit:
                 self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
 
     def refresh(self) -> None:
-        """Trace the split again, so that Python-level state the model's ``forward`` reads (a flag, a mode, a
-        list of active branches) is taken as it is now rather than as it was at construction; the first head
-        after a refresh is compared with the whole model again. The bottlenecks call it at each ``attribute``."""
+        """Trace the split again, so that it sees the Python-level state ``forward`` reads now.
+
+        State such as a flag, a mode or a list of active branches is taken as it is now rather than as it was at
+        construction; the first head after a refresh is compared with the whole model again. The bottlenecks call it at
+        each ``attribute``.
+        """
         if self.mode != "graph":
             return
         try:
@@ -427,8 +430,11 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 class LayerSplitError(DataError):
-    """The layer cannot serve as a bottleneck at all (called twice per forward, or the output does not depend on
-    it); not a tracing limitation, which falls back to hooks."""
+    """The layer cannot serve as a bottleneck at all.
+
+    It is called twice per forward, or the output does not depend on it; not a tracing limitation, which falls back to
+    hooks.
+    """
 
 
 _SplitError = LayerSplitError

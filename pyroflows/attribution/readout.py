@@ -54,11 +54,11 @@ __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
 
 class ReadoutNetwork(PyroModule):
-    """Position-wise MLP (a stack of 1x1 convolutions) from stacked features to the mask logits :math:`\\alpha`.
+    r"""Position-wise MLP (a stack of 1x1 convolutions) from stacked features to the mask logits :math:`\alpha`.
 
     Its layers are ``PyroModule[nn.Linear]``, so inside a guide their weights are Pyro parameters that SVI trains.
     The last layer starts at zero weight and bias ``initial_alpha``: before training every unit passes
-    (:math:`\\lambda \\approx 0.993`), as the per-sample bottleneck starts.
+    (:math:`\lambda \approx 0.993`), as the per-sample bottleneck starts.
 
     Args:
         in_channels: Channels of the stacked readout features.
@@ -85,7 +85,7 @@ class ReadoutNetwork(PyroModule):
             last.bias.fill_(initial_alpha)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[N, in_channels, *spatial]`` -> :math:`\\alpha` ``[N, out_channels, *spatial]``."""
+        r"""``[N, in_channels, *spatial]`` -> :math:`\alpha` ``[N, out_channels, *spatial]``."""
         return self.layers(features.movedim(1, -1)).movedim(-1, 1)
 
 
@@ -103,8 +103,11 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and variance from per-element moments ``[C, *positions]`` (law of total variance over the
-    positions), weighted by how many samples counted each element (padded positions count less)."""
+    """Per-channel mean and variance from per-element moments ``[C, *positions]``.
+
+    By the law of total variance over the positions, weighted by how many samples counted each element (padded positions
+    count less).
+    """
     variance = stats.std() ** 2  # DataError before 2 samples
     assert stats.mean is not None and stats.counts is not None  # set with the first sample
     dims = tuple(range(1, stats.mean.ndim))
@@ -118,7 +121,7 @@ def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tens
 
 
 class ReadoutBottleneck(Checkpointable, BottleneckBase):
-    """Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
+    r"""Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
 
     Args:
         model: The classifier (frozen during training and attribution, restored afterwards).
@@ -126,8 +129,8 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         readout_layers: Layers whose outputs the readout sees (several depths, deeper ones included; the paper
             reads out after each block). Default: ``[layer]``.
         beta: Information-loss weight (10).
-        sigma: Blur on :math:`\\lambda` in feature cells (1).
-        min_std: Lower bound on :math:`\\sigma_R`; also applied to the readout features' channel normalisation,
+        sigma: Blur on :math:`\lambda` in feature cells (1).
+        min_std: Lower bound on :math:`\sigma_R`; also applied to the readout features' channel normalisation,
             so units that never fire give 0, not NaN (the official readout's issue #41).
         hidden: Width of the readout network.
         initial_alpha: The readout's initial output.
@@ -419,8 +422,9 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
     def load(  # type: ignore[override]
         cls, path: str | os.PathLike, model: nn.Module | None = None, *, graph_split: bool = True
     ) -> ReadoutBottleneck:
-        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on); it attributes exactly as
-        the saved one.
+        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
+
+        It attributes exactly as the saved one.
 
         Example:
             >>> import tempfile, pathlib

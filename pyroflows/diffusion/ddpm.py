@@ -220,8 +220,10 @@ class DDPM(Checkpointable, PyroModule):
         labels: torch.Tensor | None = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        r"""The network's output :math:`f_\theta(x_t, t, c)`, with classifier-free guidance
-        :math:`(1 + w) f_\theta(x_t, t, c) - w f_\theta(x_t, t, \varnothing)` for ``guidance = w != 0``.
+        r"""The network's output :math:`f_\theta(x_t, t, c)`, with classifier-free guidance.
+
+        The guided output is :math:`(1 + w) f_\theta(x_t, t, c) - w f_\theta(x_t, t, \varnothing)` for
+        ``guidance = w != 0``.
 
         :math:`\epsilon_\theta` and :math:`\hat x_0` are affine in :math:`f_\theta` with coefficients that do not
         depend on the label, so mixing the outputs is the same as mixing the noise predictions. ``w = 0`` runs
@@ -252,8 +254,10 @@ class DDPM(Checkpointable, PyroModule):
     def predict_noise(
         self, x_t: torch.Tensor, t: int | torch.Tensor, labels: torch.Tensor | None = None, guidance: float = 0.0
     ) -> torch.Tensor:
-        r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)`` (guided as in
-        :meth:`network_output` when ``labels``/``guidance`` are given)."""
+        r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)``.
+
+        Guided as in :meth:`network_output` when ``labels``/``guidance`` are given.
+        """
         steps = self._steps_like(t, x_t)
         out = self.network_output(x_t, steps, labels, guidance)
         if self.parameterization == "eps":
@@ -269,9 +273,11 @@ class DDPM(Checkpointable, PyroModule):
         labels: torch.Tensor | None = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`, clipped when
-        ``clip_x0``; with ``eps`` omitted and ``parameterization="v"``, the same value computed without the
-        division, :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta(x_t, t)`."""
+        r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`.
+
+        Clipped when ``clip_x0``; with ``eps`` omitted and ``parameterization="v"``, the same value computed without
+        the division, :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta(x_t, t)`.
+        """
         alpha_bar = self.alpha_bar[t]
         if eps is None and self.parameterization == "v":
             x0 = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * self.network_output(x_t, t, labels, guidance)
@@ -284,13 +290,18 @@ class DDPM(Checkpointable, PyroModule):
     def reverse_mean(
         self, x_t: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 0.0
     ) -> torch.Tensor:
-        r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units; guided when ``labels`` and
-        ``guidance`` are given, see :meth:`network_output`)."""
+        r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units).
+
+        Guided when ``labels`` and ``guidance`` are given, see :meth:`network_output`.
+        """
         return posterior_mean(self, self.predict_x0(x_t, t, labels=labels, guidance=guidance), x_t, t)
 
     def reverse_scale(self, t: int) -> torch.Tensor:
-        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`: :math:`\sqrt{\beta_t}`, or the forward
-        posterior's :math:`\sqrt{\tilde\beta_t}` (``reverse_variance="posterior"``, for t > 1)."""
+        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`.
+
+        Either :math:`\sqrt{\beta_t}`, or the forward posterior's :math:`\sqrt{\tilde\beta_t}`
+        (``reverse_variance="posterior"``, for t > 1).
+        """
         if self.reverse_variance == "posterior" and t > 1:
             variance = posterior_variance(self, t)
         else:
@@ -307,8 +318,9 @@ class DDPM(Checkpointable, PyroModule):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor, with
-        :func:`pyroflows.validation.as_finite_2d`.
+        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor.
+
+        The checks are :func:`pyroflows.validation.as_finite_2d`'s.
 
         Args:
             x: The data (data units).
@@ -408,7 +420,7 @@ class DDPM(Checkpointable, PyroModule):
         labels: Any = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        """The reverse chain :math:`x_T \\to \\dots \\to x_0`, with ``x_0`` observed when ``x0`` (data units) is given.
+        r"""The reverse chain :math:`x_T \to \dots \to x_0`, with ``x_0`` observed when ``x0`` (data units) is given.
 
         Args:
             x0: Data of shape ``(N, D)`` in data units, or ``None`` to sample.
@@ -482,9 +494,11 @@ class DDPM(Checkpointable, PyroModule):
 
     @pyro_method
     def eps_mse(self, x0: torch.Tensor, labels: Any = None) -> torch.Tensor:
-        r"""Ho et al.'s simple loss :math:`\mathbb E_{t, \epsilon} \|\epsilon - \epsilon_\theta(x_t, t)\|^2 / D`
-        with :math:`t \sim U\{1..T\}`, on data ``x0`` in data units (one draw of t and noise per row), given the
-        rows' labels (``0..K``, K the null label) for a class-conditional model."""
+        r"""Ho et al.'s simple loss :math:`\mathbb E_{t, \epsilon} \|\epsilon - \epsilon_\theta(x_t, t)\|^2 / D`.
+
+        With :math:`t \sim U\{1..T\}`, on data ``x0`` in data units (one draw of t and noise per row), given the rows'
+        labels (``0..K``, K the null label) for a class-conditional model.
+        """
         y0 = self._scaled(x0)
         labels = self.as_labels(labels, y0.shape[0], allow_null=True)
         # draw_rows: under a distributed global batch, the whole batch's draws and this rank's rows of them.
@@ -495,10 +509,10 @@ class DDPM(Checkpointable, PyroModule):
 
     # ---------------------------------------------------------------------------------------------- the bound
     def bound_terms(self, x0: Any, labels: Any = None) -> torch.Tensor:
-        """Per-sample terms of the negative ELBO in scaled units, one Monte Carlo draw of the guide.
+        r"""Per-sample terms of the negative ELBO in scaled units, one Monte Carlo draw of the guide.
 
-        Column 0 is :math:`\\mathrm{KL}(q(x_T|x_0) \\| p(x_T))`, column ``T - t + 1`` (for t = T..2) is the KL of
-        step :math:`t \\to t-1`, and the last column is :math:`-\\log p_\\theta(x_0 | x_1)`. Their sum over
+        Column 0 is :math:`\mathrm{KL}(q(x_T|x_0) \| p(x_T))`, column ``T - t + 1`` (for t = T..2) is the KL of
+        step :math:`t \to t-1`, and the last column is :math:`-\log p_\theta(x_0 | x_1)`. Their sum over
         columns, averaged over rows, is what ``TraceMeanField_ELBO`` returns for the same draw.
 
         Returns:
@@ -575,8 +589,10 @@ class DDPM(Checkpointable, PyroModule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> DDPM:
-        """Rebuild from :attr:`config`; files written before ``parameterization`` existed get ``"eps"`` (and before
-        ``num_classes`` existed, no classes).
+        """Rebuild from :attr:`config`, reading files written by earlier versions.
+
+        Files written before ``parameterization`` existed get ``"eps"`` (and before ``num_classes`` existed, no
+        classes).
 
         Example:
             >>> DDPM.from_config(DDPM(2, steps=4).config).steps

@@ -27,8 +27,9 @@ __all__ = ["MLPNoisePredictor", "PostNoisePredictor", "SinusoidalEmbedding", "ma
 
 
 class SinusoidalEmbedding(nn.Module):
-    r"""Transformer-style features of the step: :math:`[\sin(\omega_k s), \cos(\omega_k s)]_k` with
-    :math:`s = 1000\, t / T`, so a step means the same noise fraction whatever T is.
+    r"""Transformer-style features of the step, the same noise fraction meaning the same step whatever T is.
+
+    The features are :math:`[\sin(\omega_k s), \cos(\omega_k s)]_k` with :math:`s = 1000\, t / T`.
 
     Args:
         dim: Embedding size (even).
@@ -51,8 +52,9 @@ class SinusoidalEmbedding(nn.Module):
 
 
 class MLPNoisePredictor(nn.Module):
-    """The default: an MLP on ``[x_t, embed(t)]`` with SiLU activations, the step embedded sinusoidally and passed
-    through a small learned layer.
+    """The default: an MLP on ``[x_t, embed(t)]`` with SiLU activations.
+
+    The step is embedded sinusoidally and passed through a small learned layer.
 
     Its cost per call does not depend on T. The default size (128 wide, 4 hidden layers) beat 64 x 3 at T = 10
     (mean energy-distance ratio over 3 training seeds, both with the benchmark's first, 3-pair estimator, whose
@@ -110,8 +112,9 @@ class MLPNoisePredictor(nn.Module):
 
 
 class PostNoisePredictor(nn.Module):
-    """The post's network: one-hot(t - 1) -> ``Linear(T, 1)``, concatenated with ``x_t``, then
-    100-100-100-20 LeakyReLU layers.
+    """The post's network: one-hot(t - 1) -> ``Linear(T, 1)``, concatenated with ``x_t``.
+
+    Then 100-100-100-20 LeakyReLU layers.
 
     The one-hot product is computed as a column lookup of the same ``Linear(T, 1)`` weights (the same function
     and parameters), so a call costs O(1) in T instead of O(T).

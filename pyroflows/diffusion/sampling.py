@@ -46,8 +46,9 @@ def ancestral_sample(
     labels: Any = None,
     guidance: float = 0.0,
 ) -> torch.Tensor:
-    r"""Run the reverse chain :math:`x_T \sim \mathcal N(0, I)`, :math:`x_{t-1} \sim \mathcal N(\mu_\theta(x_t, t),
-    \sigma_t^2 I)` with :class:`~pyroflows.diffusion.samplers.AncestralSampler`.
+    r"""Run the reverse chain with :class:`~pyroflows.diffusion.samplers.AncestralSampler`.
+
+    That is :math:`x_T \sim \mathcal N(0, I)`, :math:`x_{t-1} \sim \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I)`.
 
     Args:
         ddpm: A trained model.
@@ -108,8 +109,10 @@ def sample(
     generator: torch.Generator | None = None,
     **options: Any,
 ) -> torch.Tensor:
-    """Draw ``n`` samples in data units with a registered sampler (:data:`SAMPLERS`: ``"ancestral"``, all T steps,
-    or ``"ddim"``) or a :class:`~pyroflows.diffusion.samplers.Sampler` object.
+    """Draw ``n`` samples in data units with a registered sampler or a sampler object.
+
+    A registered sampler is a name in :data:`SAMPLERS` (``"ancestral"``, all T steps, or ``"ddim"``); an object is a
+    :class:`~pyroflows.diffusion.samplers.Sampler`.
 
     Args:
         ddpm: A trained model.

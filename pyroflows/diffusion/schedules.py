@@ -91,8 +91,10 @@ class Schedule:
 
     @property
     def posterior_variance(self) -> torch.Tensor:
-        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1):
-        :func:`pyroflows.diffusion.forward.posterior_variance` at every step."""
+        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1).
+
+        That is :func:`pyroflows.diffusion.forward.posterior_variance` at every step.
+        """
         from pyroflows.diffusion.forward import posterior_variance
 
         out = torch.zeros_like(self.betas)
@@ -195,8 +197,10 @@ class PolynomialSchedule(Schedule):
 
 
 class CosineSchedule(Schedule):
-    r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1 + s}
-    \frac{\pi}{2}\big)`, with :math:`\beta_t` clipped to ``max_beta`` = 0.999 as in the paper.
+    r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, with a squared cosine :math:`f`.
+
+    Here :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1 + s} \frac{\pi}{2}\big)`, with :math:`\beta_t` clipped to
+    ``max_beta`` = 0.999 as in the paper.
 
     Args:
         steps: T >= 1.

@@ -85,8 +85,10 @@ def _bottleneck_layer(model: nn.Module, name: str, layer: str | None, methods: S
 def _held_out_digits(
     model: nn.Module, name: str, n_images: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, labels and boxes of the first ``n_images`` held-out digits (draw ``seed`` of the test split) that
-    ``model`` classifies correctly."""
+    """Images, labels and boxes of the first ``n_images`` held-out digits that ``model`` classifies correctly.
+
+    The digits are draw ``seed`` of the test split.
+    """
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.zoo.model_files import check_model_runs
 

@@ -140,8 +140,10 @@ def register_method(
     default: bool = False,
     overwrite: bool = False,
 ) -> MethodFactory:
-    """Add a method: ``factory(model, context)`` returns a Captum ``Attribution`` whose ``attribute(inputs,
-    target=..., additional_forward_args=...)`` gives ``[N, *positions]`` maps (e.g. a :class:`ConfiguredAttribution`).
+    """Add a method: ``factory(model, context)`` returns a Captum ``Attribution``.
+
+    Its ``attribute(inputs, target=..., additional_forward_args=...)`` gives ``[N, *positions]`` maps (e.g. a
+    :class:`ConfiguredAttribution`).
 
     Args:
         name: The method's name (``--methods`` takes it).
@@ -249,8 +251,9 @@ def make_attribution(name: str, model: nn.Module, context: MethodContext | None 
 
 
 def make_attribute_fn(name: str, context: MethodContext | None = None, **options: Any) -> AttributeFn:
-    """A registered method as ``attribute_fn(model, inputs, target) -> [N, *positions]``, built for each model it is
-    given (so the sanity check's randomised copies get their own).
+    """A registered method as ``attribute_fn(model, inputs, target) -> [N, *positions]``.
+
+    It is built for each model it is given (so the sanity check's randomised copies get their own).
 
     Args:
         name: A name from :func:`available_methods`.

@@ -123,8 +123,11 @@ class EvaluationTable:
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path, *, overwrite: bool = True, outputs: Any = None) -> None:
-        """Write the table as CSV (full precision), atomically (:func:`pyroflows.io.atomic_write`; staged in
-        ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        """Write the table as CSV (full precision), atomically.
+
+        Through :func:`pyroflows.io.atomic_write`, or staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`,
+        when given.
+        """
         from pyroflows.io import atomic_write
 
         columns = self.columns()
@@ -193,8 +196,10 @@ class EvaluationTable:
 
     def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14), *, overwrite: bool = True,
                    outputs: Any = None) -> list[Path]:  # fmt: skip
-        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
-        atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``.
+
+        Each is written atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given).
+        """
         from matplotlib.figure import Figure
 
         from pyroflows.io import save_figure

@@ -128,8 +128,10 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
 
 
 def train_readout(setup: SequenceSetup, *, epochs: int = 8, batch_size: int = 64, lr: float = 1e-2, seed: int = 0):
-    """A :class:`~pyroflows.attribution.ReadoutBottleneck` at the task's layer, trained on its training split (for
-    ``motifs`` on the positives only, the class the evaluation explains)."""
+    """A :class:`~pyroflows.attribution.ReadoutBottleneck` at the task's layer, trained on its training split.
+
+    For ``motifs`` it trains on the positives only, the class the evaluation explains.
+    """
     from pyroflows.attribution import ReadoutBottleneck
     from pyroflows.evaluation._utils import seeded
 

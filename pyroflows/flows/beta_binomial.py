@@ -67,13 +67,13 @@ def compare_guides(
     progress: bool = False,
     **flow_kwargs: Any,
 ) -> dict[str, dict[str, float]]:
-    """Fit :class:`AutoCompactFlow` and ``AutoNormal`` to the Beta-Binomial posterior and measure both.
+    r"""Fit :class:`AutoCompactFlow` and ``AutoNormal`` to the Beta-Binomial posterior and measure both.
 
     The model is :func:`beta_binomial_model` with the prior ``Beta(a, b)``; the exact posterior, the KL and the
     PSIS weights all use that same prior.
 
-    Returns, per guide, ``kl`` (Monte Carlo :math:`\\mathrm{KL}(q \\| p)` from ``num_samples`` draws of ``q``),
-    ``khat`` (PSIS Pareto :math:`\\hat k` via ArviZ on :math:`\\log p(\\theta, x) - \\log q(\\theta)`) and ``seconds``.
+    Returns, per guide, ``kl`` (Monte Carlo :math:`\mathrm{KL}(q \| p)` from ``num_samples`` draws of ``q``),
+    ``khat`` (PSIS Pareto :math:`\hat k` via ArviZ on :math:`\log p(\theta, x) - \log q(\theta)`) and ``seconds``.
 
     Example:
         >>> result = compare_guides(steps=5, num_samples=500, num_layers=1)  # doctest: +SKIP

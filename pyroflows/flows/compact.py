@@ -1,6 +1,6 @@
-"""``CompactFlow``: a learnable density on an interval or a box, as a Pyro distribution.
+r"""``CompactFlow``: a learnable density on an interval or a box, as a Pyro distribution.
 
-The flow runs base distribution :math:`\\to` flow layers in logit space :math:`\\to`
+The flow runs base distribution :math:`\to` flow layers in logit space :math:`\to`
 :class:`~pyroflows.flows.IntervalSquashTransform` onto :math:`[low, high]`. Calling the module returns a fresh
 :class:`BoundedTransformedDistribution` whose ``support`` is the interval (independent over dimensions for a box), so
 Pyro's validation, ``biject_to`` and autoguides all see the bounds.
@@ -42,10 +42,10 @@ _names = itertools.count()
 
 
 class BoundedTransformedDistribution(dist.TransformedDistribution):
-    """A ``TransformedDistribution`` that treats points outside its support as impossible.
+    r"""A ``TransformedDistribution`` that treats points outside its support as impossible.
 
     With validation on (``pyro.enable_validation(True)`` or ``validate_args=True``), ``log_prob`` of a point outside
-    the support raises a ``ValueError`` naming the points; with validation off it returns :math:`-\\infty` for them
+    the support raises a ``ValueError`` naming the points; with validation off it returns :math:`-\infty` for them
     (never the density of a clamped point, which is what the plain sigmoid-and-affine construction gives).
 
     Example:
@@ -107,7 +107,7 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
 
 
 class CompactFlow(Checkpointable, PyroModule):
-    """A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
+    r"""A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
 
     The event shape is always ``(dim,)``: one-dimensional data are a column, shape ``(N, 1)``.
 
@@ -121,8 +121,8 @@ class CompactFlow(Checkpointable, PyroModule):
       ``dim > 1`` when the dimensions depend on each other.
 
     Args:
-        low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\\infty, high]`.
-        high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \\infty)` (``greater_than``).
+        low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\infty, high]`.
+        high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \infty)` (``greater_than``).
         transform: A name in :data:`~pyroflows.flows.families.FAMILIES` (``"radial"``, ``"spline"``,
             ``"autoregressive"``); by default :func:`~pyroflows.flows.families.default_transform` (spline on an
             interval, autoregressive on a box).
@@ -157,9 +157,9 @@ class CompactFlow(Checkpointable, PyroModule):
     Example:
         >>> flow = CompactFlow(1.0, 2.5, num_layers=2)
         >>> d = flow()
-        >>> d.support
-        IndependentConstraint(Interval(lower_bound=tensor([1.], dtype=torch.float64), \
-upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
+        >>> d.support  # doctest: +NORMALIZE_WHITESPACE
+        IndependentConstraint(Interval(lower_bound=tensor([1.], dtype=torch.float64),
+                                       upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         >>> d.sample((3,)).shape
         torch.Size([3, 1])
     """
@@ -232,12 +232,12 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         return dict(self._config)
 
     def log_prior(self) -> torch.Tensor:
-        """Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
+        r"""Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
 
-        The prior is Laplace with scale :math:`b` = ``tail_prior`` on each log tail slope :math:`\\ell_\\pm`:
-        :math:`\\log p = -\\sum |\\ell_\\pm| / b` (up to a constant). Its kink at :math:`\\ell = 0` holds a slope at
+        The prior is Laplace with scale :math:`b` = ``tail_prior`` on each log tail slope :math:`\ell_\pm`:
+        :math:`\log p = -\sum |\ell_\pm| / b` (up to a constant). Its kink at :math:`\ell = 0` holds a slope at
         exactly 1 (a finite, non-zero density at that bound, set by the spline's end derivative) unless the data pull
-        on it by more than :math:`1/b` nats per unit of :math:`\\ell`, as a density that truly vanishes or diverges
+        on it by more than :math:`1/b` nats per unit of :math:`\ell`, as a density that truly vanishes or diverges
         at the bound does.
 
         Example:
@@ -251,8 +251,10 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         return -(tails.log_slope_lower.abs().sum() + tails.log_slope_upper.abs().sum()) / scale
 
     def freeze(self) -> CompactFlow:
-        """Fix the flow's current density: its parameters become buffers, so SVI, Pyro's parameter store and torch
-        optimisers no longer see or change them. Use it to make a fitted flow a fixed prior in another model.
+        """Fix the flow's current density: its parameters become buffers.
+
+        SVI, Pyro's parameter store and torch optimisers then no longer see or change them. Use it to make a fitted flow
+        a fixed prior in another model.
 
         The state dict keeps the same keys and values (``save`` / ``load`` work; a loaded flow is not frozen).
         :func:`~pyroflows.flows.fit` refuses a frozen flow.
@@ -341,8 +343,10 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> CompactFlow:
-        """Rebuild an (untrained) flow from :attr:`config`; files written before ``ends``, ``tail_prior`` and
-        ``order`` existed get the values those flows had."""
+        """Rebuild an (untrained) flow from :attr:`config`.
+
+        Files written before ``ends``, ``tail_prior`` and ``order`` existed get the values those flows had.
+        """
         config = dict(config)
         config.setdefault("ends", "fixed")  # checkpoints written before these options existed
         config.setdefault("tail_prior", None)

@@ -185,7 +185,7 @@ def fit(
     progress: bool = True,
     context: torch.Tensor | np.ndarray | None = None,
 ) -> FitResult:
-    """Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
+    r"""Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
 
     The budget is ``steps`` optimiser steps whatever the data size, so 1,000 points are fitted as well as 100,000.
     The learning rate decays geometrically from ``lr`` to ``lr * final_lr_fraction`` over the budget (Pyro's
@@ -213,7 +213,7 @@ def fit(
         progress: Show a tqdm progress bar.
         context: For a :class:`~pyroflows.flows.ConditionalCompactFlow`: the features of each data row, shape
             ``(N, context_dim)`` (rows aligned with ``data``); the same split, minibatches and early stopping then
-            fit :math:`p(y \\mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
+            fit :math:`p(y \mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
 
     Returns:
         A :class:`FitResult` with the loss history.
@@ -346,8 +346,10 @@ class _Tracker:
 
 def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int, patience: int, progress: bool
            ) -> _Tracker:  # fmt: skip
-    """SVI steps in blocks of ``result.eval_every``, a held-out evaluation after each, until the budget or patience
-    runs out."""
+    """SVI steps in blocks of ``result.eval_every``, a held-out evaluation after each.
+
+    They run until the budget or the patience runs out.
+    """
     n, eval_every = split.train.shape[0], result.eval_every
     # The convergence check looks at the last quarter of the budget.
     tracker = _Tracker(lookback=max(1, steps // (4 * eval_every)))

@@ -31,8 +31,9 @@ __all__ = ["AutoCompactFlow", "interval_bounds", "support_bounds"]
 
 
 def support_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
-    """``(lower, upper)`` of a support bounded on at least one side, possibly wrapped in ``independent`` (a box);
-    ``-inf`` / ``inf`` on an open side; ``None`` for anything else.
+    """``(lower, upper)`` of a support bounded on at least one side, else ``None``.
+
+    The support may be wrapped in ``independent`` (a box); ``-inf`` / ``inf`` stand for an open side.
 
     Covers ``interval`` (``unit_interval``), ``half_open_interval``, ``greater_than`` (``positive``),
     ``greater_than_eq`` (``nonnegative``) and ``less_than``, by ``isinstance`` on torch's constraint classes.
@@ -57,8 +58,10 @@ def support_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
 
 
 def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
-    """``(lower, upper)`` of an interval support with two finite ends (``interval``, ``half_open_interval``, possibly
-    wrapped in ``independent``), else ``None``; see :func:`support_bounds` for half-lines.
+    """``(lower, upper)`` of an interval support with two finite ends, else ``None``.
+
+    The support is ``interval`` or ``half_open_interval``, possibly wrapped in ``independent``; see
+    :func:`support_bounds` for half-lines.
 
     Example:
         >>> interval_bounds(constraints.unit_interval)
@@ -75,7 +78,7 @@ def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
 
 
 class AutoCompactFlow(AutoGuide):
-    """Autoguide: compact-support flows over the latent sites, each of which must have an interval support.
+    r"""Autoguide: compact-support flows over the latent sites, each of which must have an interval support.
 
     Global latents (outside any plate that holds observations) are flattened into one vector whose bounds form a
     box; a :class:`CompactFlow` on that box is their joint approximate posterior. Per-datum latents, those inside a
@@ -83,7 +86,7 @@ class AutoCompactFlow(AutoGuide):
     :class:`~pyroflows.flows.ConditionalCompactFlow` over one datum's latents, conditioned on that datum's observed
     values (and on the global latents' draw), so
 
-    .. math:: q(\\theta_g)\\,\\prod_{i \\in \\text{subsample}} q(z_i \\mid y_i, \\theta_g).
+    .. math:: q(\theta_g)\,\prod_{i \in \text{subsample}} q(z_i \mid y_i, \theta_g).
 
     Its size does not grow with the plate's size, and in a subsampled plate each datum's guide follows the datum
     drawn. To read the subsample's observed values, the guide runs the model once per call (blocked, with the

@@ -1,8 +1,8 @@
-"""``SegmentFlow``: a learned density on the line segment from :math:`p_0` to :math:`p_1` in :math:`\\mathbb{R}^n`.
+r"""``SegmentFlow``: a learned density on the line segment from :math:`p_0` to :math:`p_1` in :math:`\mathbb{R}^n`.
 
 This is the source post's motivating case: a quantity that lives on a segment (a position along a rail, a mixing
 proportion between two points). The density is a :class:`~pyroflows.flows.CompactFlow` on the arc length
-:math:`t \\in [0, L]`, :math:`L = \\lVert p_1 - p_0 \\rVert`, and a point :math:`p_0 + t\\,u` (:math:`u` the unit
+:math:`t \in [0, L]`, :math:`L = \lVert p_1 - p_0 \rVert`, and a point :math:`p_0 + t\,u` (:math:`u` the unit
 direction) has that log-density with respect to arc length. Points off the segment are outside the support.
 """
 
@@ -29,16 +29,16 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 
 class OnSegment(constraints.Constraint):
-    """Constraint "lies on the segment :math:`p_0 \\to p_1`", up to rounding.
+    r"""Constraint "lies on the segment :math:`p_0 \to p_1`", up to rounding.
 
     A point is accepted when its distance off the line and its overshoot past either end are at most
 
-    .. math:: \\text{slack} = r\\,L + 2\\sqrt{n}\\,\\varepsilon\\,
-        \\max(\\lVert p_0\\rVert_\\infty, \\lVert p_1\\rVert_\\infty, L),
+    .. math:: \text{slack} = r\,L + 2\sqrt{n}\,\varepsilon\,
+        \max(\lVert p_0\rVert_\infty, \lVert p_1\rVert_\infty, L),
 
-    with :math:`L` the length, :math:`r` = ``rtol`` and :math:`\\varepsilon` the machine epsilon of the point's dtype:
+    with :math:`L` the length, :math:`r` = ``rtol`` and :math:`\varepsilon` the machine epsilon of the point's dtype:
     rounding each of the :math:`n` coordinates of a point on the segment moves it by at most
-    :math:`\\tfrac12\\varepsilon` times the coordinates' magnitude, so exact float32 points on a segment far from the
+    :math:`\tfrac12\varepsilon` times the coordinates' magnitude, so exact float32 points on a segment far from the
     origin are on it, while the relative tolerance ``rtol`` keeps the test meaningful near the origin.
 
     Example:
@@ -82,10 +82,10 @@ class OnSegment(constraints.Constraint):
 
 
 class SegmentDistribution(dist.TorchDistribution):
-    """Distribution on a segment, from a one-dimensional distribution ``arc`` over the arc length :math:`[0, L]`.
+    r"""Distribution on a segment, from a one-dimensional distribution ``arc`` over the arc length :math:`[0, L]`.
 
     ``log_prob`` is with respect to arc length. Off-segment points raise ``ValueError`` with validation on and get
-    :math:`-\\infty` with it off.
+    :math:`-\infty` with it off.
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}
@@ -128,7 +128,7 @@ class SegmentDistribution(dist.TorchDistribution):
 
 
 class SegmentFlow(Checkpointable, PyroModule):
-    """A learnable density on the segment :math:`p_0 \\to p_1` in :math:`\\mathbb{R}^n`.
+    r"""A learnable density on the segment :math:`p_0 \to p_1` in :math:`\mathbb{R}^n`.
 
     Args:
         p0: Start point, a sequence of ``n`` numbers.
@@ -180,7 +180,7 @@ class SegmentFlow(Checkpointable, PyroModule):
         return SegmentDistribution(self.arc(), self.p0, self.p1)
 
     def to_arc_length(self, points: torch.Tensor | np.ndarray, *, name: str = "data") -> torch.Tensor:
-        """Arc length :math:`t \\in [0, L]` of points on the segment, shape ``(N, 1)``.
+        r"""Arc length :math:`t \in [0, L]` of points on the segment, shape ``(N, 1)``.
 
         Raises:
             DataError: wrong shape, NaN/inf, or points off the segment (naming how many and which rows).

@@ -71,8 +71,10 @@ class Sampler:
 
     @staticmethod
     def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard normal noise shaped like ``x``: from ``generator`` if given, else torch's global stream (the
-        stream ``pyro.set_rng_seed`` seeds)."""
+        """Standard normal noise shaped like ``x``.
+
+        From ``generator`` if given, else torch's global stream (the stream ``pyro.set_rng_seed`` seeds).
+        """
         if generator is None:
             return torch.randn_like(x)
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
