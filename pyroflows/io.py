@@ -82,8 +82,7 @@ def _read_csv(path: Path, header: bool | None = None, allow_missing: bool = Fals
         except ValueError:
             if not _is_header(lines[0], delimiter):
                 raise DataError(
-                    f"{path}: line 1 is not numeric ({lines[0][:60]!r}) and does not look like a header of column "
-                    "names"
+                    f"{path}: line 1 is not numeric ({lines[0][:60]!r}) and does not look like a header of column names"
                 ) from None
             start = 1
             warnings.warn(f"{path}: line 1 ({lines[0][:60]!r}) was taken as a header, not data", HeaderWarning,

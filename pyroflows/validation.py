@@ -53,8 +53,10 @@ def check_float(
     Args:
         value: A real number (not a bool).
         name: The argument or option, for the message.
-        low, high: Bounds (``None``: unbounded).
-        low_open, high_open: Exclude the bound itself (``low=0, low_open=True``: positive).
+        low: Lower bound (``None``: unbounded).
+        high: Upper bound (``None``: unbounded).
+        low_open: Exclude ``low`` itself (``low=0, low_open=True``: positive).
+        high_open: Exclude ``high`` itself.
 
     Example:
         >>> check_float(0.0, "--lr", low=0, low_open=True)
@@ -179,7 +181,9 @@ def as_finite_2d(
         x: A tensor, array or nested list; a 1-D input is read as ``(N, 1)`` when ``allow_1d``.
         name: The argument's name, for the message.
         dim: The number of columns ``D`` required, if any.
-        dtype, device: Target dtype (default: a floating dtype kept, otherwise torch's default) and device.
+        dtype: Target dtype (default: a floating dtype kept, otherwise torch's default).
+        device: Target device (default: the input's).
+        allow_1d: Read a 1-D input as one column.
         allow_empty: Accept ``N = 0``.
         allow_nan: Accept NaN (a missing entry) but never infinity.
 

@@ -233,6 +233,7 @@ class BottleneckBase(LayerAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Captum's flag: the maps are not multiplied by the inputs."""
         return False
 
     # -- the layer, in the canonical layout -------------------------------------------------------------------
@@ -375,7 +376,8 @@ class BottleneckBase(LayerAttribution):
         """Use given feature statistics instead of :meth:`estimate` (e.g. ones estimated once and shared).
 
         Args:
-            mean, std: Per-element mean and standard deviation of the layer's features, shape ``features.shape[1:]``.
+            mean: Per-element mean of the layer's features, shape ``features.shape[1:]``.
+            std: Per-element standard deviation of the layer's features, the same shape.
             active: Boolean mask of the elements that vary (the others are never noised).
             n_samples: How many inputs the statistics came from.
         """

@@ -143,6 +143,7 @@ class InputBottleneck(Attribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Captum's flag: the maps are not multiplied by the inputs."""
         return False
 
     def estimate(self, data: Any, *, max_samples: int | None = None, additional_forward_args: Any = None):

@@ -43,6 +43,7 @@ maps over the sequence). Example: pyroflows attribute seqs.npy --model motifs --
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``attribute`` command to ``subparsers``."""
     parser = add_parser(
         subparsers,
         "attribute",

@@ -326,7 +326,8 @@ class DDPM(Checkpointable, PyroModule):
             x: The data (data units).
             name: The argument's name, for the message.
             allow_nan: Accept NaN (a missing entry, as :func:`~pyroflows.diffusion.impute` does) but never infinity.
-            dtype, device: Default: this model's buffers' dtype and device.
+            dtype: The result's dtype (default: this model's buffers' dtype).
+            device: The result's device (default: this model's buffers' device).
 
         Raises:
             DataError: not 2-D, wrong number of columns, empty, or NaN/inf rows (named).
@@ -601,6 +602,7 @@ class DDPM(Checkpointable, PyroModule):
         return cls(**{"parameterization": "eps", **config}, **kwargs)
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``."""
         return (f"data_dim={self.data_dim}, steps={self.steps}, schedule={self.schedule!r}, "
                 f"reverse_variance={self.reverse_variance!r}, clip_x0={self.clip_x0}, "
                 f"parameterization={self.parameterization!r}"

@@ -85,7 +85,9 @@ def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tenso
 def forward_posterior(
     levels: NoiseLevels, x0: torch.Tensor, xt: torch.Tensor, t: int | torch.Tensor
 ) -> dist.TorchDistribution:
-    r"""The forward posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)` with
+    r"""The forward posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)`.
+
+    Its parameters are
 
     .. math::
         \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t} x_0

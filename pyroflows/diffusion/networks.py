@@ -47,6 +47,7 @@ class SinusoidalEmbedding(nn.Module):
         self.register_buffer("frequencies", torch.exp(-math.log(10000.0) * torch.arange(half) / half))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
+        """The features of steps ``t`` (any shape), in a new last dimension."""
         s = (t.to(self.frequencies.dtype) * (1000.0 / self.steps)).unsqueeze(-1) * self.frequencies
         return torch.cat([s.sin(), s.cos()], dim=-1)
 
@@ -102,6 +103,7 @@ class MLPNoisePredictor(nn.Module):
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The network output for ``x_t`` at steps ``t`` (and class ``labels``; ``None``: the null label)."""
         if self.num_classes:
             if labels is None:
                 labels = torch.full(t.shape, self.num_classes, dtype=torch.long, device=t.device)
@@ -146,6 +148,7 @@ class PostNoisePredictor(nn.Module):
         )
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """The network output for ``x_t`` at steps ``t`` (and class ``labels``; ``None``: the null label)."""
         # weight[0, t - 1] + bias == Linear(one_hot(t - 1)), without building the (N, T) one-hot matrix.
         t_embedding = (self.t_encoder.weight[0, t - 1] + self.t_encoder.bias).unsqueeze(-1)
         inputs = [x_t, t_embedding.to(x_t.dtype)]

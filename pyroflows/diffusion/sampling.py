@@ -120,7 +120,8 @@ def sample(
         sampler: A name in :data:`SAMPLERS`, or a sampler built on ``ddpm``.
         sampling_steps: Steps the sampler visits (default T; the ancestral sampler accepts only T).
         return_trajectory: Return every state the sampler visits.
-        labels, guidance: Class-conditional DDPMs: see :func:`ancestral_sample`.
+        labels: The class of each sample, for a class-conditional DDPM (see :func:`ancestral_sample`).
+        guidance: The classifier-free guidance weight (see :func:`ancestral_sample`).
         generator: A ``torch.Generator`` for every draw (default: torch's global stream).
         **options: Further arguments of the sampler (``eta=`` for DDIM, ``denoise_last=`` for ancestral).
 

@@ -102,6 +102,7 @@ class Schedule:
         return out
 
     def __repr__(self) -> str:
+        """The class and its settings."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "name")
         return f"{type(self).__name__}({args})"
 
@@ -153,6 +154,7 @@ class LinearSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {
             **super().config,
             "beta_start": self.beta_start,
@@ -193,6 +195,7 @@ class PolynomialSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {**super().config, "power": self.power, "max_noise": self.max_noise}
 
 
@@ -225,6 +228,7 @@ class CosineSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {**super().config, "offset": self.offset, "max_beta": self.max_beta}
 
 

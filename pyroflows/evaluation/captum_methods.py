@@ -86,6 +86,7 @@ class RandomAttribution(Attribution):
         self.seed = int(seed)
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, additional_forward_args: Any = None) -> torch.Tensor:

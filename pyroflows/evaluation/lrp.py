@@ -33,9 +33,11 @@ class LRPAttribution(Attribution):
         super().__init__(model)
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, additional_forward_args: Any = None):
+        """Captum's LRP on a copy of the model it can run; a clear error for operations its rules miss."""
         from captum.attr import LRP
 
         blockers = _lrp_blockers(self.forward_func)

@@ -124,6 +124,7 @@ class MethodFactory:
         return tuple(names) if isinstance(names, tuple) else tuple(sorted(names))
 
     def __call__(self, model: nn.Module, context: MethodContext) -> Attribution:
+        """Build the method's ``Attribution`` for ``model``."""
         return self.build(model, context)
 
 
@@ -257,7 +258,8 @@ def make_attribute_fn(name: str, context: MethodContext | None = None, **options
 
     Args:
         name: A name from :func:`available_methods`.
-        context: Layer names, estimation data and seed; keyword ``options`` are merged into ``context.options``.
+        context: Layer names, estimation data and seed.
+        **options: Options of the method, merged into ``context.options``.
 
     Raises:
         DataError: An unknown name, or an option the method does not take.
@@ -338,6 +340,7 @@ class ConfiguredAttribution(Attribution):
         self.forward_args = forward_args
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(

@@ -73,11 +73,13 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
         return f"{outside.shape[0]} value(s) outside the support {box}: {shown}{more}"
 
     def expand(self, batch_shape, _instance=None):  # noqa: ANN001 - torch's signature
+        """The same distribution with a new batch shape (its compute dtype kept)."""
         new = super().expand(batch_shape, _instance)
         new.compute_dtype = getattr(self, "compute_dtype", None)
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log density, computed in the flow's dtype; ``-inf`` outside the support."""
         dtype = getattr(self, "compute_dtype", None)
         squash = self.transforms[-1]
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:

@@ -215,6 +215,7 @@ class AutoCompactFlow(AutoGuide):
         return self.flow()
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Draw the latents from the guide (inside the model's plates); the values by site name."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         with poutine.trace() as plate_trace:

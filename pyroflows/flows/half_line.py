@@ -83,10 +83,12 @@ class HalfLineSquashTransform(Transform):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def codomain(self) -> constraints.Constraint:
+        """The half-line the transform maps onto."""
         base = constraints.greater_than(self.bound) if self.side == "lower" else constraints.less_than(self.bound)
         return constraints.independent(base, 1)
 
     def with_cache(self, cache_size: int = 1) -> HalfLineSquashTransform:
+        """The same transform with the given cache size."""
         if self._cache_size == cache_size:
             return self
         return HalfLineSquashTransform(self.bound, self.side, self.scale, cache_size=cache_size)
@@ -98,6 +100,7 @@ class HalfLineSquashTransform(Transform):
         )
 
     def __eq__(self, other: object) -> bool:
+        """Equal when side, bound and scale are equal."""
         return (
             isinstance(other, HalfLineSquashTransform)
             and self.side == other.side

@@ -72,12 +72,14 @@ class OnSegment(constraints.Constraint):
         return self.rtol * length + 2 * math.sqrt(self.p0.numel()) * eps * scale
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
+        """Whether each point lies on the segment (within rounding)."""
         length = (self.p1 - self.p0).norm()
         t, off = self.arc_length(value)
         slack = self.slack(value.dtype)
         return (off <= slack) & (t >= -slack) & (t <= length + slack)
 
     def __repr__(self) -> str:
+        """The segment's ends."""
         return f"OnSegment(p0={self.p0.tolist()}, p1={self.p1.tolist()})"
 
 
@@ -98,6 +100,7 @@ class SegmentDistribution(dist.TorchDistribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
+        """The segment (:class:`OnSegment`)."""
         return self._support
 
     def _embed(self, t: torch.Tensor) -> torch.Tensor:
@@ -105,13 +108,16 @@ class SegmentDistribution(dist.TorchDistribution):
         return self.p0 + t * (direction / direction.norm())
 
     def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """Reparameterised points on the segment."""
         return self._embed(self.arc.rsample(torch.Size(sample_shape)))
 
     def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """Points on the segment (no gradient)."""
         with torch.no_grad():
             return self._embed(self.arc.sample(torch.Size(sample_shape)))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log density along the segment (per unit length); ``-inf`` off it."""
         inside = self._support.check(value)
         t, _ = self._support.arc_length(value)
         length = (self.p1 - self.p0).norm()
@@ -124,6 +130,7 @@ class SegmentDistribution(dist.TorchDistribution):
         return log_prob.masked_fill(~inside, float("-inf"))
 
     def expand(self, batch_shape, _instance=None):  # noqa: ANN001 - Pyro's signature
+        """The same distribution with a new batch shape."""
         return SegmentDistribution(self.arc.expand(batch_shape), self.p0, self.p1, validate_args=self._validate_args)
 
 

@@ -98,9 +98,11 @@ class IntervalSquashTransform(Transform):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def codomain(self) -> constraints.Constraint:
+        """The box the transform maps onto."""
         return constraints.independent(constraints.interval(self.low, self.high), 1)
 
     def with_cache(self, cache_size: int = 1) -> IntervalSquashTransform:
+        """The same transform with the given cache size."""
         if self._cache_size == cache_size:
             return self
         return IntervalSquashTransform(self.low, self.high, cache_size=cache_size)
@@ -110,6 +112,7 @@ class IntervalSquashTransform(Transform):
         return IntervalSquashTransform(self.low.to(*args, **kwargs), self.high.to(*args, **kwargs), self._cache_size)
 
     def __eq__(self, other: object) -> bool:
+        """Equal when the bounds are equal."""
         return (
             isinstance(other, IntervalSquashTransform)
             and torch.equal(self.low, other.low)

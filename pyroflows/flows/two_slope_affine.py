@@ -75,6 +75,7 @@ class TwoSlopeAffine(TransformModule):
         return torch.where(use_conjugate, conjugate, direct)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The log of the slope :math:`T'(x)`, summed over the last dimension."""
         m, d = self._coefficients()
         slope = m + d * x / torch.hypot(x, torch.ones_like(x))
         return torch.log(slope).sum(-1)

@@ -68,6 +68,7 @@ def train_keyword_transformer(*, n_train: int = N_TRAIN, epochs: int = 6, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the shipped sequence models and write their weights (the command line of this script)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--motif-out", type=Path, default=MOTIF_WEIGHTS)

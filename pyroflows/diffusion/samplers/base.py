@@ -130,6 +130,7 @@ class Sampler:
         return self.ddpm.scaler.inverse(torch.stack(states) if return_trajectory else x)
 
     def __repr__(self) -> str:
+        """The class and its time steps."""
         return f"{type(self).__name__}(timesteps={self.timesteps})"
 
 
