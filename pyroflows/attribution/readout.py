@@ -419,7 +419,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self.history = list(extra.get("history", []))
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(  # type: ignore[override]  # takes the model explained as a second positional argument
         cls, path: str | os.PathLike, model: nn.Module | None = None, *, graph_split: bool = True
     ) -> ReadoutBottleneck:
         """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
