@@ -43,7 +43,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import torch
 
@@ -77,6 +77,17 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+
+
+class _Rows(Protocol):
+    """What :func:`shard` cuts: a tensor or a sequence (a length, and rows by a slice)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, rows: slice, /) -> Any: ...
+
+
+R = TypeVar("R", bound=_Rows)
 
 # Depth of nested ``local()`` blocks: inside one, this process ignores the process group.
 _LOCAL: contextvars.ContextVar[int] = contextvars.ContextVar("pyroflows_distributed_local", default=0)
@@ -210,12 +221,12 @@ def shard_range(n: int, rank_: int | None = None, world: int | None = None) -> r
     return range(start, start + base + (1 if r < extra else 0))
 
 
-def shard(x: T) -> T:
+def shard(x: R) -> R:
     """This rank's contiguous shard of a tensor or sequence along its first axis (``x`` itself when inactive)."""
     if not active():
         return x
-    rows = shard_range(len(x))  # type: ignore[arg-type]
-    return x[rows.start : rows.stop]  # type: ignore[index]
+    rows = shard_range(len(x))
+    return x[rows.start : rows.stop]
 
 
 def shard_batches(data: Any, max_samples: int | None = None) -> Any:

@@ -24,5 +24,8 @@ class NumericalError(PyroflowsError, ArithmeticError):
 
 
 class PyroflowsWarning(UserWarning):
-    """Base class of the warnings pyroflows issues (a header row skipped, an under-fitted flow, a model that cannot
-    be split, a trusted pickle); the CLI always shows them, one line each, whatever the warning filters say."""
+    """Base class of the warnings pyroflows issues.
+
+    A header row skipped, an under-fitted flow, a model that cannot be split, a trusted pickle: the CLI always shows
+    them, one line each, whatever the warning filters say.
+    """

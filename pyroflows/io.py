@@ -82,8 +82,7 @@ def _read_csv(path: Path, header: bool | None = None, allow_missing: bool = Fals
         except ValueError:
             if not _is_header(lines[0], delimiter):
                 raise DataError(
-                    f"{path}: line 1 is not numeric ({lines[0][:60]!r}) and does not look like a header of column "
-                    "names"
+                    f"{path}: line 1 is not numeric ({lines[0][:60]!r}) and does not look like a header of column names"
                 ) from None
             start = 1
             warnings.warn(f"{path}: line 1 ({lines[0][:60]!r}) was taken as a header, not data", HeaderWarning,
@@ -224,8 +223,10 @@ def _first_existing(path: Path) -> Path:
 
 
 def _check_folder_writable(path: Path, *, what: str) -> None:
-    """The folder that would hold ``path`` can be created and written: its nearest existing ancestor is a writable
-    directory (not a file, not read-only)."""
+    """The folder that would hold ``path`` can be created and written.
+
+    Its nearest existing ancestor is a writable directory (not a file, not read-only).
+    """
     parent = Path(os.path.abspath(path)).parent
     existing = _first_existing(parent)
     if not existing.is_dir():

@@ -104,13 +104,17 @@ class Registry(Generic[F]):
         )
 
     def __contains__(self, name: object) -> bool:
+        """Whether ``name`` is registered."""
         return name in self._entries
 
     def __iter__(self) -> Iterator[str]:
+        """The names, in registration order."""
         return iter(self._entries)
 
     def __len__(self) -> int:
+        """The number of members."""
         return len(self._entries)
 
     def __repr__(self) -> str:
+        """The family and its names."""
         return f"Registry({self.family!r}, {list(self._entries)})"

@@ -275,11 +275,11 @@ class Checkpointable:
 
     def checkpoint_state(self) -> dict[str, torch.Tensor]:
         """The tensors to save (default: ``state_dict()``)."""
-        return self.state_dict()  # type: ignore[attr-defined]
+        return self.state_dict()  # type: ignore[attr-defined]  # a mixin: the subclass is an nn.Module
 
     def restore_state(self, state: Mapping[str, torch.Tensor], extra: Mapping[str, Any]) -> None:
         """Load what :meth:`checkpoint_state` saved (default: a strict ``load_state_dict``)."""
-        self.load_state_dict(state)  # type: ignore[attr-defined]
+        self.load_state_dict(state)  # type: ignore[attr-defined]  # a mixin: the subclass is an nn.Module
 
     def checkpoint_extra(self) -> dict[str, Any]:
         """Non-tensor values kept beside the weights (training history, counts); default none."""
@@ -294,7 +294,7 @@ class Checkpointable:
         return save_checkpoint(
             path,
             kind=self._kind(),
-            config=dict(self.config),  # type: ignore[attr-defined]
+            config=dict(self.config),  # type: ignore[attr-defined]  # each subclass defines its config
             state_dict=self.checkpoint_state(),
             extra={**self.checkpoint_extra(), **(extra or {})},
             overwrite=overwrite,
@@ -311,12 +311,11 @@ class Checkpointable:
         Raises:
             pyroflows.errors.CheckpointError: the file is missing, corrupt, of another kind, or does not fit.
         """
-
-        module, _ = restore_module(  # type: ignore[type-var]
+        module, _ = restore_module(  # type: ignore[type-var]  # every Checkpointable is an nn.Module; C cannot say so
             path,
             kind=cls._kind(),
-            build=lambda config: cls.from_config(config, **kwargs),  # type: ignore[arg-type, return-value]
+            build=lambda config: cls.from_config(config, **kwargs),
             limits=cls.checkpoint_limits,
-            restore=lambda obj, state, extra: obj.restore_state(state, extra),  # type: ignore[attr-defined]
+            restore=lambda obj, state, extra: obj.restore_state(state, extra),
         )
-        return module  # type: ignore[return-value]
+        return module

@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pyroflows.errors import DataError
+
+if TYPE_CHECKING:  # torch is imported where it is used, so the CLI's --help and --version stay fast
+    import torch
 
 __all__ = ["check_int", "check_float", "parse_int", "parse_float", "as_finite_2d", "as_targets", "bad_rows"]
 
@@ -50,8 +53,10 @@ def check_float(
     Args:
         value: A real number (not a bool).
         name: The argument or option, for the message.
-        low, high: Bounds (``None``: unbounded).
-        low_open, high_open: Exclude the bound itself (``low=0, low_open=True``: positive).
+        low: Lower bound (``None``: unbounded).
+        high: Upper bound (``None``: unbounded).
+        low_open: Exclude ``low`` itself (``low=0, low_open=True``: positive).
+        high_open: Exclude ``high`` itself.
 
     Example:
         >>> check_float(0.0, "--lr", low=0, low_open=True)
@@ -164,19 +169,21 @@ def as_finite_2d(
     name: str,
     *,
     dim: int | None = None,
-    dtype: Any = None,
-    device: Any = None,
+    dtype: torch.dtype | None = None,
+    device: torch.device | str | None = None,
     allow_1d: bool = True,
     allow_empty: bool = False,
     allow_nan: bool = False,
-) -> Any:
+) -> torch.Tensor:
     """Check ``x`` is a real ``(N, D)`` array of finite values and return it as a tensor.
 
     Args:
         x: A tensor, array or nested list; a 1-D input is read as ``(N, 1)`` when ``allow_1d``.
         name: The argument's name, for the message.
         dim: The number of columns ``D`` required, if any.
-        dtype, device: Target dtype (default: a floating dtype kept, otherwise torch's default) and device.
+        dtype: Target dtype (default: a floating dtype kept, otherwise torch's default).
+        device: Target device (default: the input's).
+        allow_1d: Read a 1-D input as one column.
         allow_empty: Accept ``N = 0``.
         allow_nan: Accept NaN (a missing entry) but never infinity.
 
@@ -223,7 +230,14 @@ def as_finite_2d(
     return t
 
 
-def as_targets(target: Any, n: int, *, num_classes: int | None = None, name: str = "target", device: Any = None) -> Any:
+def as_targets(
+    target: Any,
+    n: int,
+    *,
+    num_classes: int | None = None,
+    name: str = "target",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
     """Turn ``target`` (an int, or one class index per row) into a long tensor of shape ``(n,)``.
 
     Args:

@@ -19,9 +19,9 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import pyro
 import pyro.distributions as dist
@@ -56,10 +56,17 @@ __all__ = ["BottleneckBase", "BottleneckCall", "forward_args", "model_device", "
 
 B = TypeVar("B", bound="BottleneckBase")
 
+#: A bottleneck's ``padding_mask``: an index into ``additional_forward_args``, or a function ``(inputs, args)``
+#: returning the ``[N, L]`` mask (True at padding).
+PaddingMask: TypeAlias = int | Callable[[torch.Tensor, tuple[Any, ...]], torch.Tensor]
+
 
 def _batches(data: Any, batch_size: int = 64, args: tuple[Any, ...] = ()) -> Iterable[tuple[torch.Tensor, tuple]]:
-    """``(inputs, further forward args)`` from a tensor ``[N, ...]`` (``args`` split alongside), or an iterable of
-    tensors or ``(x, y, ...)`` batches (no further arguments)."""
+    """``(inputs, further forward args)`` from the data :meth:`estimate` is given.
+
+    The data is a tensor ``[N, ...]`` (``args`` split alongside), or an iterable of tensors or ``(x, y, ...)`` batches
+    (no further arguments).
+    """
     if isinstance(data, torch.Tensor):
         for start in range(0, data.shape[0], batch_size):
             rows = slice(start, start + batch_size)
@@ -82,8 +89,10 @@ def batch_rows(value: Any, rows: slice, n: int) -> Any:
 
 
 def _shard_estimation(data: Any, args: tuple[Any, ...], max_samples: int | None) -> tuple[Any, tuple[Any, ...]]:
-    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`), with the rows of
-    batch-first ``additional_forward_args`` that go with a tensor's shard."""
+    """This rank's part of the estimation data (:func:`~pyroflows.distributed.shard_batches`).
+
+    With a tensor's shard come the rows of batch-first ``additional_forward_args`` that go with it.
+    """
     if not distributed.active():
         return data, args
     if isinstance(data, torch.Tensor):
@@ -141,7 +150,7 @@ class BottleneckCall:
 
 
 class BottleneckBase(LayerAttribution):
-    """What the per-sample and readout bottlenecks share: the layer split, the statistics and the KL map.
+    r"""What the per-sample and readout bottlenecks share: the layer split, the statistics and the KL map.
 
     Both are Captum layer attributions (:class:`captum.attr.LayerAttribution`): ``attribute(inputs, target=None,
     additional_forward_args=None, ...)`` with a tensor or a one-tensor tuple as inputs (a tuple in, a tuple out),
@@ -151,9 +160,9 @@ class BottleneckBase(LayerAttribution):
     Args:
         model: A classifier returning logits ``[N, classes]``; not modified (hooks and flags are restored).
         layer: Dotted name of the bottleneck's layer (``"features.4"``) or the module itself.
-        beta: Weight of the information loss (the paper's :math:`\\beta k`; 10 by default, as in the paper).
-        sigma: Width of the Gaussian blur on :math:`\\lambda`, in feature-map cells (0: no blur).
-        min_std: Lower bound on :math:`\\sigma_R`.
+        beta: Weight of the information loss (the paper's :math:`\beta k`; 10 by default, as in the paper).
+        sigma: Width of the Gaussian blur on :math:`\lambda`, in feature-map cells (0: no blur).
+        min_std: Lower bound on :math:`\sigma_R`.
         active_threshold: Units non-zero in at most this fraction of the estimation samples are *inactive*:
             their capacity is zero and they carry no information loss (as in the official implementation).
         graph_split: Split the model with ``torch.fx`` so only the tail runs at each step (see
@@ -180,7 +189,7 @@ class BottleneckBase(LayerAttribution):
         graph_split: bool = True,
         optimize_tail: bool = False,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -224,6 +233,7 @@ class BottleneckBase(LayerAttribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Captum's flag: the maps are not multiplied by the inputs."""
         return False
 
     # -- the layer, in the canonical layout -------------------------------------------------------------------
@@ -278,7 +288,7 @@ class BottleneckBase(LayerAttribution):
         progress: bool = False,
         additional_forward_args: Any = None,
     ) -> B:
-        """Estimate :math:`\\mu_R` and :math:`\\sigma_R` of the layer's output over ``data``.
+        r"""Estimate :math:`\mu_R` and :math:`\sigma_R` of the layer's output over ``data``.
 
         Runs only the part of the network up to the layer, batch by batch, merging each batch's moments into
         running totals (vectorised; see :class:`~pyroflows.attribution.statistics.FeatureStatistics`).
@@ -312,7 +322,9 @@ class BottleneckBase(LayerAttribution):
             bar.close()
             for counted in [stats, *extras]:  # moments merged over ranks: one process's up to rounding
                 distributed.reduce_statistics(counted)
-            self.set_statistics(stats.mean, stats.std(self.min_std), stats.active(self.active_threshold), stats.count)
+            std = stats.std(self.min_std)  # DataError before 2 samples
+            assert stats.mean is not None  # set by the first update, so by then
+            self.set_statistics(stats.mean, std, stats.active(self.active_threshold), stats.count)
             sample = distributed.from_main(sample)  # every rank measures on rank 0's (one process's) sample
             if sample is not None:
                 self._measure_receptive_field(*sample)
@@ -334,8 +346,11 @@ class BottleneckBase(LayerAttribution):
     def _estimation_heads(
         self, data: Any, additional_forward_args: Any, max_samples: int | None, counted: FeatureStatistics
     ) -> Iterator[tuple[torch.Tensor, tuple[Any, ...], BottleneckCall]]:
-        """The head of each batch of ``data`` that :meth:`estimate` reads: this rank's rows in a process group, cut
-        at ``max_samples`` samples as counted by ``counted`` (updated by the caller), on the model's device."""
+        """The head of each batch of ``data`` that :meth:`estimate` reads.
+
+        This rank's rows in a process group, cut at ``max_samples`` samples as counted by ``counted`` (updated by the
+        caller), on the model's device.
+        """
         device = model_device(self.model)
         data, args = _shard_estimation(data, forward_args(additional_forward_args), max_samples)
         for x, batch_args in _batches(data, args=args):
@@ -361,7 +376,8 @@ class BottleneckBase(LayerAttribution):
         """Use given feature statistics instead of :meth:`estimate` (e.g. ones estimated once and shared).
 
         Args:
-            mean, std: Per-element mean and standard deviation of the layer's features, shape ``features.shape[1:]``.
+            mean: Per-element mean of the layer's features, shape ``features.shape[1:]``.
+            std: Per-element standard deviation of the layer's features, the same shape.
             active: Boolean mask of the elements that vary (the others are never noised).
             n_samples: How many inputs the statistics came from.
         """
@@ -383,8 +399,9 @@ class BottleneckBase(LayerAttribution):
                 f"layer {self.layer_name!r} gives feature maps {list(features.shape[1:])} (channels first) for these "
                 f"inputs, but estimate() saw {list(self.mean.shape)}; use inputs of the size used for estimation"
             )
-        kw = {"dtype": features.dtype, "device": features.device}
-        return self.mean.to(**kw), self.std.to(**kw), self.active.to(features.device)
+        assert self.std is not None and self.active is not None  # set_statistics sets all three
+        dtype, device = features.dtype, features.device
+        return self.mean.to(dtype=dtype, device=device), self.std.to(dtype=dtype, device=device), self.active.to(device)
 
     # -- shared helpers ---------------------------------------------------------------------------------------
     def _check_inputs(self, inputs: Any) -> torch.Tensor:

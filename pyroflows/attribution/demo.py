@@ -21,8 +21,10 @@ DEMO_OUTPUTS = ("per_sample_maps.npy", "attribution.png")
 
 
 def run_demo(out_dir: Path, fast: bool, *, overwrite: bool = False) -> list[str]:
-    """Attribute held-out cluttered digits with the bundled CNN; bounding-box scores of both bottlenecks, Captum's
-    Saliency and a random map, the maps in ``per_sample_maps.npy`` and a figure ``attribution.png``.
+    """Attribute held-out cluttered digits with the bundled CNN.
+
+    Bounding-box scores of both bottlenecks, Captum's Saliency and a random map, the maps in ``per_sample_maps.npy`` and
+    a figure ``attribution.png``.
 
     Args:
         out_dir: Folder for the outputs (made when the first file is written).

@@ -1,6 +1,7 @@
-r"""The bottleneck's distributions: :class:`MaskedFeatureNormal` (the law of :math:`Z` over a whole feature map),
-its closed-form KL (registered with :func:`torch.distributions.kl.register_kl`), and the autograd function that
-draws its vectorised noise copies.
+r"""The bottleneck's distributions.
+
+:class:`MaskedFeatureNormal` (the law of :math:`Z` over a whole feature map), its closed-form KL (registered with
+:func:`torch.distributions.kl.register_kl`), and the autograd function that draws its vectorised noise copies.
 
 Example:
     >>> import torch
@@ -37,11 +38,13 @@ class SharedNoiseSample(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, loc: torch.Tensor, scale: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        r"""The sample :math:`loc + eps \cdot scale`; ``eps`` is kept for the backward pass."""
         ctx.save_for_backward(eps)
         return torch.addcmul(loc, eps, scale)
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None, None]:
+        """Gradients of ``loc`` and ``scale``, summed over the noise copies that share them."""
         (eps,) = ctx.saved_tensors
         grad_loc = grad[0].clone() if ctx.needs_input_grad[0] else None
         grad_scale = grad[0] * eps[0] if ctx.needs_input_grad[1] else None
@@ -107,17 +110,21 @@ class MaskedFeatureNormal(TorchDistribution):
 
     @constraints.dependent_property
     def support(self) -> constraints.Constraint:
+        """The real numbers over the event's dimensions."""
         return constraints.independent(constraints.real, self.event_dim)
 
     @property
     def mean(self) -> torch.Tensor:
+        """The mean: ``loc``."""
         return self.loc
 
     @property
     def variance(self) -> torch.Tensor:
+        """The variance: ``scale ** 2``."""
         return self.scale.square()
 
     def expand(self, batch_shape: Any, _instance: Any = None) -> MaskedFeatureNormal:
+        """The same distribution with a new batch shape (the mask and the noise sharing kept)."""
         new = self._get_checked_instance(MaskedFeatureNormal, _instance)
         shape = torch.Size(batch_shape) + self.event_shape
         new.loc, new.scale = self.loc.expand(shape), self.scale.expand(shape)
@@ -126,7 +133,11 @@ class MaskedFeatureNormal(TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> torch.Tensor:  # noqa: B008 (torch's signature)
+    def rsample(
+        self,
+        sample_shape: torch.Size | list[int] | tuple[int, ...] = torch.Size(),  # noqa: B008 (torch's signature)
+    ) -> torch.Tensor:
+        """Reparameterised draws (with ``shared_noise``, the images of one noise copy share its draw)."""
         shape = list(self._extended_shape(sample_shape))
         if self.shared_noise:
             axis = len(shape) - self.event_dim - 1
@@ -154,6 +165,7 @@ class MaskedFeatureNormal(TorchDistribution):
         return torch.addcmul(self.loc, eps, self.scale)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """Normal log density of the active elements (inactive ones add 0), summed over the event."""
         if self._validate_args:
             self._validate_sample(value)
         log_prob = dist.Normal(self.loc, self.scale, validate_args=False).log_prob(value)

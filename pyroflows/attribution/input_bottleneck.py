@@ -39,7 +39,7 @@ from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
-from pyroflows.attribution.base import forward_args
+from pyroflows.attribution.base import PaddingMask, forward_args
 from pyroflows.attribution.layout import is_token_input
 from pyroflows.attribution.per_sample import PerSampleBottleneck
 from pyroflows.errors import DataError
@@ -108,7 +108,7 @@ class InputBottleneck(Attribution):
         input_sigma: float = 0.0,
         channel_dim: int = 1,
         input_channel_dim: int | None = None,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
         tokens: bool | None = None,
         **options: Any,
     ) -> None:
@@ -143,6 +143,7 @@ class InputBottleneck(Attribution):
 
     @property
     def multiplies_by_inputs(self) -> bool:
+        """Captum's flag: the maps are not multiplied by the inputs."""
         return False
 
     def estimate(self, data: Any, *, max_samples: int | None = None, additional_forward_args: Any = None):

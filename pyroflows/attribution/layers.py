@@ -209,9 +209,12 @@ class LayerSplit:
                 self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
 
     def refresh(self) -> None:
-        """Trace the split again, so that Python-level state the model's ``forward`` reads (a flag, a mode, a
-        list of active branches) is taken as it is now rather than as it was at construction; the first head
-        after a refresh is compared with the whole model again. The bottlenecks call it at each ``attribute``."""
+        """Trace the split again, so that it sees the Python-level state ``forward`` reads now.
+
+        State such as a flag, a mode or a list of active branches is taken as it is now rather than as it was at
+        construction; the first head after a refresh is compared with the whole model again. The bottlenecks call it at
+        each ``attribute``.
+        """
         if self.mode != "graph":
             return
         try:
@@ -326,15 +329,19 @@ class LayerSplit:
                     head.tail_module = optimize_tail(self._tail, head.features.ndim)
                 if not self._optimized_checked:
                     self._check_optimized(head)
-        return head.tail_module if self.optimize_tail else self._tail
+        if self.optimize_tail and head.tail_module is not None:  # built above while optimize_tail holds
+            return head.tail_module
+        return self._tail
 
     def _check_optimized(self, head: HeadOutput) -> None:
         """Compare the optimised tail with the plain one once; stop optimising if they differ."""
         self._optimized_checked = True
+        optimized = head.tail_module
+        assert optimized is not None  # _tail_for built it just before
         try:
             with torch.no_grad():
                 plain = self._tail(head.features, *head.carried)
-                ok = _same_output(head.tail_module(head.features, *head.carried), plain)
+                ok = _same_output(optimized(head.features, *head.carried), plain)
             why = "its output differs from the plain tail's"
         except Exception as exc:
             ok, why = False, f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
@@ -387,7 +394,7 @@ def _tail_graph(
         env[node] = graph.placeholder(f"carried_{k}")
     for node in needed:
         if node.op == "get_attr":
-            env[node] = graph.get_attr(node.target)
+            env[node] = graph.get_attr(str(node.target))  # a get_attr target is the attribute's name
     for node in nodes:
         if node in tail and node is not cut:
             env[node] = graph.node_copy(node, lambda n: env[n])
@@ -423,8 +430,11 @@ def _has_hooks(module: nn.Module) -> bool:
 
 
 class LayerSplitError(DataError):
-    """The layer cannot serve as a bottleneck at all (called twice per forward, or the output does not depend on
-    it); not a tracing limitation, which falls back to hooks."""
+    """The layer cannot serve as a bottleneck at all.
+
+    It is called twice per forward, or the output does not depend on it; not a tracing limitation, which falls back to
+    hooks.
+    """
 
 
 _SplitError = LayerSplitError

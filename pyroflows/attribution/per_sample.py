@@ -33,10 +33,11 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI
+from pyro.optim import PyroOptim
 from torch import nn
 from tqdm.auto import tqdm
 
-from pyroflows.attribution.base import BottleneckBase, BottleneckCall, forward_args
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, PaddingMask, forward_args
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.distributions import MaskedFeatureNormal
 from pyroflows.attribution.elbo import ClosedFormKLELBO
@@ -49,7 +50,7 @@ __all__ = ["PerSampleBottleneck", "BottleneckBase", "BottleneckCall", "MaskedFea
 
 
 class PerSampleBottleneck(BottleneckBase):
-    """Attribution by a per-sample information bottleneck, optimised with ``pyro.infer.SVI``.
+    r"""Attribution by a per-sample information bottleneck, optimised with ``pyro.infer.SVI``.
 
     Args:
         model: A classifier returning logits; its weights are frozen and its mode set to eval during attribution,
@@ -57,13 +58,13 @@ class PerSampleBottleneck(BottleneckBase):
             is reached by a traced graph split or forward hooks (see
             :class:`~pyroflows.attribution.layers.LayerSplit`).
         layer: Dotted module name (``"features.4"``) or the module itself.
-        beta: Information-loss weight :math:`\\beta` multiplying the mean KL per element (10, the paper's best).
+        beta: Information-loss weight :math:`\beta` multiplying the mean KL per element (10, the paper's best).
         steps: Adam steps per batch of images (10).
         lr: Adam learning rate (1).
         batch_size: Noise copies of each image per step (10), as vectorised particles of the ELBO.
-        sigma: Blur width on :math:`\\lambda` in feature cells (1; the kernel has ``2 round(2 sigma) + 1`` taps).
-        min_std: Lower bound on :math:`\\sigma_R` (0.01).
-        initial_alpha: Initial :math:`\\alpha` (5: :math:`\\lambda \\approx 0.993`, almost everything passes).
+        sigma: Blur width on :math:`\lambda` in feature cells (1; the kernel has ``2 round(2 sigma) + 1`` taps).
+        min_std: Lower bound on :math:`\sigma_R` (0.01).
+        initial_alpha: Initial :math:`\alpha` (5: :math:`\lambda \approx 0.993`, almost everything passes).
         active_threshold: Units firing in at most this fraction of estimation samples are inactive (0.01).
         graph_split: Split the model so the part before the layer runs once per image (default); ``False``
             re-runs the whole model at every step like the official implementation (for comparison).
@@ -117,7 +118,7 @@ class PerSampleBottleneck(BottleneckBase):
         optimize_tail: bool = True,
         progress: bool = False,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -144,7 +145,7 @@ class PerSampleBottleneck(BottleneckBase):
         self.lambda_prior: torch.Tensor | None = None
 
     def _optimise(self, inputs: torch.Tensor, target: Any, args: tuple[Any, ...] = ()):
-        """Optimise one :math:`\\alpha` per image; returns :math:`R`, :math:`1 - \\lambda` and the call."""
+        r"""Optimise one :math:`\alpha` per image; returns :math:`R`, :math:`1 - \lambda` and the call."""
         with frozen(self.model):
             call, target = self._prepare(inputs, target, args)
             features = call.features
@@ -169,7 +170,7 @@ class PerSampleBottleneck(BottleneckBase):
             # A private parameter store: attributing never touches the user's Pyro parameters. Validation is off
             # inside: the distributions are built here from checked statistics, and its checks cost ~10% a step.
             with pyro.get_param_store().scope(), pyro.validation_enabled(False), torch.enable_grad():
-                svi = SVI(model, guide, pyro.optim.Adam({"lr": self.lr}), elbo)
+                svi = SVI(model, guide, PyroOptim(torch.optim.Adam, {"lr": self.lr}), elbo)  # = pyro.optim.Adam
                 n = features.shape[0]
                 self.history = []
                 for _ in tqdm(range(self.steps), disable=not self.progress, desc="bottleneck"):
@@ -178,8 +179,11 @@ class PerSampleBottleneck(BottleneckBase):
             return features, self._one_minus_lambda(alpha), call
 
     def _one_minus_lambda(self, alpha: torch.Tensor) -> torch.Tensor:
-        r""":math:`1 - \lambda`, with :math:`\lambda = p \cdot \mathrm{blur}(\mathrm{sigmoid}(\alpha))` under a prior
-        mask :math:`p \in [0, 1]` (``lambda_prior``, set by :class:`~pyroflows.attribution.InputBottleneck`)."""
+        r""":math:`1 - \lambda`, with :math:`\lambda = p \cdot \mathrm{blur}(\mathrm{sigmoid}(\alpha))`.
+
+        Here :math:`p \in [0, 1]` is a prior mask (``lambda_prior``, set by
+        :class:`~pyroflows.attribution.InputBottleneck`).
+        """
         one_minus_lambda = lambda_from_alpha(alpha, self.sigma)
         if self.lambda_prior is None:
             return one_minus_lambda
@@ -192,9 +196,9 @@ class PerSampleBottleneck(BottleneckBase):
         return self._capacity(features, one_minus_lambda, call).contiguous(), call
 
     def capacity(self, inputs: Any, target: Any = None, additional_forward_args: Any = None) -> torch.Tensor:
-        """The optimised bottleneck's information per element of the layer's output, in bits.
+        r"""The optimised bottleneck's information per element of the layer's output, in bits.
 
-        All images are optimised together, each with its own :math:`\\alpha`; the maps equal those of one image
+        All images are optimised together, each with its own :math:`\alpha`; the maps equal those of one image
         at a time under the same seed (up to floating-point rounding).
 
         Args:

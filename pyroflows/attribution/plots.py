@@ -83,8 +83,11 @@ def save_overlay(
 def sequence_maps_figure(
     inputs: torch.Tensor, maps: dict[str, torch.Tensor], *, spans: torch.Tensor | None = None
 ) -> Figure:
-    """One panel per sequence (at most four): each method's map over the positions, min-max scaled per sequence,
-    and the known span ``[start, end)`` shaded when ``spans [N, 2]`` is given."""
+    """One panel per sequence (at most four): each method's map over the positions.
+
+    Each map is min-max scaled per sequence, and the known span ``[start, end)`` is shaded when ``spans [N, 2]`` is
+    given.
+    """
     from matplotlib.figure import Figure
 
     rows = min(4, inputs.shape[0])
@@ -130,8 +133,10 @@ def plot_sequence_maps(
 def digit_maps_figure(
     images: torch.Tensor, labels: torch.Tensor, boxes: torch.Tensor, maps: dict[str, torch.Tensor], columns: int = 4
 ) -> Figure:
-    """A grid: one row for the images and one per entry of ``maps``, ``columns`` images wide, each with its
-    ground-truth box ``(top, left, bottom, right)`` drawn (images repeat when there are fewer than ``columns``).
+    """A grid: one row for the images and one per entry of ``maps``, ``columns`` images wide.
+
+    Each image has its ground-truth box ``(top, left, bottom, right)`` drawn (images repeat when there are fewer than
+    ``columns``).
 
     Example:
         >>> figure = digit_maps_figure(torch.zeros(2, 1, 8, 8), torch.tensor([3, 4]), torch.tensor([[1, 1, 5, 5]] * 2),

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import torch
@@ -35,11 +35,12 @@ import torch.nn.functional as F
 from pyro import poutine
 from pyro.infer import SVI
 from pyro.nn import PyroModule
+from pyro.optim import PyroOptim
 from torch import nn
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
-from pyroflows.attribution.base import BottleneckBase, BottleneckCall, model_device
+from pyroflows.attribution.base import BottleneckBase, BottleneckCall, PaddingMask, model_device
 from pyroflows.attribution.capacity import lambda_from_alpha
 from pyroflows.attribution.elbo import ClosedFormKLELBO
 from pyroflows.attribution.layers import frozen, resolve_layer
@@ -53,11 +54,11 @@ __all__ = ["ReadoutBottleneck", "ReadoutNetwork"]
 
 
 class ReadoutNetwork(PyroModule):
-    """Position-wise MLP (a stack of 1x1 convolutions) from stacked features to the mask logits :math:`\\alpha`.
+    r"""Position-wise MLP (a stack of 1x1 convolutions) from stacked features to the mask logits :math:`\alpha`.
 
     Its layers are ``PyroModule[nn.Linear]``, so inside a guide their weights are Pyro parameters that SVI trains.
     The last layer starts at zero weight and bias ``initial_alpha``: before training every unit passes
-    (:math:`\\lambda \\approx 0.993`), as the per-sample bottleneck starts.
+    (:math:`\lambda \approx 0.993`), as the per-sample bottleneck starts.
 
     Args:
         in_channels: Channels of the stacked readout features.
@@ -73,19 +74,18 @@ class ReadoutNetwork(PyroModule):
 
     def __init__(self, in_channels: int, out_channels: int, hidden: int = 64, initial_alpha: float = 5.0) -> None:
         super().__init__()
-        self.layers = PyroModule[nn.Sequential](
-            PyroModule[nn.Linear](in_channels, hidden),
-            PyroModule[nn.ReLU](),
-            PyroModule[nn.Linear](hidden, hidden),
-            PyroModule[nn.ReLU](),
-            PyroModule[nn.Linear](hidden, out_channels),
-        )
+        # Pyro types ``PyroModule[M]`` as ``type[PyroModule]``; the class it makes subclasses ``M`` as well.
+        sequential = cast(type[nn.Sequential], PyroModule[nn.Sequential])
+        linear = cast(type[nn.Linear], PyroModule[nn.Linear])
+        relu = cast(type[nn.ReLU], PyroModule[nn.ReLU])
+        last = linear(hidden, out_channels)
+        self.layers = sequential(linear(in_channels, hidden), relu(), linear(hidden, hidden), relu(), last)
         with torch.no_grad():
-            self.layers[-1].weight.zero_()
-            self.layers[-1].bias.fill_(initial_alpha)
+            last.weight.zero_()
+            last.bias.fill_(initial_alpha)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """``[N, in_channels, *spatial]`` -> :math:`\\alpha` ``[N, out_channels, *spatial]``."""
+        r"""``[N, in_channels, *spatial]`` -> :math:`\alpha` ``[N, out_channels, *spatial]``."""
         return self.layers(features.movedim(1, -1)).movedim(-1, 1)
 
 
@@ -103,20 +103,25 @@ def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
 
 
 def _channel_moments(stats: FeatureStatistics) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel mean and variance from per-element moments ``[C, *positions]`` (law of total variance over the
-    positions), weighted by how many samples counted each element (padded positions count less)."""
+    """Per-channel mean and variance from per-element moments ``[C, *positions]``.
+
+    By the law of total variance over the positions, weighted by how many samples counted each element (padded positions
+    count less).
+    """
+    variance = stats.std() ** 2  # DataError before 2 samples
+    assert stats.mean is not None and stats.counts is not None  # set with the first sample
     dims = tuple(range(1, stats.mean.ndim))
     if not dims:
-        return stats.mean, stats.std() ** 2
+        return stats.mean, variance
     counts = stats.counts
     weight = counts / counts.sum(dims, keepdim=True).clamp_min(1.0)
     mean = (stats.mean * weight).sum(dims)
-    var = ((stats.std() ** 2 + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
+    var = ((variance + (stats.mean - mean.view(-1, *([1] * len(dims)))) ** 2) * weight).sum(dims)
     return mean, var
 
 
 class ReadoutBottleneck(Checkpointable, BottleneckBase):
-    """Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
+    r"""Attribution in one forward pass by a readout network trained as an amortised Pyro guide.
 
     Args:
         model: The classifier (frozen during training and attribution, restored afterwards).
@@ -124,8 +129,8 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         readout_layers: Layers whose outputs the readout sees (several depths, deeper ones included; the paper
             reads out after each block). Default: ``[layer]``.
         beta: Information-loss weight (10).
-        sigma: Blur on :math:`\\lambda` in feature cells (1).
-        min_std: Lower bound on :math:`\\sigma_R`; also applied to the readout features' channel normalisation,
+        sigma: Blur on :math:`\lambda` in feature cells (1).
+        min_std: Lower bound on :math:`\sigma_R`; also applied to the readout features' channel normalisation,
             so units that never fire give 0, not NaN (the official readout's issue #41).
         hidden: Width of the readout network.
         initial_alpha: The readout's initial output.
@@ -155,7 +160,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         active_threshold: float = 0.01,
         graph_split: bool = True,
         channel_dim: int = 1,
-        padding_mask: int | None = None,
+        padding_mask: PaddingMask | None = None,
     ) -> None:
         super().__init__(
             model,
@@ -227,9 +232,12 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self, extras: list[FeatureStatistics], inputs: torch.Tensor, args: tuple[Any, ...], call: BottleneckCall
     ) -> None:
         """Add the readout layers' outputs for one batch (padded positions left out where the lengths match)."""
+        padding = call.padding
         for stats, feature in zip(extras, self._readout_features(inputs, args), strict=True):
-            padded = call.padding is not None and feature.ndim == 3 and feature.shape[2] == call.padding.shape[1]
-            stats.update(feature, ~call.padding[:, None, :] if padded else None)
+            mask = None
+            if padding is not None and feature.ndim == 3 and feature.shape[2] == padding.shape[1]:
+                mask = ~padding[:, None, :]
+            stats.update(feature, mask)
 
     def _finish_estimation(self, extras: list[FeatureStatistics]) -> None:
         """Per-channel readout normalisation from the merged statistics; the readout network on first estimation."""
@@ -238,6 +246,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
             mean, var = _channel_moments(stats)
             self.readout_mean.append(mean.float())
             self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
+        assert self.mean is not None  # estimate() calls set_statistics first
         if self.network is None:
             in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
             self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
@@ -280,7 +289,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         step = 0
         with frozen(self.model), pyro.get_param_store().scope(), pyro.validation_enabled(False):
             distributed.synchronize(self.network)  # rank 0's weights and random state on every rank
-            optim = distributed.synchronize_gradients(pyro.optim.Adam({"lr": lr}))
+            optim = distributed.synchronize_gradients(PyroOptim(torch.optim.Adam, {"lr": lr}))  # = pyro.optim.Adam
             svi = SVI(self._train_model, self._train_guide, optim, elbo)
             for epoch in range(epochs):
                 for batch in tqdm(data, disable=not progress, desc=f"readout epoch {epoch + 1}/{epochs}"):
@@ -314,6 +323,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         features = call.features
         mean, std, active = self._statistics_like(features)
         active = self._active_for(call, active)
+        assert self.network is not None  # fit() checks it before running the guide
         one_minus_lambda = lambda_from_alpha(self.network(stacked), self.sigma)
         with pyro.plate("images", features.shape[0], dim=-1), poutine.scale(scale=self._kl_scale(features)):
             pyro.sample("z", self._posterior(features, one_minus_lambda, mean, std, active, False))
@@ -358,7 +368,9 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         }
 
     @classmethod
-    def from_config(cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True) -> ReadoutBottleneck:
+    def from_config(  # type: ignore[override]  # needs the model explained, which the protocol passes as a kwarg
+        cls, config: dict[str, Any], *, model: nn.Module, graph_split: bool = True
+    ) -> ReadoutBottleneck:
         """An untrained readout for ``model`` from a saved :attr:`config`.
 
         Raises:
@@ -398,7 +410,7 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self.readout_std = [state[f"readout_std.{k}"] for k in range(n)]
         network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
         in_channels = network_state["layers.0.weight"].shape[1]
-        self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
+        self.network = ReadoutNetwork(in_channels, int(state["mean"].shape[0]), self.hidden, self.initial_alpha)
         self.network.load_state_dict(network_state)
         self.network.eval()
         device = model_device(self.model)
@@ -407,11 +419,12 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         self.history = list(extra.get("history", []))
 
     @classmethod
-    def load(  # type: ignore[override]
+    def load(  # type: ignore[override]  # takes the model explained as a second positional argument
         cls, path: str | os.PathLike, model: nn.Module | None = None, *, graph_split: bool = True
     ) -> ReadoutBottleneck:
-        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on); it attributes exactly as
-        the saved one.
+        """Rebuild a saved readout bottleneck for ``model`` (the network it was trained on).
+
+        It attributes exactly as the saved one.
 
         Example:
             >>> import tempfile, pathlib

@@ -81,6 +81,8 @@ class FeatureStatistics:
         if self.mean is None:
             self.count, self.mean, self.m2, self.nonzero, self.counts = n_b, mean_b, m2_b, nonzero_b, counts_b
             return
+        # update() sets the five totals together, so a set mean means the others are set too
+        assert self.m2 is not None and self.nonzero is not None and self.counts is not None
         n_a = self.counts
         n = n_a + counts_b
         share = torch.where(n > 0, counts_b / n.clamp_min(1.0), torch.zeros_like(n))
@@ -91,17 +93,20 @@ class FeatureStatistics:
         self.counts = n
         self.count = self.count + n_b
 
-    def _check(self) -> None:
+    def _check(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The totals ``m2``, ``nonzero`` and ``counts``, once at least 2 samples are merged."""
         if self.count < 2:
             raise DataError(f"estimating a standard deviation needs at least 2 samples, got {self.count}")
+        assert self.m2 is not None and self.nonzero is not None and self.counts is not None  # set with count
+        return self.m2, self.nonzero, self.counts
 
     def std(self, min_std: float = 0.0) -> torch.Tensor:
         """Unbiased standard deviation per element, at least ``min_std``."""
-        self._check()
-        variance = self.m2 / (self.counts - 1).clamp_min(1.0)
-        return torch.where(self.counts > 1, variance, torch.zeros_like(variance)).sqrt().clamp_min(min_std)
+        m2, _, counts = self._check()
+        variance = m2 / (counts - 1).clamp_min(1.0)
+        return torch.where(counts > 1, variance, torch.zeros_like(variance)).sqrt().clamp_min(min_std)
 
     def active(self, threshold: float = 0.01) -> torch.Tensor:
         """Boolean mask of units that were non-zero in more than ``threshold`` of the samples."""
-        self._check()
-        return (self.nonzero.to(torch.float64) / self.counts.clamp_min(1.0)) > threshold
+        _, nonzero, counts = self._check()
+        return (nonzero.to(torch.float64) / counts.clamp_min(1.0)) > threshold

@@ -36,15 +36,15 @@ _MAX_POOLS = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
 
 
 def _is_relu(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
-    if node.op == "call_module":
-        return type(modules.get(node.target)) is nn.ReLU
+    if node.op == "call_module":  # its target is the module's name
+        return type(modules.get(str(node.target))) is nn.ReLU
     return node.op == "call_function" and node.target in (F.relu, torch.relu) and len(node.args) == 1
 
 
 def _is_max_pool(node: fx.Node, modules: dict[str, nn.Module]) -> bool:
     if node.op == "call_module":
-        module = modules.get(node.target)
-        return type(module) in _MAX_POOLS and not module.return_indices
+        module = modules.get(str(node.target))
+        return module is not None and type(module) in _MAX_POOLS and not module.return_indices
     if node.op == "call_function" and node.target in (F.max_pool1d, F.max_pool2d, F.max_pool3d):
         return not node.kwargs.get("return_indices", False) and len(node.args) < 7
     return False
@@ -97,7 +97,9 @@ def optimize_tail(tail: fx.GraphModule, feature_ndim: int) -> fx.GraphModule:
         return fast
     # torch.fx's conv/linear + BatchNorm fusion, in place on ``fast``: it replaces a folded module only in ``fast``'s
     # own containers, never in ``tail`` or the model.
-    fast = fuse(fast, inplace=True, no_trace=True)
+    fused = fuse(fast, inplace=True, no_trace=True)
+    assert isinstance(fused, fx.GraphModule)  # fuse returns a new GraphModule; torch annotates it as a Module
+    fast = fused
     shared = {id(p) for p in tail.parameters()}
     for p in fast.parameters():
         if id(p) not in shared:  # the folded weights

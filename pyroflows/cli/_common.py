@@ -25,8 +25,11 @@ COMMANDS: dict[str, str] = {
 
 
 class OneLineParser(argparse.ArgumentParser):
-    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2), and which reads values that
-    start with a minus sign and a digit (``--low -0.5,-0.5``, ``--beta -1``) as values, not as options."""
+    """An ``ArgumentParser`` whose errors are one line on stderr (exit status 2).
+
+    It reads values that start with a minus sign and a digit (``--low -0.5,-0.5``, ``--beta -1``) as values, not as
+    options.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -94,8 +97,10 @@ SEED = int_arg(low=0, high=2**32 - 1)
 def add_parser(
     subparsers: Any, name: str, *, description: str, example: str, help: str | None = None
 ) -> argparse.ArgumentParser:
-    """Add a sub-command whose ``--help`` ends with a runnable example (``help`` defaults to its :data:`COMMANDS`
-    summary)."""
+    """Add a sub-command whose ``--help`` ends with a runnable example.
+
+    ``help`` defaults to its :data:`COMMANDS` summary.
+    """
     return subparsers.add_parser(
         name,
         help=COMMANDS.get(name) if help is None else help,
@@ -116,8 +121,10 @@ def _non_finite(value: Any, key: str = "") -> list[str]:
 
 
 def print_json(payload: dict[str, Any]) -> None:
-    """Print one JSON object on stdout (the machine-readable output of ``--json``); strict JSON, so a NaN or
-    infinity is an error (:class:`NumericalError`) rather than an invalid document."""
+    """Print one JSON object on stdout (the machine-readable output of ``--json``).
+
+    Strict JSON, so a NaN or infinity is an error (:class:`NumericalError`) rather than an invalid document.
+    """
     bad = _non_finite(payload)
     if bad:
         raise NumericalError(f"the result is not finite ({', '.join(bad[:5])}); nothing was printed")

@@ -1,5 +1,7 @@
-"""``--model PATH`` on the command line: the ``--trust-model-file`` flag; the loader is the library's
-:func:`pyroflows.zoo.model_files.load_model_file` (re-exported here with :func:`check_model_runs`).
+"""``--model PATH`` on the command line: the ``--trust-model-file`` flag.
+
+The loader is the library's :func:`pyroflows.zoo.model_files.load_model_file` (re-exported here with
+:func:`check_model_runs`).
 
 Example:
     $ pyroflows attribute x.npy --model model.pt2 --layer features.3 --data train.npy --out maps

@@ -43,6 +43,7 @@ maps over the sequence). Example: pyroflows attribute seqs.npy --model motifs --
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``attribute`` command to ``subparsers``."""
     parser = add_parser(
         subparsers,
         "attribute",
@@ -161,6 +162,7 @@ def _bottleneck(args: argparse.Namespace):
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.zoo import BUNDLED_LAYER, load_bundled_model, load_bundled_readout
 
+    model: torch.nn.Module
     if args.model == "bundled":
         model = load_bundled_model()
         layer = args.layer or BUNDLED_LAYER
@@ -180,6 +182,7 @@ def _bottleneck(args: argparse.Namespace):
             # The shipped readout holds this layer's statistics over 5,000 training digits: no estimation needed.
             bottleneck = PerSampleBottleneck(model, layer, beta=args.beta, steps=args.steps)
             stats = load_bundled_readout(model)
+            assert stats.mean is not None and stats.std is not None and stats.active is not None  # loaded with them
             bottleneck.set_statistics(stats.mean, stats.std, stats.active, stats.n_samples)
             return model, bottleneck, shape
         if data is None:

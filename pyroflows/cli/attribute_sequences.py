@@ -91,6 +91,7 @@ def _setup(args: argparse.Namespace):
         model = _load_user_model(path) if trust is None else _load_user_model(path, trust)
         data, layer = load_sequences(args.data), args.layer
         channel_dim = 1 if args.channel_dim is None else args.channel_dim
+    assert layer is not None  # a shipped task names its layer; a user model needs --layer (checked above)
     padding = None if pad_id is None else (lambda tokens, _args, pad=pad_id: tokens == pad)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*cannot be split at.*")

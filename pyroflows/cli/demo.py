@@ -11,6 +11,7 @@ from pyroflows.cli._common import SEED, add_parser
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``demo`` command to ``subparsers``."""
     parser = add_parser(
         subparsers,
         "demo",

@@ -27,8 +27,11 @@ _PARTICLES = int_arg(low=1, high=1_000_000)
 
 
 def register(subparsers: Any) -> None:
-    """Add ``diffusion train|sample|impute|nll``; the choices and help of ``--schedule``, ``--network``,
-    ``--sampler`` and ``--method`` come from the library's registries."""
+    """Add ``diffusion train|sample|impute|nll``.
+
+    The choices and help of ``--schedule``, ``--network``, ``--sampler`` and ``--method`` come from the library's
+    registries.
+    """
     parser = add_parser(
         subparsers,
         "diffusion",

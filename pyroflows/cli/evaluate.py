@@ -28,6 +28,7 @@ def _methods_arg(text: str) -> list[str]:
 
 
 def register(subparsers: Any) -> None:
+    """Add the ``evaluate`` command to ``subparsers``."""
     from pyroflows.evaluation import DEFAULT_METHODS, METHODS
 
     parser = add_parser(
@@ -83,6 +84,7 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run ``pyroflows evaluate``: the metrics table of the chosen methods; the exit status."""
     from pyroflows.evaluation import DEFAULT_METHODS, SEQUENCE_METHODS, evaluate_bundled, evaluate_sequences
 
     seed_everything(args.seed)

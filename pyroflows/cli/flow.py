@@ -32,7 +32,12 @@ def register(subparsers: Any) -> None:
         example="pyroflows flow fit data.npy --low 1 --high 2.5 --out flow.pt",
     )
     sub = flow.add_subparsers(dest="flow_command", metavar="SUBCOMMAND")
-    flow.set_defaults(handler=lambda args: (flow.print_help(), 2)[1])
+
+    def show_help(args: argparse.Namespace) -> int:
+        flow.print_help()
+        return 2
+
+    flow.set_defaults(handler=show_help)
     _add_fit(sub)
     _add_score(sub)
     _add_sample(sub)

@@ -117,8 +117,9 @@ def _scaled_beta(name: str, description: str, a: float, b: float, low: float, hi
 
 
 def edge_peaked() -> BoundedTarget:
-    """Beta(1, 3) stretched onto [0, 2]: the density peaks at the lower bound (1.5 there) and vanishes
-    quadratically at the upper one.
+    """Beta(1, 3) stretched onto [0, 2].
+
+    The density peaks at the lower bound (1.5 there) and vanishes quadratically at the upper one.
 
     Example:
         >>> round(edge_peaked().entropy, 4)
@@ -183,17 +184,19 @@ def _beta_entropy(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray | 
 
 
 def box_2d() -> BoundedTarget:
-    """A dependent 2-D density on the box [0, 1] x [0, 2]: :math:`x_1 \\sim` Beta(2, 2) and
-    :math:`x_2 / 2 \\mid x_1 \\sim` Beta(1 + 4 x_1, 5 - 4 x_1), so :math:`x_2` follows :math:`x_1`.
+    r"""A dependent 2-D density on the box [0, 1] x [0, 2].
 
-    :math:`H = H(x_1) + E[H(x_2 \\mid x_1)]`, the expectation by quadrature.
+    :math:`x_1 \sim` Beta(2, 2) and :math:`x_2 / 2 \mid x_1 \sim` Beta(1 + 4 x_1, 5 - 4 x_1), so :math:`x_2` follows
+    :math:`x_1`.
+
+    :math:`H = H(x_1) + E[H(x_2 \mid x_1)]`, the expectation by quadrature.
 
     Example:
         >>> round(box_2d().entropy, 4)
         0.2181
     """
 
-    def conditional(x1: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def conditional(x1: np.ndarray | float) -> tuple[np.ndarray | float, np.ndarray | float]:
         return 1 + 4 * x1, 5 - 4 * x1
 
     def sample(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -54,9 +54,11 @@ class ClutteredDigits(Dataset):
     boxes: torch.Tensor
 
     def __len__(self) -> int:
+        """The number of images."""
         return int(self.labels.shape[0])
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Image ``index`` and its label."""
         return self.images[index], self.labels[index]
 
     def loader(self, batch_size: int = 64, *, shuffle: bool = False, seed: int = 0) -> DataLoader:
@@ -73,6 +75,7 @@ class ClutteredDigits(Dataset):
         return (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The ``(image, label)`` pairs in order."""
         for i in range(len(self)):
             yield self[i]
 

@@ -1,10 +1,10 @@
-"""Bounded conditional targets :math:`p(y \\mid x)` with exact conditional log-densities and means.
+r"""Bounded conditional targets :math:`p(y \mid x)` with exact conditional log-densities and means.
 
-Each target draws features :math:`x` and responses :math:`y \\mid x`, evaluates :math:`\\log p(y \\mid x)` exactly and
-knows the conditional mean :math:`E[y \\mid x]`. On held-out pairs, a model's mean NLL minus the true density's mean
+Each target draws features :math:`x` and responses :math:`y \mid x`, evaluates :math:`\log p(y \mid x)` exactly and
+knows the conditional mean :math:`E[y \mid x]`. On held-out pairs, a model's mean NLL minus the true density's mean
 NLL on the same pairs is a Monte Carlo estimate of the expected KL divergence
-:math:`E_x\\, \\mathrm{KL}(p(\\cdot \\mid x) \\,\\|\\, q(\\cdot \\mid x))`, i.e. NLL minus the true conditional entropy
-:math:`H(Y \\mid X)`, with the sampling noise of the entropy removed.
+:math:`E_x\, \mathrm{KL}(p(\cdot \mid x) \,\|\, q(\cdot \mid x))`, i.e. NLL minus the true conditional entropy
+:math:`H(Y \mid X)`, with the sampling noise of the entropy removed.
 """
 
 from __future__ import annotations
@@ -59,11 +59,11 @@ class ConditionalTarget:
         return x, self._sample(rng, x)
 
     def log_prob(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Exact :math:`\\log p(y \\mid x)` per row."""
+        r"""Exact :math:`\log p(y \mid x)` per row."""
         return self._log_prob(np.asarray(y, dtype=np.float64).reshape(len(x), self.dim), np.asarray(x, np.float64))
 
     def mean(self, x: np.ndarray) -> np.ndarray:
-        """Exact :math:`E[y \\mid x]`, shape ``(n, dim)``."""
+        r"""Exact :math:`E[y \mid x]`, shape ``(n, dim)``."""
         return self._mean(np.asarray(x, dtype=np.float64)).reshape(len(x), self.dim)
 
 

@@ -56,6 +56,7 @@ class SequenceTask:
     padding: torch.Tensor | None = None
 
     def __len__(self) -> int:
+        """The number of sequences."""
         return int(self.labels.shape[0])
 
     def subset(self, index: torch.Tensor) -> SequenceTask:

@@ -1,6 +1,8 @@
-"""DDPM diffusion as a Pyro model: schedules, the forward process in closed form, the reverse process as a
-``pyro.markov`` chain trained with SVI, ancestral and DDIM samplers (class-conditional with classifier-free
-guidance), imputation of missing entries by sequential Monte Carlo over the chain, metrics and plots.
+"""DDPM diffusion as a Pyro model.
+
+Schedules, the forward process in closed form, the reverse process as a ``pyro.markov`` chain trained with SVI,
+ancestral and DDIM samplers (class-conditional with classifier-free guidance), imputation of missing entries by
+sequential Monte Carlo over the chain, metrics and plots.
 
 The extensible families are registries (:class:`pyroflows.registry.Registry`): :data:`SCHEDULES`, :data:`NETWORKS`,
 :data:`SAMPLERS` and :data:`IMPUTATION_METHODS`; the CLI's choices and help read them.

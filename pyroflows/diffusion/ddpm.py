@@ -43,7 +43,7 @@ Example:
 from __future__ import annotations
 
 import itertools
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import numpy as np
 import pyro
@@ -220,8 +220,10 @@ class DDPM(Checkpointable, PyroModule):
         labels: torch.Tensor | None = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        r"""The network's output :math:`f_\theta(x_t, t, c)`, with classifier-free guidance
-        :math:`(1 + w) f_\theta(x_t, t, c) - w f_\theta(x_t, t, \varnothing)` for ``guidance = w != 0``.
+        r"""The network's output :math:`f_\theta(x_t, t, c)`, with classifier-free guidance.
+
+        The guided output is :math:`(1 + w) f_\theta(x_t, t, c) - w f_\theta(x_t, t, \varnothing)` for
+        ``guidance = w != 0``.
 
         :math:`\epsilon_\theta` and :math:`\hat x_0` are affine in :math:`f_\theta` with coefficients that do not
         depend on the label, so mixing the outputs is the same as mixing the noise predictions. ``w = 0`` runs
@@ -252,8 +254,10 @@ class DDPM(Checkpointable, PyroModule):
     def predict_noise(
         self, x_t: torch.Tensor, t: int | torch.Tensor, labels: torch.Tensor | None = None, guidance: float = 0.0
     ) -> torch.Tensor:
-        r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)`` (guided as in
-        :meth:`network_output` when ``labels``/``guidance`` are given)."""
+        r""":math:`\epsilon_\theta(x_t, t)` for scaled ``x_t`` of shape ``(..., D)``.
+
+        Guided as in :meth:`network_output` when ``labels``/``guidance`` are given.
+        """
         steps = self._steps_like(t, x_t)
         out = self.network_output(x_t, steps, labels, guidance)
         if self.parameterization == "eps":
@@ -269,9 +273,11 @@ class DDPM(Checkpointable, PyroModule):
         labels: torch.Tensor | None = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`, clipped when
-        ``clip_x0``; with ``eps`` omitted and ``parameterization="v"``, the same value computed without the
-        division, :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta(x_t, t)`."""
+        r""":math:`\hat x_0 = (x_t - \sqrt{1 - \bar\alpha_t}\,\epsilon) / \sqrt{\bar\alpha_t}`.
+
+        Clipped when ``clip_x0``; with ``eps`` omitted and ``parameterization="v"``, the same value computed without
+        the division, :math:`\sqrt{\bar\alpha_t}\, x_t - \sqrt{1 - \bar\alpha_t}\, f_\theta(x_t, t)`.
+        """
         alpha_bar = self.alpha_bar[t]
         if eps is None and self.parameterization == "v":
             x0 = alpha_bar.sqrt() * x_t - (1 - alpha_bar).sqrt() * self.network_output(x_t, t, labels, guidance)
@@ -284,13 +290,18 @@ class DDPM(Checkpointable, PyroModule):
     def reverse_mean(
         self, x_t: torch.Tensor, t: int, labels: torch.Tensor | None = None, guidance: float = 0.0
     ) -> torch.Tensor:
-        r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units; guided when ``labels`` and
-        ``guidance`` are given, see :meth:`network_output`)."""
+        r""":math:`\mu_\theta(x_t, t) = \tilde\mu_t(x_t, \hat x_0)` (scaled units).
+
+        Guided when ``labels`` and ``guidance`` are given, see :meth:`network_output`.
+        """
         return posterior_mean(self, self.predict_x0(x_t, t, labels=labels, guidance=guidance), x_t, t)
 
     def reverse_scale(self, t: int) -> torch.Tensor:
-        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`: :math:`\sqrt{\beta_t}`, or the forward
-        posterior's :math:`\sqrt{\tilde\beta_t}` (``reverse_variance="posterior"``, for t > 1)."""
+        r""":math:`\sigma_t` of the reverse step :math:`t \to t - 1`.
+
+        Either :math:`\sqrt{\beta_t}`, or the forward posterior's :math:`\sqrt{\tilde\beta_t}`
+        (``reverse_variance="posterior"``, for t > 1).
+        """
         if self.reverse_variance == "posterior" and t > 1:
             variance = posterior_variance(self, t)
         else:
@@ -307,14 +318,16 @@ class DDPM(Checkpointable, PyroModule):
         dtype: torch.dtype | None = None,
         device: torch.device | str | None = None,
     ) -> torch.Tensor:
-        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor, with
-        :func:`pyroflows.validation.as_finite_2d`.
+        """Check and convert data of shape ``(N, D)`` (array or tensor) to a tensor.
+
+        The checks are :func:`pyroflows.validation.as_finite_2d`'s.
 
         Args:
             x: The data (data units).
             name: The argument's name, for the message.
             allow_nan: Accept NaN (a missing entry, as :func:`~pyroflows.diffusion.impute` does) but never infinity.
-            dtype, device: Default: this model's buffers' dtype and device.
+            dtype: The result's dtype (default: this model's buffers' dtype).
+            device: The result's device (default: this model's buffers' device).
 
         Raises:
             DataError: not 2-D, wrong number of columns, empty, or NaN/inf rows (named).
@@ -408,7 +421,7 @@ class DDPM(Checkpointable, PyroModule):
         labels: Any = None,
         guidance: float = 0.0,
     ) -> torch.Tensor:
-        """The reverse chain :math:`x_T \\to \\dots \\to x_0`, with ``x_0`` observed when ``x0`` (data units) is given.
+        r"""The reverse chain :math:`x_T \to \dots \to x_0`, with ``x_0`` observed when ``x0`` (data units) is given.
 
         Args:
             x0: Data of shape ``(N, D)`` in data units, or ``None`` to sample.
@@ -482,9 +495,11 @@ class DDPM(Checkpointable, PyroModule):
 
     @pyro_method
     def eps_mse(self, x0: torch.Tensor, labels: Any = None) -> torch.Tensor:
-        r"""Ho et al.'s simple loss :math:`\mathbb E_{t, \epsilon} \|\epsilon - \epsilon_\theta(x_t, t)\|^2 / D`
-        with :math:`t \sim U\{1..T\}`, on data ``x0`` in data units (one draw of t and noise per row), given the
-        rows' labels (``0..K``, K the null label) for a class-conditional model."""
+        r"""Ho et al.'s simple loss :math:`\mathbb E_{t, \epsilon} \|\epsilon - \epsilon_\theta(x_t, t)\|^2 / D`.
+
+        With :math:`t \sim U\{1..T\}`, on data ``x0`` in data units (one draw of t and noise per row), given the rows'
+        labels (``0..K``, K the null label) for a class-conditional model.
+        """
         y0 = self._scaled(x0)
         labels = self.as_labels(labels, y0.shape[0], allow_null=True)
         # draw_rows: under a distributed global batch, the whole batch's draws and this rank's rows of them.
@@ -495,10 +510,10 @@ class DDPM(Checkpointable, PyroModule):
 
     # ---------------------------------------------------------------------------------------------- the bound
     def bound_terms(self, x0: Any, labels: Any = None) -> torch.Tensor:
-        """Per-sample terms of the negative ELBO in scaled units, one Monte Carlo draw of the guide.
+        r"""Per-sample terms of the negative ELBO in scaled units, one Monte Carlo draw of the guide.
 
-        Column 0 is :math:`\\mathrm{KL}(q(x_T|x_0) \\| p(x_T))`, column ``T - t + 1`` (for t = T..2) is the KL of
-        step :math:`t \\to t-1`, and the last column is :math:`-\\log p_\\theta(x_0 | x_1)`. Their sum over
+        Column 0 is :math:`\mathrm{KL}(q(x_T|x_0) \| p(x_T))`, column ``T - t + 1`` (for t = T..2) is the KL of
+        step :math:`t \to t-1`, and the last column is :math:`-\log p_\theta(x_0 | x_1)`. Their sum over
         columns, averaged over rows, is what ``TraceMeanField_ELBO`` returns for the same draw.
 
         Returns:
@@ -510,10 +525,13 @@ class DDPM(Checkpointable, PyroModule):
         columns = []
         for t in range(self.steps, -1, -1):
             site = model_trace.nodes[f"x_{t}"]
+            # A sample site's fn is its distribution (Pyro's trace types it as any callable).
+            p = cast(dist.TorchDistribution, site["fn"])
             if site["is_observed"]:
-                columns.append(-site["fn"].log_prob(site["value"]))
+                assert site["value"] is not None  # x_0, observed
+                columns.append(-p.log_prob(site["value"]))
             else:
-                columns.append(kl_divergence(guide_trace.nodes[f"x_{t}"]["fn"], site["fn"]))
+                columns.append(kl_divergence(cast(dist.TorchDistribution, guide_trace.nodes[f"x_{t}"]["fn"]), p))
         return torch.stack(columns, dim=-1)
 
     @torch.no_grad()
@@ -572,8 +590,10 @@ class DDPM(Checkpointable, PyroModule):
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> DDPM:
-        """Rebuild from :attr:`config`; files written before ``parameterization`` existed get ``"eps"`` (and before
-        ``num_classes`` existed, no classes).
+        """Rebuild from :attr:`config`, reading files written by earlier versions.
+
+        Files written before ``parameterization`` existed get ``"eps"`` (and before ``num_classes`` existed, no
+        classes).
 
         Example:
             >>> DDPM.from_config(DDPM(2, steps=4).config).steps
@@ -582,6 +602,7 @@ class DDPM(Checkpointable, PyroModule):
         return cls(**{"parameterization": "eps", **config}, **kwargs)
 
     def extra_repr(self) -> str:
+        """The settings shown in the module's ``repr``."""
         return (f"data_dim={self.data_dim}, steps={self.steps}, schedule={self.schedule!r}, "
                 f"reverse_variance={self.reverse_variance!r}, clip_x0={self.clip_x0}, "
                 f"parameterization={self.parameterization!r}"

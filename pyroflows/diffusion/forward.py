@@ -60,7 +60,7 @@ def _check_t(levels: NoiseLevels, t: int | torch.Tensor, low: int) -> None:
         raise DataError(f"t: expected diffusion steps in [{low}, {steps}], got values in [{t_min}, {t_max}]")
 
 
-def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor) -> dist.Distribution:
+def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor) -> dist.TorchDistribution:
     r""":math:`q(x_t \mid x_0) = \mathcal N(\sqrt{\bar\alpha_t}\, x_0, (1 - \bar\alpha_t) I)`.
 
     Args:
@@ -84,8 +84,10 @@ def forward_marginal(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tenso
 
 def forward_posterior(
     levels: NoiseLevels, x0: torch.Tensor, xt: torch.Tensor, t: int | torch.Tensor
-) -> dist.Distribution:
-    r"""The forward posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)` with
+) -> dist.TorchDistribution:
+    r"""The forward posterior :math:`q(x_{t-1} \mid x_t, x_0) = \mathcal N(\tilde\mu_t, \tilde\beta_t I)`.
+
+    Its parameters are
 
     .. math::
         \tilde\mu_t = \frac{\sqrt{\bar\alpha_{t-1}}\,\beta_t}{1 - \bar\alpha_t} x_0
@@ -118,7 +120,8 @@ def forward_posterior(
 
 
 def add_noise(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-    r"""A draw of :math:`q(x_t \mid x_0)` from its standard-normal ``noise``:
+    r"""A draw of :math:`q(x_t \mid x_0)` from its standard-normal ``noise``.
+
     :math:`x_t = \sqrt{\bar\alpha_t}\, x_0 + \sqrt{1 - \bar\alpha_t}\, \epsilon` (diffusers' ``add_noise``).
 
     Args:
@@ -140,9 +143,10 @@ def add_noise(levels: NoiseLevels, x0: torch.Tensor, t: int | torch.Tensor, nois
 
 
 def posterior_mean(levels: NoiseLevels, x0: torch.Tensor, xt: torch.Tensor, t: int | torch.Tensor) -> torch.Tensor:
-    r"""The forward-posterior mean :math:`\tilde\mu_t(x_t, x_0)` (see :func:`forward_posterior`); at ``t = 1`` it is
-    ``x0`` itself. :meth:`DDPM.reverse_mean <pyroflows.diffusion.DDPM.reverse_mean>` is this at the predicted
-    :math:`\hat x_0`.
+    r"""The forward-posterior mean :math:`\tilde\mu_t(x_t, x_0)` (see :func:`forward_posterior`).
+
+    At ``t = 1`` it is ``x0`` itself. :meth:`DDPM.reverse_mean <pyroflows.diffusion.DDPM.reverse_mean>` is this at the
+    predicted :math:`\hat x_0`.
 
     Args:
         levels: The schedule tensors.
@@ -167,8 +171,9 @@ def posterior_mean(levels: NoiseLevels, x0: torch.Tensor, xt: torch.Tensor, t: i
 
 
 def posterior_variance(levels: NoiseLevels, t: int | torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
-    r"""The forward-posterior variance :math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`
-    (0 at ``t = 1``).
+    r"""The forward-posterior variance :math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`.
+
+    It is 0 at ``t = 1``.
 
     Args:
         levels: The schedule tensors.

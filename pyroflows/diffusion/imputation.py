@@ -242,15 +242,20 @@ class TwistedSMC(Messenger):
         return final[torch.arange(self.batch, device=final.device), index]
 
     def evidence(self) -> torch.Tensor:
-        r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units), as the
-        increments' running mean over particles; it includes the first site's constant
-        :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`."""
+        r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units).
+
+        Computed as the increments' running mean over particles; it includes the first site's constant
+        :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`.
+        """
         return self.log_evidence + torch.logsumexp(self.log_weights, -1) - math.log(self.particles)
 
 
 def _as_partial_data(ddpm: DDPM, x: Any) -> torch.Tensor:
-    """``x`` with NaN for missing entries, through :meth:`DDPM.as_data` (``allow_nan``), on the CPU in ``x``'s
-    floating dtype (float64 for arrays and integer tensors), so the observed entries come back bit for bit."""
+    """``x`` with NaN for missing entries, through :meth:`DDPM.as_data` (``allow_nan``).
+
+    On the CPU in ``x``'s floating dtype (float64 for arrays and integer tensors), so the observed entries come back bit
+    for bit.
+    """
     keep = isinstance(x, torch.Tensor) and x.is_floating_point()
     try:
         return ddpm.as_data(x, "x", allow_nan=True, dtype=x.dtype if keep else torch.float64, device="cpu")
@@ -275,8 +280,9 @@ def impute(
     seed: int | None = None,
     batch_size: int = 65536,
 ) -> torch.Tensor:
-    r"""Fill the NaN entries of ``x`` (data units) with draws from the model's conditional given each row's
-    observed entries; the observed entries come back exactly.
+    r"""Fill the NaN entries of ``x`` (data units) with draws from the model's conditional.
+
+    The conditional is given each row's observed entries; the observed entries come back exactly.
 
     Args:
         ddpm: A trained model.
@@ -354,8 +360,11 @@ def _fill(
     batch_size: int,
     **options: Any,
 ) -> torch.Tensor:
-    """One draw per (imputation, row) pair of the rows with missing entries: ``(imputations * len(rows), D)`` in
-    data units. Every pair gets its own particle filter; the model runs on chunks of ``batch_size`` particles."""
+    """One draw per (imputation, row) pair of the rows with missing entries.
+
+    The result is ``(imputations * len(rows), D)`` in data units. Every pair gets its own particle filter; the model
+    runs on chunks of ``batch_size`` particles.
+    """
     rows = rows.to(ddpm.betas.dtype)
     scaled = ddpm.scaler(torch.where(mask, rows, torch.zeros_like(rows)).to(ddpm.betas.device))
     scaled = torch.where(mask.to(scaled.device), scaled, torch.zeros_like(scaled))

@@ -31,7 +31,9 @@ def _mean_distance(a: torch.Tensor, b: torch.Tensor, chunk: int) -> torch.Tensor
 
 
 def energy_distance(x: Any, y: Any, *, chunk: int = 2048) -> torch.Tensor:
-    r"""The energy distance as the plain V-statistic over all pairs (self-pairs included),
+    r"""The energy distance as the plain V-statistic over all pairs (self-pairs included).
+
+    It is
 
     .. math::
         2\, \overline{\|x - y\|} - \overline{\|x - x'\|} - \overline{\|y - y'\|},

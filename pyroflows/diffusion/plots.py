@@ -39,8 +39,9 @@ def plot_vector_field(
     trajectory: torch.Tensor | None = None,
     margin: float = 0.5,
 ) -> Any:
-    r"""Arrows of :math:`-\epsilon_\theta(x, t)` on a grid (the direction the reverse step pushes a point), drawn in
-    data units, with an optional trajectory on top.
+    r"""Arrows of :math:`-\epsilon_\theta(x, t)` on a grid (the direction the reverse step pushes a point).
+
+    Drawn in data units, with an optional trajectory on top.
 
     Args:
         ddpm: A trained 2-D model.

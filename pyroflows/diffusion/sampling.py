@@ -46,8 +46,9 @@ def ancestral_sample(
     labels: Any = None,
     guidance: float = 0.0,
 ) -> torch.Tensor:
-    r"""Run the reverse chain :math:`x_T \sim \mathcal N(0, I)`, :math:`x_{t-1} \sim \mathcal N(\mu_\theta(x_t, t),
-    \sigma_t^2 I)` with :class:`~pyroflows.diffusion.samplers.AncestralSampler`.
+    r"""Run the reverse chain with :class:`~pyroflows.diffusion.samplers.AncestralSampler`.
+
+    That is :math:`x_T \sim \mathcal N(0, I)`, :math:`x_{t-1} \sim \mathcal N(\mu_\theta(x_t, t), \sigma_t^2 I)`.
 
     Args:
         ddpm: A trained model.
@@ -108,8 +109,10 @@ def sample(
     generator: torch.Generator | None = None,
     **options: Any,
 ) -> torch.Tensor:
-    """Draw ``n`` samples in data units with a registered sampler (:data:`SAMPLERS`: ``"ancestral"``, all T steps,
-    or ``"ddim"``) or a :class:`~pyroflows.diffusion.samplers.Sampler` object.
+    """Draw ``n`` samples in data units with a registered sampler or a sampler object.
+
+    A registered sampler is a name in :data:`SAMPLERS` (``"ancestral"``, all T steps, or ``"ddim"``); an object is a
+    :class:`~pyroflows.diffusion.samplers.Sampler`.
 
     Args:
         ddpm: A trained model.
@@ -117,7 +120,8 @@ def sample(
         sampler: A name in :data:`SAMPLERS`, or a sampler built on ``ddpm``.
         sampling_steps: Steps the sampler visits (default T; the ancestral sampler accepts only T).
         return_trajectory: Return every state the sampler visits.
-        labels, guidance: Class-conditional DDPMs: see :func:`ancestral_sample`.
+        labels: The class of each sample, for a class-conditional DDPM (see :func:`ancestral_sample`).
+        guidance: The classifier-free guidance weight (see :func:`ancestral_sample`).
         generator: A ``torch.Generator`` for every draw (default: torch's global stream).
         **options: Further arguments of the sampler (``eta=`` for DDIM, ``denoise_last=`` for ancestral).
 

@@ -91,8 +91,10 @@ class Schedule:
 
     @property
     def posterior_variance(self) -> torch.Tensor:
-        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1):
-        :func:`pyroflows.diffusion.forward.posterior_variance` at every step."""
+        r""":math:`\tilde\beta_t = \beta_t (1 - \bar\alpha_{t-1}) / (1 - \bar\alpha_t)`, ``t = 0..T`` (0 at t <= 1).
+
+        That is :func:`pyroflows.diffusion.forward.posterior_variance` at every step.
+        """
         from pyroflows.diffusion.forward import posterior_variance
 
         out = torch.zeros_like(self.betas)
@@ -100,6 +102,7 @@ class Schedule:
         return out
 
     def __repr__(self) -> str:
+        """The class and its settings."""
         args = ", ".join(f"{k}={v!r}" for k, v in self.config.items() if k != "name")
         return f"{type(self).__name__}({args})"
 
@@ -151,6 +154,7 @@ class LinearSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {
             **super().config,
             "beta_start": self.beta_start,
@@ -191,12 +195,15 @@ class PolynomialSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {**super().config, "power": self.power, "max_noise": self.max_noise}
 
 
 class CosineSchedule(Schedule):
-    r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1 + s}
-    \frac{\pi}{2}\big)`, with :math:`\beta_t` clipped to ``max_beta`` = 0.999 as in the paper.
+    r"""Nichol & Dhariwal (2021): :math:`\bar\alpha_t = f(t)/f(0)`, with a squared cosine :math:`f`.
+
+    Here :math:`f(t) = \cos^2\!\big(\frac{t/T + s}{1 + s} \frac{\pi}{2}\big)`, with :math:`\beta_t` clipped to
+    ``max_beta`` = 0.999 as in the paper.
 
     Args:
         steps: T >= 1.
@@ -221,6 +228,7 @@ class CosineSchedule(Schedule):
 
     @property
     def config(self) -> dict[str, Any]:
+        """The settings that rebuild the schedule (see :meth:`Schedule.config`)."""
         return {**super().config, "offset": self.offset, "max_beta": self.max_beta}
 
 

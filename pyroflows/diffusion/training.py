@@ -26,6 +26,7 @@ import pyro
 import torch
 from pyro import poutine
 from pyro.infer import SVI, TraceMeanField_ELBO
+from pyro.optim import PyroLRScheduler, PyroOptim
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
@@ -202,15 +203,18 @@ def _check_arguments(
     return x, y, lr
 
 
-def _optimizer(lr: float, weight_decay: float, lr_schedule: str, total_steps: int) -> Any:
+def _optimizer(lr: float, weight_decay: float, lr_schedule: str, total_steps: int) -> PyroOptim:
     """AdamW, cosine-annealed to 0 over ``total_steps`` or constant, its gradients summed over processes."""
     optim_args = {"lr": lr, "weight_decay": weight_decay, "betas": (0.9, 0.999)}
+    optimizer: PyroOptim
+    # What pyro.optim.CosineAnnealingLR and pyro.optim.AdamW build (Pyro makes those names at run time, untyped).
     if lr_schedule == "cosine":
-        optimizer: Any = pyro.optim.CosineAnnealingLR(
-            {"optimizer": torch.optim.AdamW, "optim_args": optim_args, "T_max": total_steps}
+        optimizer = PyroLRScheduler(
+            torch.optim.lr_scheduler.CosineAnnealingLR,
+            {"optimizer": torch.optim.AdamW, "optim_args": optim_args, "T_max": total_steps},
         )
     else:
-        optimizer = pyro.optim.AdamW(optim_args)
+        optimizer = PyroOptim(torch.optim.AdamW, optim_args)
     return distributed.synchronize_gradients(optimizer)  # gradients summed over processes before each step
 
 

@@ -27,8 +27,10 @@ def positions_of(inputs: torch.Tensor) -> tuple[int, ...]:
 
 
 def check_inputs_and_maps(inputs: torch.Tensor, attributions: torch.Tensor) -> torch.Tensor:
-    """Check the inputs (images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]``) and the maps
-    (``[N, *positions]``, or with a channel axis ``[N, 1|C, *positions]``, which is summed).
+    """Check the inputs and the maps of an attribution.
+
+    The inputs are images ``[N, C, H, W]``, sequences ``[N, C, L]`` or token ids ``[N, L]``; the maps
+    ``[N, *positions]``, or with a channel axis ``[N, 1|C, *positions]``, which is summed.
 
     Returns the attributions as a float tensor ``[N, *positions]`` on the inputs' device.
     """

@@ -105,8 +105,10 @@ def _readout(model: nn.Module, context: MethodContext) -> Attribution:
 
 
 def readout_for_model(readout: Any, model: nn.Module) -> Any:
-    """A trained readout bottleneck applied to ``model``'s features (e.g. a randomised copy of its model): the same
-    network and statistics, the layers looked up by name in ``model``."""
+    """A trained readout bottleneck applied to ``model``'s features (e.g. a randomised copy of its model).
+
+    The same network and statistics, the layers looked up by name in ``model``.
+    """
     if readout.model is model:
         return readout
     from pyroflows.attribution import ReadoutBottleneck

@@ -85,8 +85,10 @@ def _bottleneck_layer(model: nn.Module, name: str, layer: str | None, methods: S
 def _held_out_digits(
     model: nn.Module, name: str, n_images: int, seed: int
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Images, labels and boxes of the first ``n_images`` held-out digits (draw ``seed`` of the test split) that
-    ``model`` classifies correctly."""
+    """Images, labels and boxes of the first ``n_images`` held-out digits that ``model`` classifies correctly.
+
+    The digits are draw ``seed`` of the test split.
+    """
     from pyroflows.datasets import make_cluttered_digits
     from pyroflows.zoo.model_files import check_model_runs
 
@@ -140,6 +142,7 @@ def maps_figure(table: EvaluationTable, inputs: torch.Tensor, rows: int = 4) -> 
     for row in range(rows):
         axes[row, 0].imshow(inputs[row, 0].cpu().numpy(), cmap="gray")
         for col, result in enumerate(shown, 1):
+            assert result.maps is not None  # ``shown`` keeps the results with maps
             axes[row, col].imshow(result.maps[row].cpu().numpy(), cmap="magma")
             if row == 0:
                 axes[row, col].set_title(result.method, fontsize=7)
@@ -177,7 +180,9 @@ def evaluate_bundled(
         model: ``"bundled"``, a model file (see :func:`pyroflows.zoo.model_files.load_model_file`) or a module
             taking ``1 x 56 x 56`` digits.
         layer: The bottleneck layer (default the bundled model's; required for another model).
-        n_masks, sensitivity_steps, sanity_images: The metrics' settings (:func:`evaluate_methods`).
+        n_masks: Sensitivity-N's random masks per ``n`` (:func:`evaluate_methods`).
+        sensitivity_steps: Sensitivity-N's number of log-spaced ``n`` per tile size (:func:`evaluate_methods`).
+        sanity_images: Images the sanity check re-attributes at every depth (:func:`evaluate_methods`).
         estimation_images: Training digits for the bottlenecks' statistics.
         seed: Draw of the held-out and training digits, and of the metrics.
         force: Replace earlier outputs.
@@ -232,8 +237,13 @@ def evaluate_sequences(
         task: ``"motifs"`` or ``"keywords"`` (:func:`~pyroflows.evaluation.sequence_tasks.sequence_task`).
         methods: Registered method names.
         n_images: Held-out sequences to evaluate on.
-        n_masks, sensitivity_steps, sanity_images, estimation_images, seed, force, progress: as in
-            :func:`evaluate_bundled`.
+        n_masks: As in :func:`evaluate_bundled`.
+        sensitivity_steps: As in :func:`evaluate_bundled`.
+        sanity_images: As in :func:`evaluate_bundled`.
+        estimation_images: Training sequences for the bottlenecks' statistics.
+        seed: Draw of the held-out and training sequences, and of the metrics.
+        force: Replace earlier outputs.
+        progress: Show a progress bar.
 
     Returns:
         The table (with ``span`` and ``top1`` columns) and the number of sequences evaluated.

@@ -86,6 +86,7 @@ class RandomAttribution(Attribution):
         self.seed = int(seed)
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, additional_forward_args: Any = None) -> torch.Tensor:
@@ -217,7 +218,12 @@ def _occlusion_window(window: int | None) -> Callable[[nn.Module, MethodContext]
         def tokens() -> Attribution:
             # Token ids cannot be averaged: each token's embedding is zeroed in turn (one feature per position).
             def options(x: torch.Tensor) -> dict[str, Any]:
-                dim = _embedding(model, context).embedding_dim
+                embedding = _embedding(model, context)
+                dim = getattr(embedding, "embedding_dim", None)
+                if not isinstance(dim, int):
+                    raise MethodNotSupported(
+                        f"token occlusion needs an embedding layer with embedding_dim, got {type(embedding).__name__}"
+                    )
                 mask = torch.arange(x.shape[1], device=x.device)[None, :, None].expand(1, x.shape[1], dim)
                 return {
                     "layer_mask": mask,

@@ -87,8 +87,11 @@ class DegradationCurves:
     tile_size: int
 
     def normalized(self, per: str = "image") -> tuple[torch.Tensor, torch.Tensor]:
-        """Normalised ``(morf, lerf)``: ``[N, K + 1]`` per image (``per="image"``), or ``[K + 1]`` for the
-        curves averaged over images and normalised by the averaged start and end (``per="mean"``)."""
+        """Normalised ``(morf, lerf)`` curves.
+
+        ``[N, K + 1]`` per image (``per="image"``), or ``[K + 1]`` for the curves averaged over images and normalised by
+        the averaged start and end (``per="mean"``).
+        """
         if per == "image":
             start, end = self.morf[:, 0], self.morf[:, -1]
             return normalize_curves(self.morf, start, end), normalize_curves(self.lerf, start, end)

@@ -18,8 +18,9 @@ DEMO_OUTPUTS = BUNDLED_OUTPUTS
 
 
 def run_demo(out_dir: Path, fast: bool, *, overwrite: bool = False) -> list[str]:
-    """Evaluate random maps, Saliency and Grad-CAM (and the per-sample bottleneck without ``fast``) on a few
-    held-out digits; the table's headline numbers.
+    """Evaluate random maps, Saliency and Grad-CAM on a few held-out digits.
+
+    The per-sample bottleneck too without ``fast``; returns the table's headline numbers.
 
     Args:
         out_dir: Folder for the table and plots.

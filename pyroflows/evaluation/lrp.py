@@ -33,9 +33,11 @@ class LRPAttribution(Attribution):
         super().__init__(model)
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(self, inputs: torch.Tensor, target: Any = None, additional_forward_args: Any = None):
+        """Captum's LRP on a copy of the model it can run; a clear error for operations its rules miss."""
         from captum.attr import LRP
 
         blockers = _lrp_blockers(self.forward_func)
@@ -54,8 +56,11 @@ class LRPAttribution(Attribution):
 
 
 class _RuleFreeFlatten(nn.Module):
-    """``nn.Flatten`` for Captum's LRP: the reshape happens in ``forward``, the only leaf is a no-op dropout, for
-    which LRP passes relevance through unchanged (LRP has no rule for ``nn.Flatten`` itself)."""
+    """``nn.Flatten`` for Captum's LRP: the reshape happens in ``forward``.
+
+    The only leaf is a no-op dropout, for which LRP passes relevance through unchanged (LRP has no rule for
+    ``nn.Flatten`` itself).
+    """
 
     def __init__(self, flatten: nn.Flatten) -> None:
         super().__init__()
@@ -70,8 +75,11 @@ _ADAPTIVE_MAX_POOLS = (nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d, nn.AdaptiveMa
 
 
 def lrp_compatible_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` that Captum's LRP can run: every ``nn.Flatten`` is replaced by a rule-free reshape,
-    and adaptive max pooling gets the epsilon rule Captum gives ``nn.MaxPool*`` (it has no default for it)."""
+    """A deep copy of ``model`` that Captum's LRP can run.
+
+    Every ``nn.Flatten`` is replaced by a rule-free reshape, and adaptive max pooling gets the epsilon rule Captum gives
+    ``nn.MaxPool*`` (it has no default for it).
+    """
     from captum.attr._utils.lrp_rules import EpsilonRule
 
     clone = copy.deepcopy(model)
@@ -90,9 +98,11 @@ _RESHAPES = {"flatten", "reshape", "view", "contiguous", "size", "squeeze", "uns
 
 
 def _lrp_blockers(model: nn.Module) -> list[str]:
-    """Tensor operations outside modules that Captum's LRP would silently propagate relevance through wrongly
-    (a residual ``x + f(x)``, a functional ``F.relu``...): LRP's rules attach to modules only. Models that
-    ``torch.fx`` cannot trace are not inspected."""
+    """Tensor operations outside modules that Captum's LRP would propagate relevance through wrongly.
+
+    LRP's rules attach to modules only, so a residual ``x + f(x)`` or a functional ``F.relu`` is silently mishandled.
+    Models that ``torch.fx`` cannot trace are not inspected.
+    """
     try:
         graph = torch.fx.symbolic_trace(model).graph
     except Exception:  # noqa: BLE001 - any tracing failure just means we cannot inspect the graph

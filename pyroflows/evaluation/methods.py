@@ -124,6 +124,7 @@ class MethodFactory:
         return tuple(names) if isinstance(names, tuple) else tuple(sorted(names))
 
     def __call__(self, model: nn.Module, context: MethodContext) -> Attribution:
+        """Build the method's ``Attribution`` for ``model``."""
         return self.build(model, context)
 
 
@@ -140,8 +141,10 @@ def register_method(
     default: bool = False,
     overwrite: bool = False,
 ) -> MethodFactory:
-    """Add a method: ``factory(model, context)`` returns a Captum ``Attribution`` whose ``attribute(inputs,
-    target=..., additional_forward_args=...)`` gives ``[N, *positions]`` maps (e.g. a :class:`ConfiguredAttribution`).
+    """Add a method: ``factory(model, context)`` returns a Captum ``Attribution``.
+
+    Its ``attribute(inputs, target=..., additional_forward_args=...)`` gives ``[N, *positions]`` maps (e.g. a
+    :class:`ConfiguredAttribution`).
 
     Args:
         name: The method's name (``--methods`` takes it).
@@ -249,12 +252,14 @@ def make_attribution(name: str, model: nn.Module, context: MethodContext | None 
 
 
 def make_attribute_fn(name: str, context: MethodContext | None = None, **options: Any) -> AttributeFn:
-    """A registered method as ``attribute_fn(model, inputs, target) -> [N, *positions]``, built for each model it is
-    given (so the sanity check's randomised copies get their own).
+    """A registered method as ``attribute_fn(model, inputs, target) -> [N, *positions]``.
+
+    It is built for each model it is given (so the sanity check's randomised copies get their own).
 
     Args:
         name: A name from :func:`available_methods`.
-        context: Layer names, estimation data and seed; keyword ``options`` are merged into ``context.options``.
+        context: Layer names, estimation data and seed.
+        **options: Options of the method, merged into ``context.options``.
 
     Raises:
         DataError: An unknown name, or an option the method does not take.
@@ -335,6 +340,7 @@ class ConfiguredAttribution(Attribution):
         self.forward_args = forward_args
 
     def has_convergence_delta(self) -> bool:
+        """Captum's flag: no convergence delta."""
         return False
 
     def attribute(

@@ -16,13 +16,14 @@ Sensitivity-N (tiles 1 and 8) and the cascading-randomisation sanity check. The 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -36,6 +37,9 @@ from pyroflows.evaluation.methods import AttributeFn, MethodContext, MethodNotSu
 from pyroflows.evaluation.sanity_check import SanityCheck, cascading_randomization
 from pyroflows.evaluation.sensitivity_n import SensitivityN, default_sensitivity_ns, sensitivity_n
 from pyroflows.validation import as_targets
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["MethodEvaluation", "EvaluationTable", "evaluate_methods", "SANITY_THRESHOLD", "TABLE_COLUMNS"]
 
@@ -119,8 +123,11 @@ class EvaluationTable:
         return "\n".join(lines) + "\n"
 
     def to_csv(self, path: str | Path, *, overwrite: bool = True, outputs: Any = None) -> None:
-        """Write the table as CSV (full precision), atomically (:func:`pyroflows.io.atomic_write`; staged in
-        ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        """Write the table as CSV (full precision), atomically.
+
+        Through :func:`pyroflows.io.atomic_write`, or staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`,
+        when given.
+        """
         from pyroflows.io import atomic_write
 
         columns = self.columns()
@@ -189,18 +196,21 @@ class EvaluationTable:
 
     def save_plots(self, directory: str | Path, tile_sizes: Sequence[int] = (8, 14), *, overwrite: bool = True,
                    outputs: Any = None) -> list[Path]:  # fmt: skip
-        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``, each
-        atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given)."""
+        """Write ``degradation_T.png``, ``sensitivity_n_T.png`` and ``sanity_check.png`` into ``directory``.
+
+        Each is written atomically (staged in ``outputs``, an :class:`~pyroflows.io.AtomicOutputs`, when given).
+        """
         from matplotlib.figure import Figure
 
         from pyroflows.io import save_figure
 
         directory = Path(directory)
         paths = []
-        jobs = [(f"degradation_{t}.png", lambda ax, t=t: self.plot_degradation(t, ax)) for t in tile_sizes]
+        jobs: list[tuple[str, Callable[[Axes], object]]]
+        jobs = [(f"degradation_{t}.png", functools.partial(self.plot_degradation, t)) for t in tile_sizes]
         sens_tiles = sorted({t for r in self.results.values() for t in r.sensitivity})
-        jobs += [(f"sensitivity_n_{t}.png", lambda ax, t=t: self.plot_sensitivity(t, ax)) for t in sens_tiles]
-        jobs.append(("sanity_check.png", lambda ax: self.plot_sanity(ax)))
+        jobs += [(f"sensitivity_n_{t}.png", functools.partial(self.plot_sensitivity, t)) for t in sens_tiles]
+        jobs.append(("sanity_check.png", self.plot_sanity))
         for filename, draw in jobs:
             figure = Figure(figsize=(7, 4.5))
             draw(figure.subplots())

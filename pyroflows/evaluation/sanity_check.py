@@ -106,8 +106,9 @@ def map_ssim(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
 
 def _reinitialize(module: nn.Module, seed: int) -> None:
     with seeded(seed):
-        if hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+        reset = getattr(module, "reset_parameters", None)
+        if reset is not None:
+            reset()
         else:
             with torch.no_grad():
                 for parameter in module.parameters(recurse=False):

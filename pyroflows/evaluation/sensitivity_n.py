@@ -68,8 +68,9 @@ class SensitivityN:
 
 
 def default_sensitivity_ns(n_tiles: int, tile_size: int, n_steps: int = 16, spatial: int = 2) -> list[int]:
-    """Log-spaced numbers of removed pixels: 1 to 80% of the ``n_tiles`` tiles, as in the paper's code
-    (``spatial=1``: positions of a sequence, tiles of ``tile_size`` positions).
+    """Log-spaced numbers of removed pixels: 1 to 80% of the ``n_tiles`` tiles, as in the paper's code.
+
+    With ``spatial=1`` they count positions of a sequence, in tiles of ``tile_size`` positions.
 
     Example:
         >>> default_sensitivity_ns(49, 8, n_steps=5)

@@ -95,6 +95,10 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
         raise DataError(f"unknown task {task!r}; choose from {', '.join(SEQUENCE_TASKS)} (or digits)")
     if n < 1 or estimation < 2:
         raise DataError(f"need n >= 1 sequences and estimation >= 2, got {n} and {estimation}")
+    model: nn.Module
+    tiles: tuple[int, ...]
+    sens: tuple[int, ...]
+    baseline: str | int
     if task == "motifs":
         model = load_motif_model()
         pool = make_motif_sequences(4 * n + 40, split="test", seed=seed)
@@ -138,9 +142,10 @@ def train_readout(
     seed: int = 0,
     warmup: float | None = None,
 ):
-    """A :class:`~pyroflows.attribution.ReadoutBottleneck` at the task's layer, trained on its training split's
-    sequences of the classes the evaluation explains (``motifs``: the positives; ``keywords``: those with a
-    keyword).
+    """A :class:`~pyroflows.attribution.ReadoutBottleneck` at the task's layer, trained on its training split.
+
+    It trains on the sequences of the classes the evaluation explains (``motifs``: the positives; ``keywords``: those
+    with a keyword).
 
     ``warmup`` (default: half the epochs) is the number of epochs over which the information loss's weight rises to
     ``beta`` (:meth:`~pyroflows.attribution.ReadoutBottleneck.fit`). Over one epoch of eight, the motif readout
@@ -151,6 +156,8 @@ def train_readout(
     from pyroflows.evaluation._utils import seeded
 
     context = setup.context
+    if context.layer is None:
+        raise DataError("train_readout: setup.context.layer names no bottleneck layer")
     with seeded(seed), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*cannot be split at.*")
         readout = ReadoutBottleneck(

@@ -1,9 +1,9 @@
-"""Compact-support normalizing flows as Pyro distributions.
+r"""Compact-support normalizing flows as Pyro distributions.
 
 Densities on an interval or a box :math:`[low, high]` (or a line segment): invertible radial and spline flows in
 logit space, squashed onto the bounds by a transform whose codomain is the interval, so the distribution's
 ``support`` is right; half-lines ``[low, inf)`` / ``(-inf, high]`` through an exp squash; conditional densities
-:math:`p(y \\mid x)` with the same layers (``ConditionalCompactFlow``); maximum-likelihood fitting with SVI; an
+:math:`p(y \mid x)` with the same layers (``ConditionalCompactFlow``); maximum-likelihood fitting with SVI; an
 autoguide for interval-constrained latents, amortised for per-datum latents.
 
 The layer families (``radial``, ``spline``, ``autoregressive``) and bases are registries in

@@ -13,7 +13,7 @@ import pyro
 import pyro.distributions as dist
 import torch
 from pyro.infer import SVI, Trace_ELBO
-from pyro.infer.autoguide import AutoNormal
+from pyro.infer.autoguide import AutoGuide, AutoNormal
 from tqdm.auto import tqdm
 
 from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
@@ -67,13 +67,13 @@ def compare_guides(
     progress: bool = False,
     **flow_kwargs: Any,
 ) -> dict[str, dict[str, float]]:
-    """Fit :class:`AutoCompactFlow` and ``AutoNormal`` to the Beta-Binomial posterior and measure both.
+    r"""Fit :class:`AutoCompactFlow` and ``AutoNormal`` to the Beta-Binomial posterior and measure both.
 
     The model is :func:`beta_binomial_model` with the prior ``Beta(a, b)``; the exact posterior, the KL and the
     PSIS weights all use that same prior.
 
-    Returns, per guide, ``kl`` (Monte Carlo :math:`\\mathrm{KL}(q \\| p)` from ``num_samples`` draws of ``q``),
-    ``khat`` (PSIS Pareto :math:`\\hat k` via ArviZ on :math:`\\log p(\\theta, x) - \\log q(\\theta)`) and ``seconds``.
+    Returns, per guide, ``kl`` (Monte Carlo :math:`\mathrm{KL}(q \| p)` from ``num_samples`` draws of ``q``),
+    ``khat`` (PSIS Pareto :math:`\hat k` via ArviZ on :math:`\log p(\theta, x) - \log q(\theta)`) and ``seconds``.
 
     Example:
         >>> result = compare_guides(steps=5, num_samples=500, num_layers=1)  # doctest: +SKIP
@@ -89,6 +89,7 @@ def compare_guides(
     prior = dist.Beta(torch.tensor(float(a), dtype=torch.float64), torch.tensor(float(b), dtype=torch.float64))
     posterior = beta_binomial_posterior(successes, trials, a, b)
     results: dict[str, dict[str, float]] = {}
+    guide: AutoGuide
     for label in ("AutoCompactFlow", "AutoNormal"):
         pyro.set_rng_seed(seed)
         if label == "AutoNormal":
@@ -101,7 +102,8 @@ def compare_guides(
             guide = AutoCompactFlow(beta_binomial_model, **flow_kwargs)
             seconds = _fit_guide(guide, data, steps, lr, 8, progress, label)
             flow_dist = guide.get_posterior(*data)
-            q = dist.TransformedDistribution(flow_dist, [torch.distributions.ReshapeTransform((1,), ())])
+            to_scalar = torch.distributions.ReshapeTransform(torch.Size((1,)), torch.Size(()))
+            q = dist.TransformedDistribution(flow_dist, [to_scalar])
         with torch.no_grad():
             theta = q.sample((num_samples,))
             log_q = q.log_prob(theta)

@@ -1,6 +1,6 @@
-"""``CompactFlow``: a learnable density on an interval or a box, as a Pyro distribution.
+r"""``CompactFlow``: a learnable density on an interval or a box, as a Pyro distribution.
 
-The flow runs base distribution :math:`\\to` flow layers in logit space :math:`\\to`
+The flow runs base distribution :math:`\to` flow layers in logit space :math:`\to`
 :class:`~pyroflows.flows.IntervalSquashTransform` onto :math:`[low, high]`. Calling the module returns a fresh
 :class:`BoundedTransformedDistribution` whose ``support`` is the interval (independent over dimensions for a box), so
 Pyro's validation, ``biject_to`` and autoguides all see the bounds.
@@ -42,10 +42,10 @@ _names = itertools.count()
 
 
 class BoundedTransformedDistribution(dist.TransformedDistribution):
-    """A ``TransformedDistribution`` that treats points outside its support as impossible.
+    r"""A ``TransformedDistribution`` that treats points outside its support as impossible.
 
     With validation on (``pyro.enable_validation(True)`` or ``validate_args=True``), ``log_prob`` of a point outside
-    the support raises a ``ValueError`` naming the points; with validation off it returns :math:`-\\infty` for them
+    the support raises a ``ValueError`` naming the points; with validation off it returns :math:`-\infty` for them
     (never the density of a clamped point, which is what the plain sigmoid-and-affine construction gives).
 
     Example:
@@ -73,11 +73,13 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
         return f"{outside.shape[0]} value(s) outside the support {box}: {shown}{more}"
 
     def expand(self, batch_shape, _instance=None):  # noqa: ANN001 - torch's signature
+        """The same distribution with a new batch shape (its compute dtype kept)."""
         new = super().expand(batch_shape, _instance)
         new.compute_dtype = getattr(self, "compute_dtype", None)
         return new
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log density, computed in the flow's dtype; ``-inf`` outside the support."""
         dtype = getattr(self, "compute_dtype", None)
         squash = self.transforms[-1]
         if dtype is not None and value.is_floating_point() and value.dtype != dtype:
@@ -107,7 +109,7 @@ class BoundedTransformedDistribution(dist.TransformedDistribution):
 
 
 class CompactFlow(Checkpointable, PyroModule):
-    """A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
+    r"""A normalizing flow whose density lives on :math:`[low, high]` (an interval, or a box for ``dim > 1``).
 
     The event shape is always ``(dim,)``: one-dimensional data are a column, shape ``(N, 1)``.
 
@@ -121,8 +123,8 @@ class CompactFlow(Checkpointable, PyroModule):
       ``dim > 1`` when the dimensions depend on each other.
 
     Args:
-        low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\\infty, high]`.
-        high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \\infty)` (``greater_than``).
+        low: Lower bound, a number or one per dimension; ``-inf`` for a support :math:`(-\infty, high]`.
+        high: Upper bound, same shape as ``low``; ``inf`` for a support :math:`[low, \infty)` (``greater_than``).
         transform: A name in :data:`~pyroflows.flows.families.FAMILIES` (``"radial"``, ``"spline"``,
             ``"autoregressive"``); by default :func:`~pyroflows.flows.families.default_transform` (spline on an
             interval, autoregressive on a box).
@@ -157,9 +159,9 @@ class CompactFlow(Checkpointable, PyroModule):
     Example:
         >>> flow = CompactFlow(1.0, 2.5, num_layers=2)
         >>> d = flow()
-        >>> d.support
-        IndependentConstraint(Interval(lower_bound=tensor([1.], dtype=torch.float64), \
-upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
+        >>> d.support  # doctest: +NORMALIZE_WHITESPACE
+        IndependentConstraint(Interval(lower_bound=tensor([1.], dtype=torch.float64),
+                                       upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         >>> d.sample((3,)).shape
         torch.Size([3, 1])
     """
@@ -232,12 +234,12 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         return dict(self._config)
 
     def log_prior(self) -> torch.Tensor:
-        """Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
+        r"""Log-density of the tail slopes under the flow's ``tail_prior`` (0 without one); :func:`fit` adds it.
 
-        The prior is Laplace with scale :math:`b` = ``tail_prior`` on each log tail slope :math:`\\ell_\\pm`:
-        :math:`\\log p = -\\sum |\\ell_\\pm| / b` (up to a constant). Its kink at :math:`\\ell = 0` holds a slope at
+        The prior is Laplace with scale :math:`b` = ``tail_prior`` on each log tail slope :math:`\ell_\pm`:
+        :math:`\log p = -\sum |\ell_\pm| / b` (up to a constant). Its kink at :math:`\ell = 0` holds a slope at
         exactly 1 (a finite, non-zero density at that bound, set by the spline's end derivative) unless the data pull
-        on it by more than :math:`1/b` nats per unit of :math:`\\ell`, as a density that truly vanishes or diverges
+        on it by more than :math:`1/b` nats per unit of :math:`\ell`, as a density that truly vanishes or diverges
         at the bound does.
 
         Example:
@@ -251,8 +253,10 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         return -(tails.log_slope_lower.abs().sum() + tails.log_slope_upper.abs().sum()) / scale
 
     def freeze(self) -> CompactFlow:
-        """Fix the flow's current density: its parameters become buffers, so SVI, Pyro's parameter store and torch
-        optimisers no longer see or change them. Use it to make a fitted flow a fixed prior in another model.
+        """Fix the flow's current density: its parameters become buffers.
+
+        SVI, Pyro's parameter store and torch optimisers then no longer see or change them. Use it to make a fitted flow
+        a fixed prior in another model.
 
         The state dict keeps the same keys and values (``save`` / ``load`` work; a loaded flow is not frozen).
         :func:`~pyroflows.flows.fit` refuses a frozen flow.
@@ -294,7 +298,8 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
             >>> round(x.item(), 12)
             0.2
         """
-        if not (self._config["tail_slopes"] and isinstance(self.layers[0], TwoSlopeAffine)):
+        tails = self.layers[0]
+        if not (self._config["tail_slopes"] and isinstance(tails, TwoSlopeAffine)):
             raise DataError("center_at: the flow has no tail layer (tail_slopes=False) to shift")
         point = torch.as_tensor(loc, dtype=self.low.dtype, device=self.low.device).reshape(-1)
         if point.numel() != self.dim or not bool(((point > self.low) & (point < self.high)).all()):
@@ -302,8 +307,8 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
         with torch.no_grad():
             z = self.squash.inv(point[None])
             for t in reversed(self._stack[1:]):
+                assert isinstance(t, dist.transforms.Transform)  # an unconditional stack holds transforms only
                 z = t.inv(z)
-            tails = self.layers[0]
             _, d = tails._coefficients()
             tails.shift.copy_(z[0] - d)  # T(0) = m * 0 + d * sqrt(0 + 1) + shift
         return self
@@ -340,8 +345,10 @@ upper_bound=tensor([2.5000], dtype=torch.float64)), 1)
 
     @classmethod
     def from_config(cls, config: dict[str, Any], **kwargs: Any) -> CompactFlow:
-        """Rebuild an (untrained) flow from :attr:`config`; files written before ``ends``, ``tail_prior`` and
-        ``order`` existed get the values those flows had."""
+        """Rebuild an (untrained) flow from :attr:`config`.
+
+        Files written before ``ends``, ``tail_prior`` and ``order`` existed get the values those flows had.
+        """
         config = dict(config)
         config.setdefault("ends", "fixed")  # checkpoints written before these options existed
         config.setdefault("tail_prior", None)

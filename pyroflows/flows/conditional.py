@@ -1,16 +1,16 @@
-"""``ConditionalCompactFlow``: a learned conditional density :math:`p(y \\mid x)` on an interval, a box or a half-line.
+r"""``ConditionalCompactFlow``: a learned conditional density :math:`p(y \mid x)` on an interval, a box or a half-line.
 
 The conditional sibling of :class:`~pyroflows.flows.CompactFlow`, built from the same layer families, tail layer and
-squash: base :math:`\\to` :class:`~pyroflows.flows.TwoSlopeAffine` :math:`\\to` flow layers :math:`\\to` squash onto
+squash: base :math:`\to` :class:`~pyroflows.flows.TwoSlopeAffine` :math:`\to` flow layers :math:`\to` squash onto
 the bounds, where every layer's parameters are an affine function (a "head") of features computed from the context
 by a small MLP (the "trunk"),
 
-.. math:: h = \\mathrm{MLP}\\big((x - \\mu_x) / \\sigma_x\\big), \\qquad \\theta_\\ell(x) = W_\\ell h + b_\\ell .
+.. math:: h = \mathrm{MLP}\big((x - \mu_x) / \sigma_x\big), \qquad \theta_\ell(x) = W_\ell h + b_\ell .
 
 Each head outputs exactly the raw parameters the unconditional layer holds, and the conditioned layer runs the
-unconditional layer's own code on them, so with :math:`W_\\ell = 0` the flow *is* a ``CompactFlow`` (the heads start
+unconditional layer's own code on them, so with :math:`W_\ell = 0` the flow *is* a ``CompactFlow`` (the heads start
 that way, at the unconditional flow's initialisation). Because the tail layer is conditioned too, the power law of the
-density at each bound, :math:`p(y \\mid x) \\propto (y - low)^{a(x) - 1}`, moves with the context.
+density at each bound, :math:`p(y \mid x) \propto (y - low)^{a(x) - 1}`, moves with the context.
 
 ``flow.condition(context)`` (or ``flow(context)``) returns a
 :class:`~pyroflows.flows.BoundedTransformedDistribution` with batch shape ``context.shape[:-1]``, event shape
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -135,7 +135,7 @@ class ConditionedSigmoidSpline(_Elementwise):
             F.softmax(unnormalized_widths, dim=-1),
             F.softmax(unnormalized_heights, dim=-1),
             F.softplus(unnormalized_derivatives),
-            torch.sigmoid(unnormalized_lambdas) if order == "linear" else None,
+            torch.sigmoid(unnormalized_lambdas) if order == "linear" and unnormalized_lambdas is not None else None,
         )
         self.spline = ConditionedSpline(params, bound=1.0, order=order)
         self._param_dtype = unnormalized_widths.dtype
@@ -194,6 +194,7 @@ class ConditionalLayer(ConditionalTransformModule):
         super().__init__()
         if isinstance(family, str) and family not in CONDITIONED:
             raise DataError(f"family must be one of {sorted(CONDITIONED)}, got {family!r}")
+        self._conditioned: Callable[..., Transform]  # a Conditioned* class, called with the raw parameters
         layer_class, self._conditioned, passed = CONDITIONED[family] if isinstance(family, str) else family
         template = layer_class(input_dim, **kwargs)
         named = list(template.named_parameters())
@@ -224,8 +225,10 @@ class ConditionalLayer(ConditionalTransformModule):
 def check_context(
     flow: ConditionalCompactFlow, context: torch.Tensor | np.ndarray, *, rows: int | None = None, name: str = "context"
 ) -> torch.Tensor:
-    """Validate a context for ``flow``: shape ``(N, context_dim)`` (or ``(N,)`` when ``context_dim`` is 1), finite,
-    ``rows`` rows when given.
+    """Validate a context for ``flow``.
+
+    It must have shape ``(N, context_dim)`` (or ``(N,)`` when ``context_dim`` is 1), finite values, and ``rows`` rows
+    when given.
 
     Returns:
         The context as an ``(N, context_dim)`` tensor in the flow's dtype and device.
@@ -263,7 +266,7 @@ def _as_real_tensor(x: Any, name: str) -> torch.Tensor:
 
 
 class ConditionalCompactFlow(Checkpointable, PyroModule):
-    """A conditional normalizing flow :math:`p(y \\mid x)` whose support is :math:`[low, high]` for every context.
+    r"""A conditional normalizing flow :math:`p(y \mid x)` whose support is :math:`[low, high]` for every context.
 
     Bounds as for :class:`~pyroflows.flows.CompactFlow`: numbers for an interval, one per dimension for a box, and
     ``low=-inf`` or ``high=inf`` for a half-line (support ``greater_than`` / ``less_than``).
@@ -366,6 +369,8 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         options = LayerOptions(count_bins=int(count_bins), bound=float(bound), order=order)
         # Base to data: the conditional tail layer, then the family's conditional stack (permutations included).
         self._stack: Stack = [ConditionalLayer("two_slope", dim, width)]
+        # family_for(conditional=True) checked the family has a conditional version (which registers its default)
+        assert family.conditional is not None and num_layers is not None
         self._stack += family.conditional(dim, num_layers, width, options)
         self.layers = nn.ModuleList(modules_of(self._stack)).to(dtype)
 
@@ -394,7 +399,7 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         return self.trunk((c - self.context_loc) / self.context_scale)
 
     def forward(self, context: torch.Tensor) -> BoundedTransformedDistribution:
-        """:math:`p(y \\mid x)` for each context row: batch shape ``context.shape[:-1]``, event shape ``(dim,)``.
+        r""":math:`p(y \mid x)` for each context row: batch shape ``context.shape[:-1]``, event shape ``(dim,)``.
 
         Raises:
             ValueError: the context's last dimension is not ``context_dim``.
@@ -413,8 +418,10 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         return d
 
     def freeze(self) -> ConditionalCompactFlow:
-        """Fix the flow's current conditional density (its parameters become buffers), as
-        :meth:`CompactFlow.freeze <pyroflows.flows.CompactFlow.freeze>` does; :func:`~pyroflows.flows.fit` refuses it.
+        """Fix the flow's current conditional density (its parameters become buffers).
+
+        As :meth:`CompactFlow.freeze <pyroflows.flows.CompactFlow.freeze>` does; :func:`~pyroflows.flows.fit` refuses a
+        frozen flow.
 
         Returns:
             The flow itself.

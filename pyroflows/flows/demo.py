@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,8 @@ def run_demo(out_dir: Path, fast: bool, *, overwrite: bool = False) -> list[str]
     flow = CompactFlow(1.0, 2.5)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # --fast trains for a few steps on purpose
-        result = fit(flow, train, **({} if steps is None else {"steps": steps}), seed=0, progress=False)
+        budget: dict[str, Any] = {} if steps is None else {"steps": steps}  # None: fit's default budget
+        result = fit(flow, train, **budget, seed=0, progress=False)
     seconds = time.perf_counter() - start
     flow.save(out_dir / "flow.pt", overwrite=overwrite)
     with torch.no_grad():

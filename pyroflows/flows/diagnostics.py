@@ -1,4 +1,4 @@
-"""How close an approximate posterior is: Monte Carlo KL to a known posterior, and PSIS Pareto :math:`\\hat k`."""
+r"""How close an approximate posterior is: Monte Carlo KL to a known posterior, and PSIS Pareto :math:`\hat k`."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ def kl_to_posterior(
     posterior_log_prob: Callable[[torch.Tensor], torch.Tensor],
     num_samples: int = 20000,
 ) -> float:
-    """Monte Carlo estimate of :math:`\\mathrm{KL}(q \\,\\|\\, p) = E_q[\\log q(\\theta) - \\log p(\\theta)]`.
+    r"""Monte Carlo estimate of :math:`\mathrm{KL}(q \,\|\, p) = E_q[\log q(\theta) - \log p(\theta)]`.
 
     Args:
         guide_dist: The approximation :math:`q` (any distribution with ``sample`` and ``log_prob``).
@@ -37,18 +37,18 @@ def kl_to_posterior(
 
 
 def psis_khat(log_joint: torch.Tensor | np.ndarray, log_q: torch.Tensor | np.ndarray) -> float:
-    """Pareto-smoothed importance sampling :math:`\\hat k` of draws from :math:`q` (ArviZ's ``psislw``).
+    r"""Pareto-smoothed importance sampling :math:`\hat k` of draws from :math:`q` (ArviZ's ``psislw``).
 
-    The log-weights are :math:`\\log p(\\theta, x) - \\log q(\\theta)` at draws :math:`\\theta \\sim q`. Below 0.5 the
+    The log-weights are :math:`\log p(\theta, x) - \log q(\theta)` at draws :math:`\theta \sim q`. Below 0.5 the
     importance weights have finite variance and :math:`q` is a good proposal for the posterior; above 0.7 it is not
     reliable. | Pareto Smoothed Importance Sampling (Vehtari et al., 2015-2024)
 
     Args:
-        log_joint: :math:`\\log p(\\theta_s, x)` per draw.
-        log_q: :math:`\\log q(\\theta_s)` per draw.
+        log_joint: :math:`\log p(\theta_s, x)` per draw.
+        log_q: :math:`\log q(\theta_s)` per draw.
 
     Returns:
-        :math:`\\hat k`.
+        :math:`\hat k`.
 
     Example:
         >>> rng = np.random.default_rng(0)

@@ -82,13 +82,13 @@ class LayerOptions:
 
 @dataclass(frozen=True)
 class FlowFamily:
-    """One layer family: its factories, default size and limits.
+    r"""One layer family: its factories, default size and limits.
 
     Attributes:
         layers: ``layers(dim, num_layers, options) -> Stack``: the unconditional layers in run order.
         default_layers: ``num_layers`` when none is given (unconditional flow).
         conditional: ``conditional(dim, num_layers, features, options) -> Stack``: layers whose parameters come from
-            ``features`` context features (``ConditionalTransformModule``\\ s, parameter-free transforms between
+            ``features`` context features (``ConditionalTransformModule``\ s, parameter-free transforms between
             them), or ``None`` when the family has no conditional version.
         conditional_default_layers: ``num_layers`` of the conditional flow when none is given.
         min_dim: The smallest dimension the family works in.
@@ -108,8 +108,10 @@ class FlowFamily:
 
 
 def _reversed_between(make: Callable[[], nn.Module], dim: int, num_layers: int) -> Stack:
-    """``num_layers`` layers with the order of the dimensions reversed between consecutive ones, so each
-    autoregressive layer conditions on the coordinates the previous one could not."""
+    """``num_layers`` layers with the order of the dimensions reversed between consecutive ones.
+
+    So each autoregressive layer conditions on the coordinates the previous one could not.
+    """
     reverse = T.Permute(torch.arange(dim - 1, -1, -1))
     stack: Stack = []
     for i in range(num_layers):

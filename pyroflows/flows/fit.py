@@ -12,7 +12,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyro
@@ -27,6 +27,9 @@ from pyroflows.flows.compact import CompactFlow
 from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
 from pyroflows.validation import as_finite_2d, check_float, check_int
+
+if TYPE_CHECKING:  # imported where used: conditional.py imports this package's compact flows
+    from pyroflows.flows.conditional import ConditionalCompactFlow
 
 __all__ = ["fit", "FitResult", "check_data", "log_prob_chunked", "ConvergenceWarning", "DEFAULT_STEPS"]
 
@@ -71,7 +74,9 @@ class FitResult:
         return min(self.steps, (self.best_eval + 1) * self.eval_every)
 
 
-def check_data(flow: CompactFlow, data: torch.Tensor | np.ndarray, *, name: str = "data") -> torch.Tensor:
+def check_data(
+    flow: CompactFlow | ConditionalCompactFlow, data: torch.Tensor | np.ndarray, *, name: str = "data"
+) -> torch.Tensor:
     """Validate data for ``flow``: shape ``(N,)`` (one dimension) or ``(N, dim)``, finite, inside the bounds.
 
     The shape and finiteness checks are :func:`pyroflows.validation.as_finite_2d`'s; the bounds are compared at the
@@ -166,7 +171,7 @@ def log_prob_chunked(
 
 
 def fit(
-    flow: CompactFlow | SegmentFlow,
+    flow: CompactFlow | ConditionalCompactFlow | SegmentFlow,
     data: torch.Tensor | np.ndarray,
     *,
     steps: int = DEFAULT_STEPS,
@@ -180,7 +185,7 @@ def fit(
     progress: bool = True,
     context: torch.Tensor | np.ndarray | None = None,
 ) -> FitResult:
-    """Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
+    r"""Fit ``flow`` to ``data`` by maximum likelihood with Pyro SVI (an empty guide), in place.
 
     The budget is ``steps`` optimiser steps whatever the data size, so 1,000 points are fitted as well as 100,000.
     The learning rate decays geometrically from ``lr`` to ``lr * final_lr_fraction`` over the budget (Pyro's
@@ -208,7 +213,7 @@ def fit(
         progress: Show a tqdm progress bar.
         context: For a :class:`~pyroflows.flows.ConditionalCompactFlow`: the features of each data row, shape
             ``(N, context_dim)`` (rows aligned with ``data``); the same split, minibatches and early stopping then
-            fit :math:`p(y \\mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
+            fit :math:`p(y \mid x)`. A flow whose context scaling is not yet set gets it from the training rows.
 
     Returns:
         A :class:`FitResult` with the loss history.
@@ -296,8 +301,8 @@ def _make_svi(flow: Any, split: _Split, batch: int, lr: float, decay: float) -> 
     world = distributed.world_size() if distributed.active() else 1
 
     def model(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
-        d = flow() if ctx is None else None
         if ctx is None:
+            d = flow()  # outside the data plate
             # MAP: the flow's own prior on its tail slopes (0 by default)
             pyro.factor("tail_prior", flow.log_prior() / world)
         # In a process group each process observes its share of the (common) minibatch.
@@ -341,8 +346,10 @@ class _Tracker:
 
 def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int, patience: int, progress: bool
            ) -> _Tracker:  # fmt: skip
-    """SVI steps in blocks of ``result.eval_every``, a held-out evaluation after each, until the budget or patience
-    runs out."""
+    """SVI steps in blocks of ``result.eval_every``, a held-out evaluation after each.
+
+    They run until the budget or the patience runs out.
+    """
     n, eval_every = split.train.shape[0], result.eval_every
     # The convergence check looks at the last quarter of the budget.
     tracker = _Tracker(lookback=max(1, steps // (4 * eval_every)))
@@ -391,13 +398,16 @@ def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, step
         )
 
 
-def _fit_context(flow: CompactFlow, context: torch.Tensor | np.ndarray | None, rows: int) -> torch.Tensor | None:
+def _fit_context(
+    flow: CompactFlow | ConditionalCompactFlow | SegmentFlow, context: torch.Tensor | np.ndarray | None, rows: int
+) -> torch.Tensor | None:
     """The checked context of a conditional flow (``None`` for an unconditional one)."""
     from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
 
-    conditional = isinstance(flow, ConditionalCompactFlow)
-    if conditional and context is None:
+    if not isinstance(flow, ConditionalCompactFlow):
+        if context is not None:
+            raise DataError(f"context: given, but {type(flow).__name__} is not conditional; use ConditionalCompactFlow")
+        return None
+    if context is None:
         raise DataError("context: a ConditionalCompactFlow needs the features of each data row (context=...)")
-    if not conditional and context is not None:
-        raise DataError(f"context: given, but {type(flow).__name__} is not conditional; use ConditionalCompactFlow")
-    return check_context(flow, context, rows=rows) if conditional else None
+    return check_context(flow, context, rows=rows)

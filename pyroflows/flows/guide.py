@@ -24,14 +24,16 @@ from torch.distributions import constraints
 from pyroflows.errors import DataError
 from pyroflows.flows.amortized import plan_local_sites
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
+from pyroflows.flows.conditional import ConditionalCompactFlow
 from pyroflows.flows.families import default_transform
 
 __all__ = ["AutoCompactFlow", "interval_bounds", "support_bounds"]
 
 
 def support_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
-    """``(lower, upper)`` of a support bounded on at least one side, possibly wrapped in ``independent`` (a box);
-    ``-inf`` / ``inf`` on an open side; ``None`` for anything else.
+    """``(lower, upper)`` of a support bounded on at least one side, else ``None``.
+
+    The support may be wrapped in ``independent`` (a box); ``-inf`` / ``inf`` stand for an open side.
 
     Covers ``interval`` (``unit_interval``), ``half_open_interval``, ``greater_than`` (``positive``),
     ``greater_than_eq`` (``nonnegative``) and ``less_than``, by ``isinstance`` on torch's constraint classes.
@@ -56,8 +58,10 @@ def support_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
 
 
 def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
-    """``(lower, upper)`` of an interval support with two finite ends (``interval``, ``half_open_interval``, possibly
-    wrapped in ``independent``), else ``None``; see :func:`support_bounds` for half-lines.
+    """``(lower, upper)`` of an interval support with two finite ends, else ``None``.
+
+    The support is ``interval`` or ``half_open_interval``, possibly wrapped in ``independent``; see
+    :func:`support_bounds` for half-lines.
 
     Example:
         >>> interval_bounds(constraints.unit_interval)
@@ -74,7 +78,7 @@ def interval_bounds(support: constraints.Constraint) -> tuple[Any, Any] | None:
 
 
 class AutoCompactFlow(AutoGuide):
-    """Autoguide: compact-support flows over the latent sites, each of which must have an interval support.
+    r"""Autoguide: compact-support flows over the latent sites, each of which must have an interval support.
 
     Global latents (outside any plate that holds observations) are flattened into one vector whose bounds form a
     box; a :class:`CompactFlow` on that box is their joint approximate posterior. Per-datum latents, those inside a
@@ -82,7 +86,7 @@ class AutoCompactFlow(AutoGuide):
     :class:`~pyroflows.flows.ConditionalCompactFlow` over one datum's latents, conditioned on that datum's observed
     values (and on the global latents' draw), so
 
-    .. math:: q(\\theta_g)\\,\\prod_{i \\in \\text{subsample}} q(z_i \\mid y_i, \\theta_g).
+    .. math:: q(\theta_g)\,\prod_{i \in \text{subsample}} q(z_i \mid y_i, \theta_g).
 
     Its size does not grow with the plate's size, and in a subsampled plate each datum's guide follows the datum
     drawn. To read the subsample's observed values, the guide runs the model once per call (blocked, with the
@@ -191,6 +195,7 @@ class AutoCompactFlow(AutoGuide):
                 "guides have no starting point to set"
             )
         values = [self.prototype_trace.nodes[name]["value"].detach().reshape(-1) for name in self._global_sites]
+        assert self.flow is not None  # no per-datum latents, so the latents are global and the flow exists
         self.flow.center_at(torch.cat(values))
 
     def get_posterior(self, *args: Any, **kwargs: Any) -> BoundedTransformedDistribution:
@@ -210,6 +215,7 @@ class AutoCompactFlow(AutoGuide):
         return self.flow()
 
     def forward(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        """Draw the latents from the guide (inside the model's plates); the values by site name."""
         if self.prototype_trace is None:
             self._setup_prototype(*args, **kwargs)
         with poutine.trace() as plate_trace:
@@ -233,6 +239,7 @@ class AutoCompactFlow(AutoGuide):
             for plate, plan in self._local_plans.items():
                 context = plan.context(observed, latent)
                 flow = self.amortized[plate]
+                assert isinstance(flow, ConditionalCompactFlow)  # plan.make_flow built it
                 with plates[plate]:
                     local = pyro.sample(
                         f"_{self._pyro_name}_{plate}_latent",
@@ -263,5 +270,5 @@ def _observed_values(model: Callable, plate_trace: Any, args: tuple, kwargs: dic
     return {
         name: site["value"]
         for name, site in trace.nodes.items()
-        if site["type"] == "sample" and site["is_observed"] and not site["name"].startswith("_")
+        if site["type"] == "sample" and site["is_observed"] and site["value"] is not None and not name.startswith("_")
     }

@@ -1,12 +1,12 @@
-"""The parameter-free map from :math:`\\mathbb{R}^D` onto a half-line, and the choice of squash for given bounds.
+r"""The parameter-free map from :math:`\mathbb{R}^D` onto a half-line, and the choice of squash for given bounds.
 
-For a one-sided support :math:`[low, \\infty)` (or :math:`(-\\infty, high]`) the flows squash with
+For a one-sided support :math:`[low, \infty)` (or :math:`(-\infty, high]`) the flows squash with
 
-.. math:: y = low + s\\,e^{x} \\qquad\\text{or}\\qquad y = high - s\\,e^{-x},
+.. math:: y = low + s\,e^{x} \qquad\text{or}\qquad y = high - s\,e^{-x},
 
-with a fixed scale :math:`s > 0` (the typical size of :math:`|y - \\text{bound}|`). At the bound this behaves like the
+with a fixed scale :math:`s > 0` (the typical size of :math:`|y - \text{bound}|`). At the bound this behaves like the
 interval squash: a logit-space density decaying like :math:`e^{-a|x|}` towards the bound gives a density
-:math:`\\propto |y - \\text{bound}|^{a - 1}`, so the :class:`~pyroflows.flows.TwoSlopeAffine` layer learns the power
+:math:`\propto |y - \text{bound}|^{a - 1}`, so the :class:`~pyroflows.flows.TwoSlopeAffine` layer learns the power
 law there exactly as on an interval (an unbounded density such as Gamma(0.5)'s at 0 is :math:`a = 1/2`). At the open
 end a logit-space tail :math:`e^{-b x}` becomes a power-law tail :math:`|y|^{-b-1}`; the tail layer learns
 :math:`b`, from heavy (Pareto-like) to the fast decay of a log-normal or a Gamma.
@@ -27,7 +27,7 @@ __all__ = ["HalfLineSquashTransform", "make_squash", "bounds_kind", "bound_tenso
 
 
 class HalfLineSquashTransform(Transform):
-    """Bijection from :math:`\\mathbb{R}^D` onto :math:`(low, \\infty)^D` or :math:`(-\\infty, high)^D`.
+    r"""Bijection from :math:`\mathbb{R}^D` onto :math:`(low, \infty)^D` or :math:`(-\infty, high)^D`.
 
     Args:
         bound: The finite bound(s), one per dimension.
@@ -73,20 +73,22 @@ class HalfLineSquashTransform(Transform):
 
     @property
     def low(self) -> torch.Tensor:
-        """The lower end of the support per dimension (:math:`-\\infty` for ``side="upper"``)."""
+        r"""The lower end of the support per dimension (:math:`-\infty` for ``side="upper"``)."""
         return self.bound if self.side == "lower" else torch.full_like(self.bound, -math.inf)
 
     @property
     def high(self) -> torch.Tensor:
-        """The upper end of the support per dimension (:math:`+\\infty` for ``side="lower"``)."""
+        r"""The upper end of the support per dimension (:math:`+\infty` for ``side="lower"``)."""
         return self.bound if self.side == "upper" else torch.full_like(self.bound, math.inf)
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def codomain(self) -> constraints.Constraint:
+        """The half-line the transform maps onto."""
         base = constraints.greater_than(self.bound) if self.side == "lower" else constraints.less_than(self.bound)
         return constraints.independent(base, 1)
 
     def with_cache(self, cache_size: int = 1) -> HalfLineSquashTransform:
+        """The same transform with the given cache size."""
         if self._cache_size == cache_size:
             return self
         return HalfLineSquashTransform(self.bound, self.side, self.scale, cache_size=cache_size)
@@ -98,6 +100,7 @@ class HalfLineSquashTransform(Transform):
         )
 
     def __eq__(self, other: object) -> bool:
+        """Equal when side, bound and scale are equal."""
         return (
             isinstance(other, HalfLineSquashTransform)
             and self.side == other.side
@@ -121,7 +124,7 @@ class HalfLineSquashTransform(Transform):
         return self._signed(torch.log(gap.clamp(min=tiny)) - torch.log(scale))
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """:math:`\\sum_d \\log s_d \\pm x_d`."""
+        r""":math:`\sum_d \log s_d \pm x_d`."""
         return (torch.log(self.scale).to(x) + self._signed(x)).sum(-1)
 
 
@@ -189,8 +192,10 @@ def bounds_kind(low: torch.Tensor, high: torch.Tensor) -> str:
 def make_squash(
     low: torch.Tensor, high: torch.Tensor, scale: float | Sequence[float] = 1.0
 ) -> IntervalSquashTransform | HalfLineSquashTransform:
-    """The squash onto :math:`[low, high]`: an :class:`IntervalSquashTransform` when both bounds are finite, else a
-    :class:`HalfLineSquashTransform` (``scale`` applies to half-lines only).
+    """The squash onto :math:`[low, high]`.
+
+    An :class:`IntervalSquashTransform` when both bounds are finite, else a :class:`HalfLineSquashTransform` (``scale``
+    applies to half-lines only).
 
     Example:
         >>> make_squash(*bound_tensors(0.0, math.inf)).codomain

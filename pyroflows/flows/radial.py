@@ -1,13 +1,13 @@
-"""An invertible radial flow: Pyro's radial map with the closed-form inverse it lacks.
+r"""An invertible radial flow: Pyro's radial map with the closed-form inverse it lacks.
 
 Pyro's :class:`pyro.distributions.transforms.Radial` cannot invert a value it did not produce itself (pyro issue
 #2718), so a flow built from it scores its own samples but not data. The radial map
 
-.. math:: y = x + \\frac{\\beta\\,(x - x_0)}{\\alpha + r}, \\qquad r = \\lVert x - x_0 \\rVert_2,
+.. math:: y = x + \frac{\beta\,(x - x_0)}{\alpha + r}, \qquad r = \lVert x - x_0 \rVert_2,
 
-moves points along rays from :math:`x_0`, and along a ray :math:`\\rho = \\lVert y - x_0 \\rVert` satisfies
-:math:`\\rho(\\alpha + r) = r(\\alpha + r + \\beta)`, a quadratic in :math:`r` with exactly one non-negative root
-when :math:`\\beta \\ge -\\alpha`. | Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015)
+moves points along rays from :math:`x_0`, and along a ray :math:`\rho = \lVert y - x_0 \rVert` satisfies
+:math:`\rho(\alpha + r) = r(\alpha + r + \beta)`, a quadratic in :math:`r` with exactly one non-negative root
+when :math:`\beta \ge -\alpha`. | Variational Inference with Normalizing Flows (Rezende & Mohamed, 2015)
 """
 
 from __future__ import annotations
@@ -24,10 +24,10 @@ __all__ = ["Radial", "radial"]
 
 
 class Radial(TransformModule):
-    """Radial flow with an exact inverse and a log-determinant that does not rely on a forward cache.
+    r"""Radial flow with an exact inverse and a log-determinant that does not rely on a forward cache.
 
-    The parameters are :math:`x_0 \\in \\mathbb{R}^D`, :math:`\\alpha = \\mathrm{softplus}(\\alpha') > 0` and
-    :math:`\\beta = -\\alpha + \\mathrm{softplus}(\\beta')`, which keeps :math:`\\beta > -\\alpha` so the map
+    The parameters are :math:`x_0 \in \mathbb{R}^D`, :math:`\alpha = \mathrm{softplus}(\alpha') > 0` and
+    :math:`\beta = -\alpha + \mathrm{softplus}(\beta')`, which keeps :math:`\beta > -\alpha` so the map
     stays bijective.
 
     Args:
@@ -57,7 +57,7 @@ class Radial(TransformModule):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """Draw the parameters as Pyro's ``Radial`` does (uniform on :math:`\\pm 1/\\sqrt{D}`)."""
+        r"""Draw the parameters as Pyro's ``Radial`` does (uniform on :math:`\pm 1/\sqrt{D}`)."""
         stdv = 1.0 / math.sqrt(self.input_dim)
         with torch.no_grad():
             self.x0.uniform_(-stdv, stdv)
@@ -86,7 +86,7 @@ class Radial(TransformModule):
         return self.x0 + diff * (alpha + r) / (alpha + r + beta)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """:math:`(D-1)\\log(1 + \\beta h) + \\log(1 + \\beta h + \\beta h' r)` with :math:`h = 1/(\\alpha + r)`.
+        r""":math:`(D-1)\log(1 + \beta h) + \log(1 + \beta h + \beta h' r)` with :math:`h = 1/(\alpha + r)`.
 
         Computed from ``x`` alone, so it is right on the inverse path too (Pyro's reads the forward cache).
         """

@@ -1,8 +1,8 @@
-"""``SegmentFlow``: a learned density on the line segment from :math:`p_0` to :math:`p_1` in :math:`\\mathbb{R}^n`.
+r"""``SegmentFlow``: a learned density on the line segment from :math:`p_0` to :math:`p_1` in :math:`\mathbb{R}^n`.
 
 This is the source post's motivating case: a quantity that lives on a segment (a position along a rail, a mixing
 proportion between two points). The density is a :class:`~pyroflows.flows.CompactFlow` on the arc length
-:math:`t \\in [0, L]`, :math:`L = \\lVert p_1 - p_0 \\rVert`, and a point :math:`p_0 + t\\,u` (:math:`u` the unit
+:math:`t \in [0, L]`, :math:`L = \lVert p_1 - p_0 \rVert`, and a point :math:`p_0 + t\,u` (:math:`u` the unit
 direction) has that log-density with respect to arc length. Points off the segment are outside the support.
 """
 
@@ -29,16 +29,16 @@ _INTEGER_DTYPES = (torch.uint8, torch.int8, torch.int16, torch.int32, torch.int6
 
 
 class OnSegment(constraints.Constraint):
-    """Constraint "lies on the segment :math:`p_0 \\to p_1`", up to rounding.
+    r"""Constraint "lies on the segment :math:`p_0 \to p_1`", up to rounding.
 
     A point is accepted when its distance off the line and its overshoot past either end are at most
 
-    .. math:: \\text{slack} = r\\,L + 2\\sqrt{n}\\,\\varepsilon\\,
-        \\max(\\lVert p_0\\rVert_\\infty, \\lVert p_1\\rVert_\\infty, L),
+    .. math:: \text{slack} = r\,L + 2\sqrt{n}\,\varepsilon\,
+        \max(\lVert p_0\rVert_\infty, \lVert p_1\rVert_\infty, L),
 
-    with :math:`L` the length, :math:`r` = ``rtol`` and :math:`\\varepsilon` the machine epsilon of the point's dtype:
+    with :math:`L` the length, :math:`r` = ``rtol`` and :math:`\varepsilon` the machine epsilon of the point's dtype:
     rounding each of the :math:`n` coordinates of a point on the segment moves it by at most
-    :math:`\\tfrac12\\varepsilon` times the coordinates' magnitude, so exact float32 points on a segment far from the
+    :math:`\tfrac12\varepsilon` times the coordinates' magnitude, so exact float32 points on a segment far from the
     origin are on it, while the relative tolerance ``rtol`` keeps the test meaningful near the origin.
 
     Example:
@@ -72,20 +72,22 @@ class OnSegment(constraints.Constraint):
         return self.rtol * length + 2 * math.sqrt(self.p0.numel()) * eps * scale
 
     def check(self, value: torch.Tensor) -> torch.Tensor:
+        """Whether each point lies on the segment (within rounding)."""
         length = (self.p1 - self.p0).norm()
         t, off = self.arc_length(value)
         slack = self.slack(value.dtype)
         return (off <= slack) & (t >= -slack) & (t <= length + slack)
 
     def __repr__(self) -> str:
+        """The segment's ends."""
         return f"OnSegment(p0={self.p0.tolist()}, p1={self.p1.tolist()})"
 
 
 class SegmentDistribution(dist.TorchDistribution):
-    """Distribution on a segment, from a one-dimensional distribution ``arc`` over the arc length :math:`[0, L]`.
+    r"""Distribution on a segment, from a one-dimensional distribution ``arc`` over the arc length :math:`[0, L]`.
 
     ``log_prob`` is with respect to arc length. Off-segment points raise ``ValueError`` with validation on and get
-    :math:`-\\infty` with it off.
+    :math:`-\infty` with it off.
     """
 
     arg_constraints: dict[str, constraints.Constraint] = {}
@@ -98,20 +100,24 @@ class SegmentDistribution(dist.TorchDistribution):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def support(self) -> constraints.Constraint:
+        """The segment (:class:`OnSegment`)."""
         return self._support
 
     def _embed(self, t: torch.Tensor) -> torch.Tensor:
         direction = self.p1 - self.p0
         return self.p0 + t * (direction / direction.norm())
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """Reparameterised points on the segment."""
         return self._embed(self.arc.rsample(torch.Size(sample_shape)))
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | list[int] | tuple[int, ...] = ()) -> torch.Tensor:
+        """Points on the segment (no gradient)."""
         with torch.no_grad():
             return self._embed(self.arc.sample(torch.Size(sample_shape)))
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
+        """The log density along the segment (per unit length); ``-inf`` off it."""
         inside = self._support.check(value)
         t, _ = self._support.arc_length(value)
         length = (self.p1 - self.p0).norm()
@@ -124,11 +130,12 @@ class SegmentDistribution(dist.TorchDistribution):
         return log_prob.masked_fill(~inside, float("-inf"))
 
     def expand(self, batch_shape, _instance=None):  # noqa: ANN001 - Pyro's signature
+        """The same distribution with a new batch shape."""
         return SegmentDistribution(self.arc.expand(batch_shape), self.p0, self.p1, validate_args=self._validate_args)
 
 
 class SegmentFlow(Checkpointable, PyroModule):
-    """A learnable density on the segment :math:`p_0 \\to p_1` in :math:`\\mathbb{R}^n`.
+    r"""A learnable density on the segment :math:`p_0 \to p_1` in :math:`\mathbb{R}^n`.
 
     Args:
         p0: Start point, a sequence of ``n`` numbers.
@@ -180,7 +187,7 @@ class SegmentFlow(Checkpointable, PyroModule):
         return SegmentDistribution(self.arc(), self.p0, self.p1)
 
     def to_arc_length(self, points: torch.Tensor | np.ndarray, *, name: str = "data") -> torch.Tensor:
-        """Arc length :math:`t \\in [0, L]` of points on the segment, shape ``(N, 1)``.
+        r"""Arc length :math:`t \in [0, L]` of points on the segment, shape ``(N, 1)``.
 
         Raises:
             DataError: wrong shape, NaN/inf, or points off the segment (naming how many and which rows).

@@ -1,19 +1,19 @@
-"""A monotone rational spline over the whole unit interval, applied in logit space.
+r"""A monotone rational spline over the whole unit interval, applied in logit space.
 
 Pyro's :class:`~pyro.distributions.transforms.Spline` reshapes :math:`[-B, B]` and is the identity outside, so in
-logit space it only reaches the middle of the distribution. Here the spline acts on :math:`u = \\sigma(x)`, which
+logit space it only reaches the middle of the distribution. Here the spline acts on :math:`u = \sigma(x)`, which
 runs over the whole interval, and the result is mapped back to logit space:
 
-.. math:: y = \\operatorname{logit}\\big(\\tfrac{1}{2}(1 + S(2\\sigma(x) - 1))\\big),
+.. math:: y = \operatorname{logit}\big(\tfrac{1}{2}(1 + S(2\sigma(x) - 1))\big),
 
 with :math:`S` Pyro's rational spline on :math:`[-1, 1]`. Composed with a Logistic base and the squash, this is a
 spline density on the whole interval (bins placed in the data's own coordinates), while the layers before it in logit
-space still decide the power-law behaviour at the bounds (:math:`S` has slope about 1 at :math:`\\pm 1`).
+space still decide the power-law behaviour at the bounds (:math:`S` has slope about 1 at :math:`\pm 1`).
 
-Pyro's spline fixes :math:`S'(\\pm 1) = 0.999`, which ties the density's values at the two bounds to each other
+Pyro's spline fixes :math:`S'(\pm 1) = 0.999`, which ties the density's values at the two bounds to each other
 (through the layers before it). With ``ends="free"`` or ``ends="secant"`` the spline is a rational-quadratic one
 whose end derivatives :math:`S'(-1)` and :math:`S'(1)` are set separately, so the density at each bound is its own:
-:math:`p(low) \\propto 1 / S'(-1)` and :math:`p(high) \\propto 1 / S'(1)` for a Logistic base. ``"free"`` learns
+:math:`p(low) \propto 1 / S'(-1)` and :math:`p(high) \propto 1 / S'(1)` for a Logistic base. ``"free"`` learns
 them; ``"secant"`` sets each to the secant slope :math:`h/w` of the end bin, so the density at a bound is the end
 bin's mean density, estimated from all the points in that bin rather than from the few right at the bound.
 | Neural Spline Flows (Durkan et al., 2019); Invertible Generative Modeling using Linear Rational Splines
@@ -42,17 +42,17 @@ def rational_quadratic_spline(
     derivatives: torch.Tensor,
     inverse: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The monotone rational-quadratic spline of Durkan et al. (2019) on :math:`[-1, 1]`, every knot's derivative free.
+    r"""The monotone rational-quadratic spline of Durkan et al. (2019) on :math:`[-1, 1]`, every knot's derivative free.
 
-    In bin :math:`k` with :math:`\\theta = (z - z_k) / w_k`, slope :math:`s_k = h_k / w_k` and knot derivatives
+    In bin :math:`k` with :math:`\theta = (z - z_k) / w_k`, slope :math:`s_k = h_k / w_k` and knot derivatives
     :math:`d_k, d_{k+1}`:
 
-    .. math:: S(z) = y_k + h_k \\frac{s_k\\theta^2 + d_k\\theta(1-\\theta)}
-        {s_k + (d_k + d_{k+1} - 2 s_k)\\theta(1-\\theta)},
-        \\qquad S'(z) = \\frac{s_k^2 \\big(d_{k+1}\\theta^2 + 2 s_k\\theta(1-\\theta) + d_k(1-\\theta)^2\\big)}
-        {\\big(s_k + (d_k + d_{k+1} - 2 s_k)\\theta(1-\\theta)\\big)^2};
+    .. math:: S(z) = y_k + h_k \frac{s_k\theta^2 + d_k\theta(1-\theta)}
+        {s_k + (d_k + d_{k+1} - 2 s_k)\theta(1-\theta)},
+        \qquad S'(z) = \frac{s_k^2 \big(d_{k+1}\theta^2 + 2 s_k\theta(1-\theta) + d_k(1-\theta)^2\big)}
+        {\big(s_k + (d_k + d_{k+1} - 2 s_k)\theta(1-\theta)\big)^2};
 
-    the inverse is the root of a quadratic in :math:`\\theta`. Unlike Pyro's ``Spline`` the end derivatives
+    the inverse is the root of a quadratic in :math:`\theta`. Unlike Pyro's ``Spline`` the end derivatives
     :math:`d_0 = S'(-1)` and :math:`d_K = S'(1)` are inputs, not 1.
 
     Args:
@@ -108,13 +108,13 @@ def rational_quadratic_spline(
 
 
 class SigmoidSpline(TransformModule):
-    """Elementwise whole-interval spline in logit space: :math:`x \\mapsto \\operatorname{logit}(S(\\sigma(x)))`.
+    r"""Elementwise whole-interval spline in logit space: :math:`x \mapsto \operatorname{logit}(S(\sigma(x)))`.
 
     Args:
         input_dim: Dimension of the input.
         count_bins: Number of spline bins over the unit interval.
         order: ``"linear"`` (rational-linear, Pyro's default) or ``"quadratic"``.
-        ends: The spline's derivatives at :math:`\\pm 1`, hence the density at each bound: ``"fixed"`` (Pyro's
+        ends: The spline's derivatives at :math:`\pm 1`, hence the density at each bound: ``"fixed"`` (Pyro's
             0.999), ``"free"`` (learned) or ``"secant"`` (each end bin's mean slope); the last two need
             ``order="quadratic"``.
         cache_size: As for :class:`torch.distributions.Transform`.
@@ -196,8 +196,10 @@ class SigmoidSpline(TransformModule):
         return torch.log1p(z) - torch.log1p(-z)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """:math:`\\log S'(z) + \\log(1 - z^2) - \\log(1 - s^2)` with :math:`z = \\tanh(x/2)`,
-        :math:`s = \\tanh(y/2)` (the logit and sigmoid Jacobians in their tanh form)."""
+        r""":math:`\log S'(z) + \log(1 - z^2) - \log(1 - s^2)` with :math:`z = \tanh(x/2)`, :math:`s = \tanh(y/2)`.
+
+        These are the logit and sigmoid Jacobians in their tanh form.
+        """
         x, y = self._as_param_dtype(x), self._as_param_dtype(y)
         z = self._clamp_open(torch.tanh(x / 2))
         _, log_spline = self._spline_op(z)

@@ -1,12 +1,12 @@
-"""The parameter-free map from :math:`\\mathbb{R}^D` onto a box :math:`[low, high]`.
+r"""The parameter-free map from :math:`\mathbb{R}^D` onto a box :math:`[low, high]`.
 
 Composing ``SigmoidTransform`` and ``AffineTransform`` does the same arithmetic but reports codomain ``Real``, so a
-distribution built from it claims support on all of :math:`\\mathbb{R}` and scores any point (at the density of the
+distribution built from it claims support on all of :math:`\mathbb{R}` and scores any point (at the density of the
 nearest clamp point). This transform's codomain is the interval (independent over dimensions), and it computes
 
-.. math:: y = high\\,\\sigma(x) + low\\,\\sigma(-x), \\qquad x = \\log(y - low) - \\log(high - y),
+.. math:: y = high\,\sigma(x) + low\,\sigma(-x), \qquad x = \log(y - low) - \log(high - y),
 
-which keeps full relative precision near both ends rather than rounding :math:`low + (high-low)\\sigma(x)`.
+which keeps full relative precision near both ends rather than rounding :math:`low + (high-low)\sigma(x)`.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ __all__ = ["IntervalSquashTransform", "to_bounds_dtype"]
 
 
 def to_bounds_dtype(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """``value`` cast to the dtype of the bounds, with points that lie on a bound at their own precision put on it.
+    r"""``value`` cast to the dtype of the bounds, with points that lie on a bound at their own precision put on it.
 
     A float32 point is the float32 number nearest to what was meant, so the upper bound 0.3 written in float32 is
-    :math:`0.3 + 1.2 \\cdot 10^{-8}`, just above the float64 bound. Such a point is inside the support at its own
+    :math:`0.3 + 1.2 \cdot 10^{-8}`, just above the float64 bound. Such a point is inside the support at its own
     precision and is moved onto the bound (by less than half a float32 unit in the last place); a point beyond the
     bound at its own precision stays outside. Values already as precise as the bounds are only cast.
 
@@ -45,11 +45,11 @@ def to_bounds_dtype(value: torch.Tensor, low: torch.Tensor, high: torch.Tensor) 
 
 
 class IntervalSquashTransform(Transform):
-    """Bijection from :math:`\\mathbb{R}^D` onto the open box :math:`(low, high)` whose codomain is the box.
+    r"""Bijection from :math:`\mathbb{R}^D` onto the open box :math:`(low, high)` whose codomain is the box.
 
     Points exactly on the boundary (or rounded onto it in float32) are inverted as if they were the nearest
     representable interior point, so their log-density stays finite; points outside are the caller's business
-    (:class:`~pyroflows.flows.CompactFlow` gives them :math:`-\\infty` or an error).
+    (:class:`~pyroflows.flows.CompactFlow` gives them :math:`-\infty` or an error).
 
     Args:
         low: Lower bound(s), a number or one per dimension.
@@ -98,9 +98,11 @@ class IntervalSquashTransform(Transform):
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
     def codomain(self) -> constraints.Constraint:
+        """The box the transform maps onto."""
         return constraints.independent(constraints.interval(self.low, self.high), 1)
 
     def with_cache(self, cache_size: int = 1) -> IntervalSquashTransform:
+        """The same transform with the given cache size."""
         if self._cache_size == cache_size:
             return self
         return IntervalSquashTransform(self.low, self.high, cache_size=cache_size)
@@ -110,6 +112,7 @@ class IntervalSquashTransform(Transform):
         return IntervalSquashTransform(self.low.to(*args, **kwargs), self.high.to(*args, **kwargs), self._cache_size)
 
     def __eq__(self, other: object) -> bool:
+        """Equal when the bounds are equal."""
         return (
             isinstance(other, IntervalSquashTransform)
             and torch.equal(self.low, other.low)
@@ -128,6 +131,6 @@ class IntervalSquashTransform(Transform):
         return torch.log(lower_gap) - torch.log(upper_gap)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """:math:`\\sum_d \\log(high_d - low_d) + \\log\\sigma(x_d) + \\log\\sigma(-x_d)`."""
+        r""":math:`\sum_d \log(high_d - low_d) + \log\sigma(x_d) + \log\sigma(-x_d)`."""
         log_scale = torch.log(self.high - self.low).to(x)
         return (log_scale + F.logsigmoid(x) + F.logsigmoid(-x)).sum(-1)

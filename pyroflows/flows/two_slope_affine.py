@@ -1,15 +1,15 @@
-"""An elementwise map with a separate learnable slope in each tail.
+r"""An elementwise map with a separate learnable slope in each tail.
 
 Under the squash onto :math:`[low, high]`, the tails of a distribution in logit space decide how the density behaves
-at the ends: a density that decays like :math:`e^{-a|x|}` in the lower tail becomes :math:`\\propto (y - low)^{a-1}`
+at the ends: a density that decays like :math:`e^{-a|x|}` in the lower tail becomes :math:`\propto (y - low)^{a-1}`
 near ``low``. A Logistic base has :math:`a = 1` (a finite, non-zero density at the ends), a Normal base an
 infinitely fast decay (density zero at the ends), while a U-shaped Beta(0.5, 0.5) needs :math:`a = 1/2` and Beta(1, 3)
 needs :math:`a = 3` at its upper end. Radial and spline layers are asymptotically shifts, so they cannot change
 :math:`a`; this layer can, independently at each end:
 
-.. math:: y = m x + d\\sqrt{x^2 + 1} + c, \\qquad m = \\tfrac{s_+ + s_-}{2},\\; d = \\tfrac{s_+ - s_-}{2},
+.. math:: y = m x + d\sqrt{x^2 + 1} + c, \qquad m = \tfrac{s_+ + s_-}{2},\; d = \tfrac{s_+ - s_-}{2},
 
-with slopes :math:`s_\\pm = e^{\\ell_\\pm} > 0`. Its derivative lies between :math:`s_-` and :math:`s_+`, and the
+with slopes :math:`s_\pm = e^{\ell_\pm} > 0`. Its derivative lies between :math:`s_-` and :math:`s_+`, and the
 inverse is the root of a quadratic.
 """
 
@@ -24,8 +24,9 @@ __all__ = ["TwoSlopeAffine", "two_slope_affine"]
 
 
 class TwoSlopeAffine(TransformModule):
-    """Smooth elementwise map, affine with slope :math:`s_-` as :math:`x \\to -\\infty` and :math:`s_+` as
-    :math:`x \\to \\infty`; initialised to the identity.
+    r"""Smooth elementwise map, affine with one slope as :math:`x \to -\infty` and another as :math:`x \to \infty`.
+
+    The slopes are :math:`s_-` and :math:`s_+`; the map is initialised to the identity.
 
     Args:
         input_dim: Dimension of the (vector) input.
@@ -74,6 +75,7 @@ class TwoSlopeAffine(TransformModule):
         return torch.where(use_conjugate, conjugate, direct)
 
     def log_abs_det_jacobian(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The log of the slope :math:`T'(x)`, summed over the last dimension."""
         m, d = self._coefficients()
         slope = m + d * x / torch.hypot(x, torch.ones_like(x))
         return torch.log(slope).sum(-1)

@@ -148,9 +148,12 @@ class KeywordTransformer(Checkpointable, nn.Module):
         return self.embedding(tokens) + self.position.weight[: tokens.shape[1]]
 
     def attention_mask(self, padding_mask: torch.Tensor) -> torch.Tensor:
-        """``[N, L, L]``, True where query ``i`` may not attend to key ``j``: a padded key, or one more than ``window``
-        positions away. Every token may attend to itself, so no row is empty (a padded query's output is left out of
-        the pooling, and no unpadded query attends to it)."""
+        """``[N, L, L]``, True where query ``i`` may not attend to key ``j``.
+
+        Key ``j`` is blocked when it is padded or more than ``window`` positions away. Every token may attend to
+        itself, so no row is empty (a padded query's output is left out of the pooling, and no unpadded query attends
+        to it).
+        """
         length = padding_mask.shape[1]
         position = torch.arange(length, device=padding_mask.device)
         offset = position[:, None] - position[None, :]

@@ -87,6 +87,7 @@ def train_digit_cnn(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the bundled digit CNN and write its weights (the command line of this script)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=BUNDLED_WEIGHTS, help="weights file (default: the bundled one)")
     parser.add_argument("--seed", type=int, default=0)

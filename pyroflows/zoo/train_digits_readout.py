@@ -43,6 +43,7 @@ def train_bundled_readout(
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the bundled readout bottleneck and write its weights (the command line of this script)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=BUNDLED_READOUT_WEIGHTS, help="weights file (default: bundled)")
     parser.add_argument("--seed", type=int, default=0)

@@ -63,8 +63,10 @@ def train_motif_cnn(*, n_train: int = N_TRAIN, epochs: int = 8, seed: int = 0) -
 
 
 def train_keyword_transformer(*, n_train: int = N_TRAIN, epochs: int = 6, seed: int = 0) -> KeywordTransformer:
-    """Train a :class:`KeywordTransformer` on fresh training keyword sequences, a fifth of them without a keyword
-    (batch 64, Adam 2e-3, cosine)."""
+    """Train a :class:`KeywordTransformer` on fresh training keyword sequences, a fifth of them without a keyword.
+
+    Batch 64, Adam 2e-3, cosine schedule.
+    """
     torch.manual_seed(seed)
     data = make_keyword_sequences(n_train, split="train", seed=seed, null_fraction=KEYWORD_NULL_FRACTION)
     model = KeywordTransformer()
@@ -73,6 +75,7 @@ def train_keyword_transformer(*, n_train: int = N_TRAIN, epochs: int = 6, seed: 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Train the shipped sequence models and write their weights (the command line of this script)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--motif-out", type=Path, default=MOTIF_WEIGHTS)

@@ -300,8 +300,19 @@ def _flow_fit(work: Path) -> list[str]:
 
 def _bounds_fault(draw, work: Path, argv: list[str]) -> list[str]:
     low, high = draw(
-        st.sampled_from([("nan", "1"), ("0", "inf"), ("x", "1"), ("1", "0"), ("0.5", "0.5"), ("0,0", "1"),
-                         ("-1e308", "1e308"), ("0", ""), ("0.2", "1")])  # fmt: skip
+        st.sampled_from(
+            [
+                ("nan", "1"),
+                ("0", "inf"),
+                ("x", "1"),
+                ("1", "0"),
+                ("0.5", "0.5"),
+                ("0,0", "1"),
+                ("-1e308", "1e308"),
+                ("0", ""),
+                ("0.2", "1"),
+            ]
+        )
     )  # the last: points below the bound
     return _set(_set(argv, "--low", low), "--high", high)
 
@@ -519,8 +530,13 @@ def test_evaluate(assets, data):
         user_model,
         *[
             _bad_option(option, bad_int(low, 100_000))
-            for option, low in [("--n-images", 1), ("--n-masks", 3), ("--sensitivity-steps", 1),
-                                ("--sanity-images", 1), ("--estimation-images", 1)]  # fmt: skip
+            for option, low in [
+                ("--n-images", 1),
+                ("--n-masks", 3),
+                ("--sensitivity-steps", 1),
+                ("--sanity-images", 1),
+                ("--estimation-images", 1),
+            ]
         ],
         _bad_option("--seed", SEED),
         _output_fault("--out", "", folder=True, existing="table.md"),

@@ -97,9 +97,8 @@ def test_unknown_schedule_is_an_argparse_error(capsys):
 
 
 def test_demo_fast(tmp_path):
-    from pyroflows.diffusion.demo import DEMO_OUTPUTS
+    from pyroflows.diffusion.demo import DEMO_OUTPUTS, run_demo
     from pyroflows.diffusion.demo import DEMO_OUTPUTS as LIBRARY_OUTPUTS
-    from pyroflows.diffusion.demo import run_demo
 
     lines = run_demo(tmp_path, fast=True)
     assert any("energy distance / noise floor" in line for line in lines)

@@ -1,5 +1,7 @@
-"""Samplers of a trained DDPM, one per file, each a :class:`Sampler` with ``timesteps`` and one ``step``, registered
-in :data:`SAMPLERS` (a new sampler: one new file here plus its ``SAMPLERS.register`` line and the import below).
+"""Samplers of a trained DDPM, one per file, each a :class:`Sampler` with ``timesteps`` and one ``step``.
+
+They are registered in :data:`SAMPLERS` (a new sampler: one new file here plus its ``SAMPLERS.register`` line and the
+import below).
 
 Example:
     >>> SAMPLERS.names(), SAMPLERS.default

@@ -71,8 +71,10 @@ class Sampler:
 
     @staticmethod
     def noise_like(x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Standard normal noise shaped like ``x``: from ``generator`` if given, else torch's global stream (the
-        stream ``pyro.set_rng_seed`` seeds)."""
+        """Standard normal noise shaped like ``x``.
+
+        From ``generator`` if given, else torch's global stream (the stream ``pyro.set_rng_seed`` seeds).
+        """
         if generator is None:
             return torch.randn_like(x)
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
@@ -128,6 +130,7 @@ class Sampler:
         return self.ddpm.scaler.inverse(torch.stack(states) if return_trajectory else x)
 
     def __repr__(self) -> str:
+        """The class and its time steps."""
         return f"{type(self).__name__}(timesteps={self.timesteps})"
 
 

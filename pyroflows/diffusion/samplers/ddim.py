@@ -31,8 +31,9 @@ __all__ = ["DDIMSampler", "ddim_timesteps"]
 
 
 def ddim_timesteps(steps: int, sampling_steps: int) -> list[int]:
-    r"""The DDIM sub-sequence, with ``diffusers``' default "leading" spacing: ``1, 1 + s, 1 + 2s, ...`` with
-    ``s = steps // sampling_steps`` (``[steps]`` for one step).
+    r"""The DDIM sub-sequence, with ``diffusers``' default "leading" spacing.
+
+    That is ``1, 1 + s, 1 + 2s, ...`` with ``s = steps // sampling_steps`` (``[steps]`` for one step).
 
     The chain then starts below T, where :math:`\bar\alpha_t` is not yet tiny: the first predicted :math:`x_0`
     is not amplified by :math:`1/\sqrt{\bar\alpha_T}` (about 32 for the default schedule). On two moons at T = 10
@@ -78,7 +79,7 @@ class DDIMSampler(Sampler):
     def step(
         self, model_output: torch.Tensor, t: int, x_t: torch.Tensor, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """:math:`x_s` from :math:`x_t` and :math:`\\hat\\epsilon` = ``model_output``."""
+        r""":math:`x_s` from :math:`x_t` and :math:`\hat\epsilon` = ``model_output``."""
         ddpm, s, eps = self.ddpm, self.previous[t], model_output
         alpha_bar, alpha_bar_prev = ddpm.alpha_bar[t], ddpm.alpha_bar[s]
         x0 = ddpm.predict_x0(x_t, t, eps)
