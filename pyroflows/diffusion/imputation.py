@@ -73,11 +73,14 @@ from pyroflows.diffusion.ddpm import DDPM
 from pyroflows.errors import DataError
 from pyroflows.registry import Registry
 
-__all__ = ["impute", "TwistedSMC", "IMPUTATION_METHODS", "systematic_resample"]
+__all__ = ["impute", "TwistedSMC", "IMPUTATION_METHODS", "TWISTS", "systematic_resample"]
 
 #: The imputation methods: name -> ``factory(ddpm, observed, mask, num_particles, **options)`` returning the
 #: :class:`TwistedSMC` handler that runs the method, with one-line help and the default (``smc``).
 IMPUTATION_METHODS: Registry[Callable[..., TwistedSMC]] = Registry("method")
+#: The twisting functions of the ``"smc"`` method: name -> the :class:`TwistedSMC` step that proposes and weights one
+#: site under that twist, with one-line help and the default (see the module docstring for the math of each).
+TWISTS: Registry[Callable[..., torch.Tensor]] = Registry("twist")
 _SITE = re.compile(r"x_(\d+)$")
 
 
@@ -139,13 +142,19 @@ class TwistedSMC(Messenger):
         mask: torch.Tensor,
         num_particles: int,
         method: str = "smc",
+        twist: str | None = None,
         ess_threshold: float = 0.5,
         denoise_last: bool = True,
         record: bool = False,
+        labels: torch.Tensor | None = None,
+        guidance: float = 0.0,
     ) -> None:
         super().__init__()
         IMPUTATION_METHODS.get(method)  # a DataError listing the methods for an unknown one
+        self.twist = TWISTS.default if twist is None else str(twist)
+        self._step = TWISTS.get(self.twist).factory  # a DataError listing the twists for an unknown one
         self.ddpm, self.method, self.particles = ddpm, method, int(num_particles)
+        self.labels, self.guidance = labels, float(guidance)
         self.ess_threshold, self.denoise_last, self.record = float(ess_threshold), bool(denoise_last), bool(record)
         self.y = observed.unsqueeze(1)  # (B, 1, D)
         self.mask = mask.unsqueeze(1).to(observed.dtype)  # (B, 1, D), 1.0 where observed
@@ -155,6 +164,7 @@ class TwistedSMC(Messenger):
         self.resampled = 0
         self.records: list[dict[str, torch.Tensor | int]] = []
         self._log_twist = observed.new_zeros(self.batch, self.particles)  # log p~_{t}(y | x_t) at the last site
+        self._twist_grad = observed.new_zeros(self.batch, self.particles, observed.shape[-1])  # its x_t-gradient
 
     def _levels(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         alpha_bar = self.ddpm.alpha_bar[t].to(self.y.dtype)
@@ -176,7 +186,7 @@ class TwistedSMC(Messenger):
         if self.method == "replace":
             value = self._replace_step(loc, variance, t)
         else:
-            value = self._smc_step(loc, variance, t)
+            value = self._step(self, loc, variance, t)
         msg["value"] = value.reshape(base.loc.shape)
         msg["done"] = True
 
@@ -189,7 +199,8 @@ class TwistedSMC(Messenger):
         noisy_y = a * self.y if noise is None else a * self.y + v.sqrt() * noise
         return torch.where(self.mask.bool(), noisy_y, value)
 
-    def _smc_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
+    def _forward_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
+        """One site of the forward twist: weight by the predictive of x_{t+1}, resample, then the exact proposal."""
         a, v = self._levels(t)
         # The incremental weight depends on x_{t+1} only: reweight and resample before moving.
         predictive = (_normal_log_prob(a * self.y, loc, variance + v) * self.mask).sum(-1)
@@ -216,6 +227,60 @@ class TwistedSMC(Messenger):
         if self.record:
             self.records[-1]["value"] = value.clone()
         return value
+
+    def _denoiser_twist(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        r""":math:`\log \tilde p_t(y \mid x_t) = \sum_{d \in o} \log \mathcal N(y_d;\ \hat x_0(x_t)_d,\ 1 - \bar\alpha_t)`
+        at the particles ``x`` (shape ``(B, P, D)``) and its gradient in :math:`x_t`, by autograd through the
+        network (whose parameters get no gradient)."""
+        flat = x.reshape(-1, x.shape[-1]).detach().requires_grad_(True)
+        variance = 1 - self.ddpm.alpha_bar[t].to(x.dtype)
+        with torch.enable_grad():
+            x0 = self.ddpm.predict_x0(flat, t, labels=self.labels, guidance=self.guidance).reshape(x.shape)
+            log_twist = (_normal_log_prob(self.y, x0, variance) * self.mask).sum(-1)
+            (grad,) = torch.autograd.grad(log_twist.sum(), flat)
+        return log_twist.detach(), grad.reshape(x.shape)
+
+    def _denoiser_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
+        """One site of the denoiser twist: resample, move by the gradient-shifted step, weight by the generic ratio."""
+        ancestors = None if t == self.ddpm.steps else self._resample_low_ess()
+        if ancestors is not None:
+            gather = ancestors.unsqueeze(-1).expand_as(loc)
+            loc, variance = loc.gather(1, gather), variance.gather(1, gather)
+            self._log_twist, self._twist_grad = self._log_twist.gather(1, ancestors), self._twist_grad.gather(1, gather)
+        if t == 0:
+            # The last step: the observed coordinates are y, weighted by the decoder's exact likelihood of them; the
+            # missing ones come from the decoder itself (or are its mean), so they add nothing to the weight.
+            noise = None if self.denoise_last else torch.randn_like(loc)
+            value = loc if noise is None else loc + variance.sqrt() * noise
+            value = torch.where(self.mask.bool(), self.y.expand_as(value), value)
+            proposal_mean = loc
+            log_twist = torch.zeros_like(self._log_twist)
+            increment = (_normal_log_prob(self.y, loc, variance) * self.mask).sum(-1) - self._log_twist
+        else:
+            # x_t ~ N(mu + beta_{t+1} / sqrt(alpha_{t+1}) grad log p~_{t+1}(y | x_{t+1}), sigma^2): the model's step
+            # with x0-hat moved by Tweedie's correction (1 - ab) / sqrt(ab) * grad (no shift at the first site).
+            shift = 0.0 if t == self.ddpm.steps else self._guidance_step(t + 1)
+            proposal_mean = loc + shift * self._twist_grad
+            value = proposal_mean + variance.sqrt() * torch.randn_like(loc)
+            log_ratio = (_normal_log_prob(value, loc, variance) - _normal_log_prob(value, proposal_mean, variance)).sum(-1)
+            log_twist, self._twist_grad = self._denoiser_twist(value, t)
+            increment = log_ratio + log_twist - self._log_twist
+        self._log_twist = log_twist
+        self.log_weights = self.log_weights + increment
+        if self.record:
+            self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
+                                 "proposal_mean": proposal_mean.clone(), "value": value.clone(),
+                                 "log_increment": increment.clone(), "log_twist": log_twist.clone(),
+                                 "ancestors": ancestors if ancestors is not None else
+                                 torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
+        return value
+
+    def _guidance_step(self, t: int) -> torch.Tensor:
+        r""":math:`\beta_t / \sqrt{\alpha_t}`: how far the mean of the step :math:`t \to t - 1` moves per unit of
+        :math:`\nabla_{x_t} \log \tilde p_t` (the forward-posterior mean's coefficient of :math:`\hat x_0`,
+        :math:`\sqrt{\bar\alpha_{t-1}} \beta_t / (1 - \bar\alpha_t)`, times Tweedie's
+        :math:`(1 - \bar\alpha_t) / \sqrt{\bar\alpha_t}`)."""
+        return (self.ddpm.betas[t] / self.ddpm.alphas[t].sqrt()).to(self.y.dtype)
 
     def _resample_low_ess(self) -> torch.Tensor | None:
         """Resample the systems whose effective sample size is below the threshold; their ancestors, or ``None``."""
@@ -268,6 +333,7 @@ def impute(
     method: str = "smc",
     num_particles: int = 64,
     num_imputations: int | None = None,
+    twist: str | None = None,
     labels: Any = None,
     guidance: float = 0.0,
     ess_threshold: float = 0.5,
@@ -285,6 +351,8 @@ def impute(
             (the replacement heuristic: fast, biased).
         num_particles: P, particles per imputed row for ``"smc"`` (ignored by ``"replace"``).
         num_imputations: M independent fills of every row (multiple imputation); ``None`` (default) gives one.
+        twist: The twisting function of ``"smc"``, a name in :data:`TWISTS`: ``"denoiser"`` or ``"forward"``
+            (``None``: the registry's default; ignored by ``"replace"``).
         labels: Class labels ``(N,)`` or one integer (class-conditional models): impute from
             :math:`p(x^u \mid x^o, c)`; ``None``: the unconditional (null-label) model.
         guidance: Classifier-free guidance weight w for labelled imputation.
@@ -300,7 +368,7 @@ def impute(
 
     Raises:
         DataError: ``x`` of the wrong shape or with inf, bad labels, an unfitted model, an unknown method (the
-            message lists :data:`IMPUTATION_METHODS`), ``num_particles`` or ``num_imputations`` below 1.
+            message lists :data:`IMPUTATION_METHODS`) or twist (:data:`TWISTS`), ``num_particles`` or ``num_imputations`` below 1.
 
     Example:
         >>> import torch
@@ -312,6 +380,7 @@ def impute(
         True
     """
     _check_impute_arguments(method, num_particles, num_imputations, ess_threshold)
+    twist = TWISTS.default if twist is None else TWISTS.get(twist).name
     ddpm._check_fitted()
     data = _as_partial_data(ddpm, x)
     row_labels = ddpm.as_labels(labels, data.shape[0])
@@ -326,7 +395,7 @@ def impute(
     if todo.numel():
         rows_labels = None if row_labels is None else row_labels[todo]
         values = _fill(ddpm, data[todo], ~missing[todo], rows_labels, imputations, method, num_particles, guidance,
-                       batch_size, ess_threshold=ess_threshold, denoise_last=denoise_last)  # fmt: skip
+                       batch_size, twist=twist, ess_threshold=ess_threshold, denoise_last=denoise_last)  # fmt: skip
         values = values.to(out.dtype).cpu().reshape(imputations, todo.numel(), ddpm.data_dim)
         holes = missing[todo].unsqueeze(0).expand_as(values)
         out[:, todo] = torch.where(holes, values, out[:, todo])
@@ -367,16 +436,26 @@ def _fill(
     filled = []
     for start in range(0, system_obs.shape[0], chunk):
         obs, msk = system_obs[start : start + chunk], system_mask[start : start + chunk]
-        handler = IMPUTATION_METHODS.build(method, ddpm, obs, msk, particles, **options)
         chunk_labels = None
         if system_labels is not None:
             chunk_labels = system_labels[start : start + chunk].repeat_interleave(particles)
+        handler = IMPUTATION_METHODS.build(method, ddpm, obs, msk, particles, labels=chunk_labels, guidance=guidance,
+                                           **options)  # fmt: skip
         with handler:
             final = ddpm.model(num_samples=obs.shape[0] * particles, labels=chunk_labels, guidance=guidance)
         filled.append(handler.select(final))
     return ddpm.scaler.inverse(torch.cat(filled))
 
 
+TWISTS.register(
+    "forward", TwistedSMC._forward_step,
+    "the forward marginal q(x_t^o | x_0^o = y): model-free, closed-form exact proposal, no network gradient",
+)  # fmt: skip
+TWISTS.register(
+    "denoiser", TwistedSMC._denoiser_step,
+    "N(y; x0-hat(x_t)^o, 1 - alpha_bar_t) from the network's denoised prediction, gradient-shifted proposal",
+    default=True,
+)  # fmt: skip
 IMPUTATION_METHODS.register(
     "smc", partial(TwistedSMC, method="smc"), "twisted particle filter over the reverse chain (exact as P grows)",
     default=True,
