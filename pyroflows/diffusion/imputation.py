@@ -2,17 +2,50 @@ r"""Filling in missing entries with a trained DDPM: sequential Monte Carlo over 
 
 Given a row whose entries :math:`o` are observed (value :math:`y`, scaled units) and the others :math:`u` missing,
 :func:`impute` draws :math:`x_0^u` from the model's conditional :math:`p_\theta(x_0^u \mid x_0^o = y)`. The default
-method (``"smc"``) is a twisted particle filter in the spirit of Wu et al. (2023): :math:`P` particles run the
-model's own chain (:meth:`DDPM.model` under the :class:`TwistedSMC` handler), and at each level :math:`t` the
-observed coordinates are tied to :math:`y` by the twisting function
+method (``"smc"``) is the twisted particle filter of Wu et al. (2023): :math:`P` particles run the model's own
+chain (:meth:`DDPM.model` under the :class:`TwistedSMC` handler); at each level :math:`t` a twisting function
+:math:`\tilde p_t(y \mid x_t)`, an estimate of how likely the particle's noisy state makes the observation, steers
+the proposal and enters the weights. Two twists are registered in :data:`TWISTS` (``twist=``).
+
+**Denoiser twist** (``"denoiser"``, the default; Wu et al.'s inpainting twist). The network's denoised prediction
+:math:`\hat x_0(x_t)` (:meth:`DDPM.predict_x0`) stands in for :math:`x_0`:
 
 .. math::
-    \tilde p_t(y \mid x_t) = \prod_{d \in o} \mathcal N\big(x_{t,d};\ \sqrt{\bar\alpha_t}\, y_d,\ 1 - \bar\alpha_t\big),
+    \tilde p_t(y \mid x_t) = \prod_{d \in o} \mathcal N\big(y_d;\ \hat x_0(x_t)_d,\ r_t\big), \qquad
+    r_t = 1 - \bar\alpha_t,
 
-the forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the particle's noisy state (at :math:`t = 0` a point mass at
-:math:`y`). Because the reverse step :math:`p_\theta(x_{t-1} \mid x_t) = \mathcal N(\mu, \sigma_t^2 I)` and the
-twist are both Gaussian in :math:`x_{t-1}^o`, the locally optimal proposal is exact and closed form: the observed
-coordinates are drawn from
+:math:`r_t` being the variance of :math:`x_0` given :math:`x_t` under a unit-variance prior. At :math:`t = 1` it is
+the model's own likelihood of the observation: :math:`\mu_\theta(x_1, 1) = \hat x_0(x_1)` and
+:math:`\sigma_1^2 = \beta_1 = 1 - \bar\alpha_1`, so :math:`\tilde p_1(y \mid x_1) = p_\theta(x_0^o = y \mid x_1)`.
+Each step proposes from the model's step with :math:`\hat x_0` moved by Tweedie's correction
+:math:`\frac{1 - \bar\alpha_t}{\sqrt{\bar\alpha_t}} \nabla_{x_t} \log \tilde p_t`, that is
+
+.. math::
+    q(x_{t-1} \mid x_t) = \mathcal N\Big(x_{t-1};\ \mu_\theta(x_t, t)
+    + \frac{\beta_t}{\sqrt{\alpha_t}} \nabla_{x_t} \log \tilde p_t(y \mid x_t),\ \sigma_t^2 I\Big)
+
+(:math:`x_T` from the prior), with the gradient by autograd through the network, and weights the particle by
+
+.. math::
+    w_{t-1} = \frac{p_\theta(x_{t-1} \mid x_t)\, \tilde p_{t-1}(y \mid x_{t-1})}
+    {q(x_{t-1} \mid x_t)\, \tilde p_t(y \mid x_t)}, \qquad w_T = \tilde p_T(y \mid x_T),
+
+resampling before each move when the effective sample size is below ``ess_threshold`` times :math:`P`. At the
+last step the observed coordinates are set to :math:`y`, the missing ones come from the decoder, and the weight is
+:math:`p_\theta(x_0^o = y \mid x_1) / \tilde p_1(y \mid x_1) = 1`. The product of the weights telescopes to
+:math:`p_\theta(x_{T:1}, x_0^o = y) / q(x_{T:1})`: the weighted particles target the model's exact conditional,
+one particle drawn by weight is an exact draw as :math:`P \to \infty`, and :meth:`TwistedSMC.evidence` is an
+unbiased estimate of :math:`p_\theta(x_0^o = y)`. Costs one more network pass (with its gradient) per step.
+
+**Forward twist** (``"forward"``). The forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the noisy state, which
+ignores the network:
+
+.. math::
+    \tilde p_t(y \mid x_t) = \prod_{d \in o} \mathcal N\big(x_{t,d};\ \sqrt{\bar\alpha_t}\, y_d,\ 1 - \bar\alpha_t\big)
+
+(at :math:`t = 0` a point mass at :math:`y`). Because the reverse step :math:`p_\theta(x_{t-1} \mid x_t) =
+\mathcal N(\mu, \sigma_t^2 I)` and this twist are both Gaussian in :math:`x_{t-1}^o`, the locally optimal proposal
+is exact and closed form: the observed coordinates are drawn from
 
 .. math::
     q(x_{t-1}^o \mid x_t) \propto \mathcal N(x_{t-1}^o; \mu^o, \sigma_t^2)\, \tilde p_{t-1}(y \mid x_{t-1})
@@ -24,12 +57,11 @@ the missing ones from the model's step itself, and the particle's incremental we
 .. math::
     w_t(x_t) = \frac{\prod_{d \in o} \mathcal N(a\, y_d;\ \mu_d,\ \sigma_t^2 + v)}{\tilde p_t(y \mid x_t)},
 
-so the particles are reweighted (and resampled, systematically, when the effective sample size falls below
-``ess_threshold`` times :math:`P`) before they move. The weights telescope: at the last step
-(:math:`t = 1`, :math:`v = 0`) the observed coordinates are set to :math:`y` and the weight is the decoder's
-likelihood :math:`\mathcal N(y; \mu^o(x_1), \sigma_1^2)`, so the weighted particles target the model's exact
-conditional, and one particle drawn by weight is an exact draw as :math:`P \to \infty` (for any :math:`P`, an
-unbiased estimate of :math:`p_\theta(x_0^o = y)` comes with it). The twist needs no gradient of the network.
+so the particles are reweighted (and resampled) before they move. The weights telescope the same way (at
+:math:`t = 1`, :math:`v = 0`: the observed coordinates are set to :math:`y` and the weight is the decoder's
+likelihood :math:`\mathcal N(y; \mu^o(x_1), \sigma_1^2)`), so it is exact as :math:`P \to \infty` too, needs no
+gradient and is three times cheaper per particle, but it does not see where the model puts its mass: with few,
+large steps its weights degenerate (see ``benchmarks/RESULTS.md`` for the two side by side).
 
 ``"replace"`` is the fast heuristic (one particle, no weights): the observed coordinates are overwritten at every
 level by a fresh draw of :math:`q(x_t^o \mid y)`. It ignores how the observed value should steer the missing
@@ -70,6 +102,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 
 from pyroflows.diffusion.ddpm import DDPM
+from pyroflows.diffusion.forward import posterior_mean
 from pyroflows.errors import DataError
 from pyroflows.registry import Registry
 
@@ -112,10 +145,10 @@ class TwistedSMC(Messenger):
 
     Run the model with ``num_samples = B * P`` under it: rows ``b * P .. b * P + P - 1`` of every site are the
     ``P`` particles of system ``b`` (one row to impute). At each site ``x_t`` it reads the model's reverse-step
-    distribution (``msg["fn"]``, a ``Normal(mu, sigma_t).to_event(1)``), adds the incremental weight (see the
-    module docstring), resamples the system's particles when their effective sample size is below
-    ``ess_threshold * P``, and proposes the site's value: observed coordinates from the twisted proposal, missing
-    ones from the model's own step. After the run, :meth:`select` draws one particle per system by weight.
+    distribution (``msg["fn"]``, a ``Normal(mu, sigma_t).to_event(1)``), resamples the system's particles when
+    their effective sample size is below ``ess_threshold * P``, proposes the site's value and adds the incremental
+    weight, as the twist (:data:`TWISTS`, the module docstring) says. After the run, :meth:`select` draws one
+    particle per system by weight.
 
     The trace of such a run records each site's value before the particles were resampled at the next site: only
     the final state, selected by weight, is a draw from the conditional.
@@ -127,12 +160,16 @@ class TwistedSMC(Messenger):
         num_particles: P.
         method: ``"smc"`` (weights, resampling, twisted proposal) or ``"replace"`` (overwrite the observed
             coordinates with a draw of the forward marginal; no weights).
+        twist: ``"smc"``'s twisting function, a name in :data:`TWISTS` (``None``: its default, ``"denoiser"``).
         ess_threshold: Resample a system when its effective sample size is below this fraction of P (1.0:
             at every step; 0: never).
         denoise_last: Set the missing coordinates of ``x_0`` to the decoder's mean instead of sampling them.
         record: Keep, for each site, its step ``t``, the model's mean and variance (after resampling), the
             incremental log-weights, the ancestors and the proposed value in :attr:`records` (for checks and plots;
-            ``"smc"`` only).
+            ``"smc"`` only; the denoiser twist adds the proposal's mean and the twist's log-value).
+        labels: Labels of the particles, shape ``(B * P,)``, for a class-conditional model (the denoiser twist runs
+            the network with them; pass the same as to the model).
+        guidance: The classifier-free guidance weight the model runs with (likewise).
     """
 
     def __init__(
@@ -164,7 +201,8 @@ class TwistedSMC(Messenger):
         self.resampled = 0
         self.records: list[dict[str, torch.Tensor | int]] = []
         self._log_twist = observed.new_zeros(self.batch, self.particles)  # log p~_{t}(y | x_t) at the last site
-        self._twist_grad = observed.new_zeros(self.batch, self.particles, observed.shape[-1])  # its x_t-gradient
+        # the denoiser twist's gradient in x_t, x0-hat(x_t) and x_t at the last site
+        self._twist_grad = self._x0_hat = self._x_prev = observed.new_zeros(self.batch, self.particles, self.y.shape[-1])
 
     def _levels(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         alpha_bar = self.ddpm.alpha_bar[t].to(self.y.dtype)
@@ -228,17 +266,18 @@ class TwistedSMC(Messenger):
             self.records[-1]["value"] = value.clone()
         return value
 
-    def _denoiser_twist(self, x: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
-        r""":math:`\log \tilde p_t(y \mid x_t) = \sum_{d \in o} \log \mathcal N(y_d;\ \hat x_0(x_t)_d,\ 1 - \bar\alpha_t)`
-        at the particles ``x`` (shape ``(B, P, D)``) and its gradient in :math:`x_t`, by autograd through the
-        network (whose parameters get no gradient)."""
+    def _denoiser_twist(self, x: torch.Tensor, t: int) -> None:
+        r"""Keep :math:`\log \tilde p_t(y \mid x_t) = \sum_{d \in o} \log \mathcal N(y_d;\ \hat x_0(x_t)_d,\
+        1 - \bar\alpha_t)` at the particles ``x`` (shape ``(B, P, D)``), its gradient in :math:`x_t` (by autograd
+        through the network, whose parameters get no gradient), :math:`\hat x_0(x_t)` and ``x`` itself."""
         flat = x.reshape(-1, x.shape[-1]).detach().requires_grad_(True)
         variance = 1 - self.ddpm.alpha_bar[t].to(x.dtype)
         with torch.enable_grad():
             x0 = self.ddpm.predict_x0(flat, t, labels=self.labels, guidance=self.guidance).reshape(x.shape)
             log_twist = (_normal_log_prob(self.y, x0, variance) * self.mask).sum(-1)
             (grad,) = torch.autograd.grad(log_twist.sum(), flat)
-        return log_twist.detach(), grad.reshape(x.shape)
+        self._log_twist, self._twist_grad = log_twist.detach(), grad.reshape(x.shape)
+        self._x0_hat, self._x_prev = x0.detach(), x
 
     def _denoiser_step(self, loc: torch.Tensor, variance: torch.Tensor, t: int) -> torch.Tensor:
         """One site of the denoiser twist: resample, move by the gradient-shifted step, weight by the generic ratio."""
@@ -246,7 +285,10 @@ class TwistedSMC(Messenger):
         if ancestors is not None:
             gather = ancestors.unsqueeze(-1).expand_as(loc)
             loc, variance = loc.gather(1, gather), variance.gather(1, gather)
-            self._log_twist, self._twist_grad = self._log_twist.gather(1, ancestors), self._twist_grad.gather(1, gather)
+            self._log_twist = self._log_twist.gather(1, ancestors)
+            self._twist_grad, self._x0_hat, self._x_prev = (
+                v.gather(1, gather) for v in (self._twist_grad, self._x0_hat, self._x_prev)
+            )
         if t == 0:
             # The last step: the observed coordinates are y, weighted by the decoder's exact likelihood of them; the
             # missing ones come from the decoder itself (or are its mean), so they add nothing to the weight.
@@ -254,33 +296,35 @@ class TwistedSMC(Messenger):
             value = loc if noise is None else loc + variance.sqrt() * noise
             value = torch.where(self.mask.bool(), self.y.expand_as(value), value)
             proposal_mean = loc
-            log_twist = torch.zeros_like(self._log_twist)
             increment = (_normal_log_prob(self.y, loc, variance) * self.mask).sum(-1) - self._log_twist
+            self._log_twist = torch.zeros_like(self._log_twist)
         else:
-            # x_t ~ N(mu + beta_{t+1} / sqrt(alpha_{t+1}) grad log p~_{t+1}(y | x_{t+1}), sigma^2): the model's step
-            # with x0-hat moved by Tweedie's correction (1 - ab) / sqrt(ab) * grad (no shift at the first site).
-            shift = 0.0 if t == self.ddpm.steps else self._guidance_step(t + 1)
-            proposal_mean = loc + shift * self._twist_grad
+            proposal_mean = loc if t == self.ddpm.steps else self._twisted_mean(loc, t + 1)
             value = proposal_mean + variance.sqrt() * torch.randn_like(loc)
             log_ratio = (_normal_log_prob(value, loc, variance) - _normal_log_prob(value, proposal_mean, variance)).sum(-1)
-            log_twist, self._twist_grad = self._denoiser_twist(value, t)
-            increment = log_ratio + log_twist - self._log_twist
-        self._log_twist = log_twist
+            previous = self._log_twist
+            self._denoiser_twist(value, t)
+            increment = log_ratio + self._log_twist - previous
         self.log_weights = self.log_weights + increment
         if self.record:
             self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
                                  "proposal_mean": proposal_mean.clone(), "value": value.clone(),
-                                 "log_increment": increment.clone(), "log_twist": log_twist.clone(),
+                                 "log_increment": increment.clone(), "log_twist": self._log_twist.clone(),
                                  "ancestors": ancestors if ancestors is not None else
                                  torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
         return value
 
-    def _guidance_step(self, t: int) -> torch.Tensor:
-        r""":math:`\beta_t / \sqrt{\alpha_t}`: how far the mean of the step :math:`t \to t - 1` moves per unit of
-        :math:`\nabla_{x_t} \log \tilde p_t` (the forward-posterior mean's coefficient of :math:`\hat x_0`,
-        :math:`\sqrt{\bar\alpha_{t-1}} \beta_t / (1 - \bar\alpha_t)`, times Tweedie's
-        :math:`(1 - \bar\alpha_t) / \sqrt{\bar\alpha_t}`)."""
-        return (self.ddpm.betas[t] / self.ddpm.alphas[t].sqrt()).to(self.y.dtype)
+    def _twisted_mean(self, loc: torch.Tensor, t: int) -> torch.Tensor:
+        r"""The proposal's mean for the step :math:`t \to t - 1`: the forward-posterior mean at :math:`\hat x_0` moved
+        by Tweedie's correction, :math:`\tilde\mu_t\big(x_t,\ \hat x_0 + \frac{1 - \bar\alpha_t}{\sqrt{\bar\alpha_t}}
+        \nabla_{x_t} \log \tilde p_t\big)`, that is :math:`\mu_\theta + \frac{\beta_t}{\sqrt{\alpha_t}} \nabla_{x_t}
+        \log \tilde p_t`; with ``clip_x0`` the moved :math:`\hat x_0` is clipped to [-1, 1] like the model's, which
+        bounds the move where the gradient is large (the high-noise steps of a short chain; as Wu et al.'s code)."""
+        alpha_bar = self.ddpm.alpha_bar[t].to(loc.dtype)
+        moved = self._x0_hat + (1 - alpha_bar) / alpha_bar.sqrt() * self._twist_grad
+        if self.ddpm.clip_x0:
+            moved = moved.clamp(-1.0, 1.0)
+        return loc + posterior_mean(self.ddpm, moved - self._x0_hat, torch.zeros_like(loc), t)
 
     def _resample_low_ess(self) -> torch.Tensor | None:
         """Resample the systems whose effective sample size is below the threshold; their ancestors, or ``None``."""
@@ -308,8 +352,8 @@ class TwistedSMC(Messenger):
 
     def evidence(self) -> torch.Tensor:
         r"""The log of the particle estimate of :math:`p_\theta(x_0^o = y)` per system (scaled units), as the
-        increments' running mean over particles; it includes the first site's constant
-        :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`."""
+        increments' running mean over particles (unbiased for either twist; with the forward twist it includes the
+        first site's constant :math:`\prod_o \mathcal N(\sqrt{\bar\alpha_T} y_o; 0, 2 - \bar\alpha_T)`)."""
         return self.log_evidence + torch.logsumexp(self.log_weights, -1) - math.log(self.particles)
 
 
