@@ -16,7 +16,7 @@ Three parts:
     draws of the closed-form conditional (the mean of the 1-D W1 over the imputed coordinates) and to the model's
     own conditional (a reference: every weighted particle of large denoiser-twist SMC runs, checked against
     forward-twist runs of the same size), with the time per imputed row; beside it, rejection sampling from the
-    same model at the time denoiser-128 took (unconditional draws whose observed coordinates fall within +-h of
+    same model at the time SMC-128 with the default twist took (unconditional draws whose observed coordinates fall within +-h of
     the observed values). The W1 floor is the same statistic for M exact draws.
   * moons: the default DDPM (10,000 points, 5,000 optimizer steps) with and without labels, same data and seed:
     the ED ratio (energy distance over the noise floor) of the unconditional model and of the labelled model's
@@ -46,6 +46,7 @@ from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is 
 
 from pyroflows.diffusion import (  # noqa: E402
     DDPM,
+    TWISTS,
     TwistedSMC,
     ancestral_sample,
     energy_distance,
@@ -339,7 +340,7 @@ def impute_case(ddpm, mixture, observed, values, seed, scale, cfg) -> ImputeRow:
     to_exact = {label: w1(d, exact) for label, d in draws.items()}
     to_exact["reference"] = w1(exact, ref, ref_w)
     to_model = {label: w1(d, ref, ref_w) for label, d in draws.items()}
-    budget = times["denoiser 128"] * cfg["m"] / 1e3  # rejection from the same model for as long as SMC-128 took
+    budget = times[f"{TWISTS.default} 128"] * cfg["m"] / 1e3  # rejection from the same model as long as SMC-128
     window = cfg["window"] * scale[observed]
     rejection = rejection_sample(ddpm, y, observed, u, exact, window, budget, cfg["rejection_batch"])
     return ImputeRow(
@@ -394,7 +395,7 @@ def part_impute(cfg, seeds) -> list[str]:
         "observed row; "
         "W1 = mean over the imputed coordinates of the 1-D Wasserstein-1 distance; forward / denoiser = the SMC "
         "method's twist, with 8, 32, 128 particles; reference = the model's own conditional, all weighted particles "
-        f"of {cfg['reference_runs']} denoiser-twist SMC runs of {cfg['reference_particles']} particles)",
+        f"of {cfg['reference_runs']} denoiser-twist SMC run(s) of {cfg['reference_particles']} particles)",
         "",
         "W1 to the exact conditional (20,000 exact draws):",
         "",
@@ -420,7 +421,7 @@ def part_impute(cfg, seeds) -> list[str]:
         "",
         "W1 to the model's own conditional (the reference: the sampler's error alone), the reference's effective "
         "sample size and its W1 to a forward-twist reference of the same size, milliseconds per imputed row, and "
-        "rejection sampling from the same model at denoiser-128's time (draws within +-"
+        f"rejection sampling from the same model at {TWISTS.default}-128's time (the default twist; draws within +-"
         f"{cfg['window']} sd of the observed values: accepted, W1 to the exact conditional):",
         "",
         f"| data | seed | observed | {head} | reference ESS, W1 to forward-twist reference | "
@@ -522,7 +523,7 @@ def main() -> None:
         "m": 400,
         "window": 0.05,
         "reference_particles": 16384,
-        "reference_runs": 2,
+        "reference_runs": 1,
         "rejection_batch": 20000,
         "moons_n": 10000,
         "moons_epochs": 1000,
@@ -541,7 +542,7 @@ def main() -> None:
             m=20,
             rejection_batch=500,
             reference_particles=256,
-            reference_runs=2,
+            reference_runs=1,
             moons_n=300,
             moons_epochs=10,
             moons_eval=200,

@@ -7,7 +7,7 @@ chain (:meth:`DDPM.model` under the :class:`TwistedSMC` handler); at each level 
 :math:`\tilde p_t(y \mid x_t)`, an estimate of how likely the particle's noisy state makes the observation, steers
 the proposal and enters the weights. Two twists are registered in :data:`TWISTS` (``twist=``).
 
-**Denoiser twist** (``"denoiser"``, the default; Wu et al.'s inpainting twist). The network's denoised prediction
+**Denoiser twist** (``"denoiser"``; Wu et al.'s inpainting twist). The network's denoised prediction
 :math:`\hat x_0(x_t)` (:meth:`DDPM.predict_x0`) stands in for :math:`x_0`:
 
 .. math::
@@ -37,7 +37,7 @@ last step the observed coordinates are set to :math:`y`, the missing ones come f
 one particle drawn by weight is an exact draw as :math:`P \to \infty`, and :meth:`TwistedSMC.evidence` is an
 unbiased estimate of :math:`p_\theta(x_0^o = y)`. Costs one more network pass (with its gradient) per step.
 
-**Forward twist** (``"forward"``). The forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the noisy state, which
+**Forward twist** (``"forward"``, the default). The forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the noisy state, which
 ignores the network:
 
 .. math::
@@ -160,7 +160,7 @@ class TwistedSMC(Messenger):
         num_particles: P.
         method: ``"smc"`` (weights, resampling, twisted proposal) or ``"replace"`` (overwrite the observed
             coordinates with a draw of the forward marginal; no weights).
-        twist: ``"smc"``'s twisting function, a name in :data:`TWISTS` (``None``: its default, ``"denoiser"``).
+        twist: ``"smc"``'s twisting function, a name in :data:`TWISTS` (``None``: its default, ``"forward"``).
         ess_threshold: Resample a system when its effective sample size is below this fraction of P (1.0:
             at every step; 0: never).
         denoise_last: Set the missing coordinates of ``x_0`` to the decoder's mean instead of sampling them.
@@ -395,8 +395,8 @@ def impute(
             (the replacement heuristic: fast, biased).
         num_particles: P, particles per imputed row for ``"smc"`` (ignored by ``"replace"``).
         num_imputations: M independent fills of every row (multiple imputation); ``None`` (default) gives one.
-        twist: The twisting function of ``"smc"``, a name in :data:`TWISTS`: ``"denoiser"`` or ``"forward"``
-            (``None``: the registry's default; ignored by ``"replace"``).
+        twist: The twisting function of ``"smc"``, a name in :data:`TWISTS`: ``"forward"`` or ``"denoiser"``
+            (``None``: the registry's default, ``"forward"``, chosen by the benchmark; ignored by ``"replace"``).
         labels: Class labels ``(N,)`` or one integer (class-conditional models): impute from
             :math:`p(x^u \mid x^o, c)`; ``None``: the unconditional (null-label) model.
         guidance: Classifier-free guidance weight w for labelled imputation.
@@ -494,11 +494,11 @@ def _fill(
 TWISTS.register(
     "forward", TwistedSMC._forward_step,
     "the forward marginal q(x_t^o | x_0^o = y): model-free, closed-form exact proposal, no network gradient",
+    default=True,
 )  # fmt: skip
 TWISTS.register(
     "denoiser", TwistedSMC._denoiser_step,
     "N(y; x0-hat(x_t)^o, 1 - alpha_bar_t) from the network's denoised prediction, gradient-shifted proposal",
-    default=True,
 )  # fmt: skip
 IMPUTATION_METHODS.register(
     "smc", partial(TwistedSMC, method="smc"), "twisted particle filter over the reverse chain (exact as P grows)",
