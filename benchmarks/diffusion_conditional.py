@@ -16,8 +16,8 @@ Three parts:
     draws of the closed-form conditional (the mean of the 1-D W1 over the imputed coordinates) and to the model's
     own conditional (a reference: every weighted particle of large denoiser-twist SMC runs, checked against
     forward-twist runs of the same size), with the time per imputed row; beside it, rejection sampling from the
-    same model at the time SMC-128 with the default twist took (unconditional draws whose observed coordinates fall within +-h of
-    the observed values). The W1 floor is the same statistic for M exact draws.
+    same model at the time SMC-128 with the default twist took (unconditional draws whose observed coordinates
+    fall within +-h of the observed values). The W1 floor is the same statistic for M exact draws.
   * moons: the default DDPM (10,000 points, 5,000 optimizer steps) with and without labels, same data and seed:
     the ED ratio (energy distance over the noise floor) of the unconditional model and of the labelled model's
     null-label samples side by side, and the labelled model's per-moon accuracy at w in {0, 1, 3}.
@@ -243,7 +243,7 @@ def part_labels(cfg, seeds) -> list[str]:
 
 
 def w1(draws: np.ndarray, exact: np.ndarray, weights: np.ndarray | None = None) -> float:
-    """Mean over columns of the 1-D Wasserstein-1 distance from ``draws`` to ``exact`` (whose rows ``weights`` weighs)."""
+    """Mean over columns of the 1-D W1 distance from ``draws`` to ``exact`` (whose rows ``weights`` weighs)."""
     return float(
         np.mean([wasserstein_distance(draws[:, j], exact[:, j], None, weights) for j in range(draws.shape[1])])
     )
@@ -391,8 +391,8 @@ def part_impute(cfg, seeds) -> list[str]:
     head = " | ".join(labels)
     lines = [
         f"### Imputation: W1 to the exact conditional and to the model's own ({cfg['n_train']} training points, "
-        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = {cfg['impute_steps']}; {cfg['m']} imputations of each "
-        "observed row; "
+        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = {cfg['impute_steps']}; {cfg['m']} imputations of "
+        "each observed row; "
         "W1 = mean over the imputed coordinates of the 1-D Wasserstein-1 distance; forward / denoiser = the SMC "
         "method's twist, with 8, 32, 128 particles; reference = the model's own conditional, all weighted particles "
         f"of {cfg['reference_runs']} denoiser-twist SMC run(s) of {cfg['reference_particles']} particles)",

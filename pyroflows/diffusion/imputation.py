@@ -37,8 +37,8 @@ last step the observed coordinates are set to :math:`y`, the missing ones come f
 one particle drawn by weight is an exact draw as :math:`P \to \infty`, and :meth:`TwistedSMC.evidence` is an
 unbiased estimate of :math:`p_\theta(x_0^o = y)`. Costs one more network pass (with its gradient) per step.
 
-**Forward twist** (``"forward"``, the default). The forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the noisy state, which
-ignores the network:
+**Forward twist** (``"forward"``, the default). The forward marginal :math:`q(x_t^o \mid x_0^o = y)` at the noisy
+state, which ignores the network:
 
 .. math::
     \tilde p_t(y \mid x_t) = \prod_{d \in o} \mathcal N\big(x_{t,d};\ \sqrt{\bar\alpha_t}\, y_d,\ 1 - \bar\alpha_t\big)
@@ -202,7 +202,8 @@ class TwistedSMC(Messenger):
         self.records: list[dict[str, torch.Tensor | int]] = []
         self._log_twist = observed.new_zeros(self.batch, self.particles)  # log p~_{t}(y | x_t) at the last site
         # the denoiser twist's gradient in x_t, x0-hat(x_t) and x_t at the last site
-        self._twist_grad = self._x0_hat = self._x_prev = observed.new_zeros(self.batch, self.particles, self.y.shape[-1])
+        shape = (self.batch, self.particles, self.y.shape[-1])
+        self._twist_grad = self._x0_hat = self._x_prev = observed.new_zeros(shape)
 
     def _levels(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         alpha_bar = self.ddpm.alpha_bar[t].to(self.y.dtype)
@@ -301,7 +302,8 @@ class TwistedSMC(Messenger):
         else:
             proposal_mean = loc if t == self.ddpm.steps else self._twisted_mean(loc, t + 1)
             value = proposal_mean + variance.sqrt() * torch.randn_like(loc)
-            log_ratio = (_normal_log_prob(value, loc, variance) - _normal_log_prob(value, proposal_mean, variance)).sum(-1)
+            log_model = _normal_log_prob(value, loc, variance)
+            log_ratio = (log_model - _normal_log_prob(value, proposal_mean, variance)).sum(-1)
             previous = self._log_twist
             self._denoiser_twist(value, t)
             increment = log_ratio + self._log_twist - previous
@@ -412,7 +414,8 @@ def impute(
 
     Raises:
         DataError: ``x`` of the wrong shape or with inf, bad labels, an unfitted model, an unknown method (the
-            message lists :data:`IMPUTATION_METHODS`) or twist (:data:`TWISTS`), ``num_particles`` or ``num_imputations`` below 1.
+            message lists :data:`IMPUTATION_METHODS`) or twist (:data:`TWISTS`), ``num_particles`` or
+            ``num_imputations`` below 1.
 
     Example:
         >>> import torch

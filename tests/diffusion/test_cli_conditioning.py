@@ -66,8 +66,9 @@ def test_impute_csv_with_empty_cells(labelled, tmp_path, capsys):
     for twist in ("forward", "denoiser"):  # --twist is impute(twist=...)
         path = tmp_path / f"{twist}.csv"
         assert main([*argv, "--imputations", "3", "--seed", "1", "--twist", twist, "--out", str(path)]) == 0
-        expected = impute(DDPM.load(model), np.array([[1.5, np.nan], [np.nan, -0.25], [np.nan] * 2, [0.125, 2.5]]), num_particles=8,
-                          num_imputations=3, seed=1, twist=twist).numpy().reshape(12, 2)  # fmt: skip
+        rows = np.array([[1.5, np.nan], [np.nan, -0.25], [np.nan] * 2, [0.125, 2.5]])
+        expected = impute(DDPM.load(model), rows, num_particles=8, num_imputations=3, seed=1, twist=twist)
+        expected = expected.numpy().reshape(12, 2)
         assert np.allclose(np.loadtxt(path, delimiter=","), expected, equal_nan=True)
     assert "already exists" in _error([*argv], capsys)
     npy = tmp_path / "holes.npy"
