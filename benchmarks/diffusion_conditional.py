@@ -30,9 +30,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -386,7 +387,30 @@ def impute_summary(rows: list[ImputeRow], seeds: list[int]) -> list[str]:
     return lines
 
 
-def part_impute(cfg, seeds) -> list[str]:
+def impute_rows(cfg, seeds) -> list[ImputeRow]:
+    """Train the models and measure every observed row (printed as it comes)."""
+    labels = [label for label, *_ in IMPUTERS]
+    rows = []
+    for name, mixture in MIXTURES.items():
+        for seed in seeds:
+            data, _ = mixture.sample(cfg["n_train"], np.random.default_rng(seed))
+            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"], steps=cfg["impute_steps"])
+            for observed, values in CASES[name]:
+                r = impute_case(ddpm, mixture, observed, values, seed, data.std(0), cfg)
+                r.name = name
+                rows.append(r)
+                print(f"| {name} | {seed} | {r.observed} | exact: {_cells(r.exact, labels)} | model: "
+                      f"{_cells(r.model, labels)} | ref {r.reference}", flush=True)  # fmt: skip
+    return rows
+
+
+def load_rows(paths: str) -> list[ImputeRow]:
+    """The rows saved by runs with ``--save-rows`` (e.g. one per seed, run side by side), in table order."""
+    rows = [ImputeRow(**d) for path in paths.split(",") for d in json.loads(Path(path).read_text())]
+    return sorted(rows, key=lambda r: (list(MIXTURES).index(r.name), r.seed))  # stable: the cases keep their order
+
+
+def part_impute(cfg, seeds, rows_out: str | None = None, rows_in: str | None = None) -> list[str]:
     labels = [label for label, *_ in IMPUTERS]
     head = " | ".join(labels)
     lines = [
@@ -402,18 +426,13 @@ def part_impute(cfg, seeds) -> list[str]:
         f"| data | seed | observed | density / at densest mean | W1 floor | {head} | reference |",
         "|---|---|---|---|---|" + "---|" * (len(labels) + 1),
     ]
-    rows = []
-    for name, mixture in MIXTURES.items():
-        for seed in seeds:
-            data, _ = mixture.sample(cfg["n_train"], np.random.default_rng(seed))
-            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"], steps=cfg["impute_steps"])
-            for observed, values in CASES[name]:
-                r = impute_case(ddpm, mixture, observed, values, seed, data.std(0), cfg)
-                r.name = name
-                rows.append(r)
-                lines.append(f"| {name} | {seed} | {r.observed} | {r.density:.3f} | {r.floor:.3f} | "
-                             f"{_cells(r.exact, labels)} | {r.exact['reference']:.3f} |")  # fmt: skip
-                print(lines[-1], f"| model: {_cells(r.model, labels)} | ref {r.reference}", flush=True)
+    rows = impute_rows(cfg, seeds) if rows_in is None else load_rows(rows_in)
+    if rows_out is not None:
+        Path(rows_out).write_text(json.dumps([asdict(r) for r in rows]))
+    seeds = sorted({r.seed for r in rows})
+    for r in rows:
+        lines.append(f"| {r.name} | {r.seed} | {r.observed} | {r.density:.3f} | {r.floor:.3f} | "
+                     f"{_cells(r.exact, labels)} | {r.exact['reference']:.3f} |")  # fmt: skip
     floor = np.mean([r.floor for r in rows])
     lines.append(f"| all | all | mean | | {floor:.3f} | " + " | ".join(
         f"**{np.mean([r.exact[k] for r in rows]):.3f}**" for k in labels + ["reference"]) + " |")  # fmt: skip
@@ -512,6 +531,13 @@ def main() -> None:
         help="T of the imputation part's models (default 20: the decoder step's sd is 0.05 in scaled units, "
         "0.1 at T = 10, which blurs the model's own conditional at low-density observed values)",
     )
+    parser.add_argument("--save-rows", default=None, help="impute part: also save its rows to this JSON file")
+    parser.add_argument(
+        "--from-rows",
+        default=None,
+        help="impute part: build its tables from rows saved by --save-rows (comma-separated files, e.g. one run per "
+        "seed side by side) instead of measuring",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -556,7 +582,7 @@ def main() -> None:
     if "labels" in parts:
         lines += part_labels(cfg, seeds) + [""]
     if "impute" in parts:
-        lines += part_impute(cfg, seeds) + [""]
+        lines += part_impute(cfg, seeds, args.save_rows, args.from_rows) + [""]
     if "moons" in parts:
         lines += part_moons(cfg, seeds) + [""]
     text = "\n".join(lines)
