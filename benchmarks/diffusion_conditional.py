@@ -10,27 +10,30 @@ Three parts:
     ceiling) and the energy distance (x1e-3, V-statistic) to exact draws of the class, beside the same statistic
     between two exact samples (the floor). Null-label samples against the whole mixture sit beside an
     unconditional DDPM trained on the same data.
-  * impute: an unconditional DDPM per mixture and seed; for several observed values (high- and low-density ones)
-    M imputations of the missing coordinate(s) by ``replace`` and by ``smc`` with 8, 32 and 128 particles: the
-    1-Wasserstein distance to 20,000 exact draws of the closed-form conditional (the mean of the 1-D W1 over the
-    imputed coordinates), with the time per imputed row; beside it, rejection sampling from the same model at the
-    time SMC-128 took (unconditional draws whose observed coordinates fall within +-h of the observed values).
-    The W1 floor is the same statistic for M exact draws.
+  * impute: an unconditional DDPM per mixture and seed (T = 20 by default, --impute-steps); for several observed
+    values (high- and low-density ones) M imputations of the missing coordinate(s) by ``replace`` and by ``smc``
+    with each twist (forward, denoiser) and 8, 32 and 128 particles: the 1-Wasserstein distance to 20,000 exact
+    draws of the closed-form conditional (the mean of the 1-D W1 over the imputed coordinates) and to the model's
+    own conditional (a reference: every weighted particle of large denoiser-twist SMC runs, checked against
+    forward-twist runs of the same size), with the time per imputed row; beside it, rejection sampling from the
+    same model at the time SMC-128 with the default twist took (unconditional draws whose observed coordinates
+    fall within +-h of the observed values). The W1 floor is the same statistic for M exact draws.
   * moons: the default DDPM (10,000 points, 5,000 optimizer steps) with and without labels, same data and seed:
     the ED ratio (energy distance over the noise floor) of the unconditional model and of the labelled model's
     null-label samples side by side, and the labelled model's per-moon accuracy at w in {0, 1, 3}.
 
 Usage: python benchmarks/diffusion_conditional.py [--quick] [--no-write] [--part all|labels,impute,moons]
-       [--seeds 0,1,2]
+       [--seeds 0,1,2] [--impute-steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +45,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _results import RESULTS, write_subsections  # noqa: E402  # benchmarks/ is sys.path[0] when run
 
-from pyroflows.diffusion import DDPM, ancestral_sample, energy_distance, energy_distance_ratio, impute, noise_floor  # noqa: E402
+from pyroflows.diffusion import (  # noqa: E402
+    DDPM,
+    TWISTS,
+    TwistedSMC,
+    ancestral_sample,
+    energy_distance,
+    energy_distance_ratio,
+    impute,
+    noise_floor,
+)
 from pyroflows.diffusion import train as train_ddpm  # noqa: E402
 from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT  # noqa: E402
 
@@ -160,17 +172,17 @@ def moon_of(x: np.ndarray) -> np.ndarray:
 _MODELS: dict[tuple, tuple[DDPM, float]] = {}  # the unconditional mixture models are shared by two parts
 
 
-def fit(data, labels, seed, epochs, batch_size, num_classes=0) -> tuple[DDPM, float]:
-    key = (data.shape, float(data[0, 0]), seed, epochs, batch_size, num_classes)
+def fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10) -> tuple[DDPM, float]:
+    key = (data.shape, float(data[0, 0]), seed, epochs, batch_size, num_classes, steps)
     if labels is None and key in _MODELS:
         return _MODELS[key]
-    _MODELS[key] = _fit(data, labels, seed, epochs, batch_size, num_classes)
+    _MODELS[key] = _fit(data, labels, seed, epochs, batch_size, num_classes, steps)
     return _MODELS[key]
 
 
-def _fit(data, labels, seed, epochs, batch_size, num_classes=0) -> tuple[DDPM, float]:
+def _fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10) -> tuple[DDPM, float]:
     pyro.set_rng_seed(seed)
-    ddpm = DDPM(data.shape[1], steps=10, num_classes=num_classes)
+    ddpm = DDPM(data.shape[1], steps=steps, num_classes=num_classes)
     start = time.perf_counter()
     train_ddpm(ddpm, data, labels=labels, epochs=epochs, batch_size=batch_size, progress=False, seed=seed)
     return ddpm, time.perf_counter() - start
@@ -231,26 +243,49 @@ def part_labels(cfg, seeds) -> list[str]:
     return lines
 
 
-def w1(draws: np.ndarray, exact: np.ndarray) -> float:
-    return float(np.mean([wasserstein_distance(draws[:, j], exact[:, j]) for j in range(draws.shape[1])]))
+def w1(draws: np.ndarray, exact: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean over columns of the 1-D W1 distance from ``draws`` to ``exact`` (whose rows ``weights`` weighs)."""
+    return float(
+        np.mean([wasserstein_distance(draws[:, j], exact[:, j], None, weights) for j in range(draws.shape[1])])
+    )
 
 
-def impute_methods(ddpm, row, observed, u, exact, seed, m) -> tuple[dict[str, float], dict[str, float]]:
-    """W1 to the exact conditional and milliseconds per imputed row of replace and SMC with 8, 32, 128 particles."""
-    results, times = {}, {}
-    for label, method, particles in (
-        ("replace", "replace", 1),
-        ("smc 8", "smc", 8),
-        ("smc 32", "smc", 32),
-        ("smc 128", "smc", 128),
-    ):
+#: (column label, method, twist, particles) of the imputation table
+IMPUTERS = [("replace", "replace", None, 1)] + [
+    (f"{twist} {p}", "smc", twist, p) for twist in ("forward", "denoiser") for p in (8, 32, 128)
+]
+
+
+def impute_methods(ddpm, row, observed, u, seed, m) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+    """M imputations of the missing coordinates by each of :data:`IMPUTERS` (observed entries asserted bit-exact)
+    and the milliseconds per imputed row of each."""
+    draws, times = {}, {}
+    for label, method, twist, particles in IMPUTERS:
         start = time.perf_counter()
-        filled = impute(ddpm, row, method=method, num_particles=particles, num_imputations=m, seed=seed)
+        filled = impute(ddpm, row, method=method, twist=twist, num_particles=particles, num_imputations=m, seed=seed)
         times[label] = (time.perf_counter() - start) / m * 1e3
         filled = filled[:, 0].numpy()
         assert np.array_equal(filled[:, observed], np.repeat(row[:, observed], m, 0)), "not exact"
-        results[label] = w1(filled[:, u], exact)
-    return results, times
+        draws[label] = filled[:, u]
+    return draws, times
+
+
+def model_conditional(ddpm, row, u, twist, particles, runs, seed) -> tuple[np.ndarray, np.ndarray]:
+    """The model's own conditional of the missing coordinates as weighted particles: every particle of ``runs``
+    independent SMC runs of ``particles`` particles each (the ``TwistedSMC`` handler over ``ddpm.model``) with its
+    normalised final weight, in data units. Consistent as ``particles`` grows, whatever the twist."""
+    x = torch.as_tensor(row, dtype=ddpm.betas.dtype)
+    mask = ~torch.isnan(x)
+    y = torch.where(mask, ddpm.scaler(torch.nan_to_num(x)), torch.zeros_like(x))
+    pyro.set_rng_seed(seed)
+    values, weights = [], []
+    for _ in range(runs):
+        handler = TwistedSMC(ddpm, y, mask, particles, twist=twist)
+        with torch.no_grad(), handler:
+            final = ddpm.model(num_samples=particles)
+        values.append(ddpm.scaler.inverse(final).double().numpy()[:, u])
+        weights.append(torch.softmax(handler.log_weights[0].double(), -1).numpy() / runs)
+    return np.concatenate(values), np.concatenate(weights)
 
 
 def rejection_sample(ddpm, y, observed, u, exact, window, budget, batch) -> str:
@@ -269,59 +304,160 @@ def rejection_sample(ddpm, y, observed, u, exact, window, budget, batch) -> str:
     return f"{len(accepted_draws)}, -"
 
 
-def part_impute(cfg, seeds) -> list[str]:
-    lines = [
-        f"### Imputation: W1 to the exact conditional ({cfg['n_train']} training points, {cfg['epochs']} epochs of "
-        f"batches of {cfg['batch']}, T = 10; {cfg['m']} imputations of each observed row; W1 = mean over the "
-        "imputed coordinates of the 1-D Wasserstein-1 distance to 20,000 exact draws; ms = milliseconds per imputed "
-        "row)",
-        "",
-        "| data | seed | observed | density / at densest mean | W1 floor | replace | smc 8 | smc 32 | smc 128 | "
-        "ms replace / 8 / 32 / 128 | rejection at smc-128's time: accepted, W1 |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    totals: dict[str, list[float]] = {"replace": [], "smc 8": [], "smc 32": [], "smc 128": [], "floor": []}
+@dataclass
+class ImputeRow:
+    """The figures of one (model, observed value) row of the imputation tables."""
+
+    name: str
+    seed: int
+    observed: str
+    density: float
+    floor: float
+    exact: dict[str, float]  # W1 to the exact conditional, per imputer and "reference"
+    model: dict[str, float]  # W1 to the model's own conditional (the reference), per imputer
+    times: dict[str, float]
+    reference: str  # ESS and the W1 between the two references
+    rejection: str
+
+
+def impute_case(ddpm, mixture, observed, values, seed, scale, cfg) -> ImputeRow:
+    """One observed row: the imputers against the exact conditional and against the model's own (a large
+    denoiser-twist SMC reference, checked against a forward-twist one of the same size), and rejection sampling."""
+    y = np.array(values)
+    conditional = mixture.conditional(observed, y)
+    exact, _ = conditional.sample(20000, np.random.default_rng(7))
+    floors = [w1(conditional.sample(cfg["m"], np.random.default_rng(100 + r))[0], exact) for r in range(10)]
+    peak = max(mixture.marginal_density(observed, mixture.means[k][observed]) for k in range(len(mixture.weights)))
+    row = np.full((1, mixture.dim), np.nan)
+    row[0, observed] = y
+    u = [d for d in range(mixture.dim) if d not in observed]
+    draws, times = impute_methods(ddpm, row, observed, u, seed, cfg["m"])
+    size = (cfg["reference_particles"], cfg["reference_runs"])
+    ref, ref_w = model_conditional(ddpm, row, u, "denoiser", *size, seed=10_000 + seed)
+    check, check_w = model_conditional(ddpm, row, u, "forward", *size, seed=20_000 + seed)
+    _, copies = np.unique(ref, axis=0, return_inverse=True)  # resampled copies of one particle count once
+    ess = 1.0 / float((np.bincount(copies.ravel(), weights=ref_w) ** 2).sum())
+    agreement = float(np.mean([wasserstein_distance(ref[:, j], check[:, j], ref_w, check_w) for j in range(len(u))]))
+    to_exact = {label: w1(d, exact) for label, d in draws.items()}
+    to_exact["reference"] = w1(exact, ref, ref_w)
+    to_model = {label: w1(d, ref, ref_w) for label, d in draws.items()}
+    budget = times[f"{TWISTS.default} 128"] * cfg["m"] / 1e3  # rejection from the same model as long as SMC-128
+    window = cfg["window"] * scale[observed]
+    rejection = rejection_sample(ddpm, y, observed, u, exact, window, budget, cfg["rejection_batch"])
+    return ImputeRow(
+        "", seed, ", ".join(f"x{d} = {v:g}" for d, v in zip(observed, values, strict=True)),
+        mixture.marginal_density(observed, y) / peak, float(np.mean(floors)), to_exact, to_model, times,
+        f"{ess:.0f}, {agreement:.3f}", rejection,
+    )  # fmt: skip
+
+
+def _cells(values: dict[str, float], labels: list[str]) -> str:
+    return " | ".join(f"{values[k]:.3f}" for k in labels)
+
+
+def impute_summary(rows: list[ImputeRow], seeds: list[int]) -> list[str]:
+    """Means over rows (and the spread of the per-seed means over seeds) and the replace / SMC ratios."""
+    labels = [label for label, *_ in IMPUTERS]
+    lines = []
+    for key, title in (("exact", "exact conditional"), ("model", "model's own conditional")):
+        table = {k: np.array([getattr(r, key)[k] for r in rows]) for k in labels}
+        per_seed = {k: [np.mean([getattr(r, key)[k] for r in rows if r.seed == s]) for s in seeds] for k in labels}
+        cells = " | ".join(f"{table[k].mean():.3f} +- {np.std(per_seed[k]):.3f}" for k in labels)
+        lines.append(f"| W1 to the {title}: mean +- sd over seeds | {cells} |")
+    lines.append("")
+    for twist in ("forward", "denoiser"):
+        replace, smc = np.array([r.exact["replace"] for r in rows]), np.array([r.exact[f"{twist} 128"] for r in rows])
+        ratio = replace / smc
+        lines.append(
+            f"- replace / {twist}-128 W1 to the exact conditional: ratio of means {replace.mean() / smc.mean():.2f}x, "
+            f"mean of per-row ratios {ratio.mean():.2f}x (min {ratio.min():.2f}x, max {ratio.max():.2f}x), "
+            f"rows at 3x or more: {int((ratio >= 3).sum())} of {len(ratio)}"
+        )
+    model_error = np.array([r.exact["reference"] for r in rows])
+    lines.append(f"- the model's own conditional (the reference) to the exact one: mean W1 {model_error.mean():.3f}")
+    fits = model_error < 1.0  # rows where the model has mass near the observed value
+    for twist in ("forward", "denoiser"):
+        replace = np.array([r.exact["replace"] for r in rows])[fits]
+        smc = np.array([r.exact[f"{twist} 128"] for r in rows])[fits]
+        lines.append(
+            f"- without the {int((~fits).sum())} row(s) where the model's own conditional is more than 1.0 from the "
+            f"exact one: replace / {twist}-128 ratio of means {replace.mean() / smc.mean():.2f}x, mean of per-row "
+            f"ratios {(replace / smc).mean():.2f}x, rows at 3x or more: {int((replace / smc >= 3).sum())} of {len(smc)}"
+        )
+    return lines
+
+
+def impute_rows(cfg, seeds) -> list[ImputeRow]:
+    """Train the models and measure every observed row (printed as it comes)."""
+    labels = [label for label, *_ in IMPUTERS]
+    rows = []
     for name, mixture in MIXTURES.items():
         for seed in seeds:
             data, _ = mixture.sample(cfg["n_train"], np.random.default_rng(seed))
-            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"])
-            scale = data.std(0)
+            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"], steps=cfg["impute_steps"])
             for observed, values in CASES[name]:
-                y = np.array(values)
-                conditional = mixture.conditional(observed, y)
-                exact, _ = conditional.sample(20000, np.random.default_rng(7))
-                floors = [w1(conditional.sample(cfg["m"], np.random.default_rng(100 + r))[0], exact) for r in range(10)]
-                peak = max(
-                    mixture.marginal_density(observed, mixture.means[k][observed]) for k in range(len(mixture.weights))
-                )
-                density = mixture.marginal_density(observed, y) / peak
-                row = np.full((1, mixture.dim), np.nan)
-                row[0, observed] = y
-                u = [d for d in range(mixture.dim) if d not in observed]
-                results, times = impute_methods(ddpm, row, observed, u, exact, seed, cfg["m"])
-                # rejection sampling from the same model for as long as SMC-128 took
-                budget = times["smc 128"] * cfg["m"] / 1e3
-                window = cfg["window"] * scale[observed]
-                rejection = rejection_sample(ddpm, y, observed, u, exact, window, budget, cfg["rejection_batch"])
-                for key in results:
-                    totals[key].append(results[key])
-                totals["floor"].append(float(np.mean(floors)))
-                obs = ", ".join(f"x{d} = {v:g}" for d, v in zip(observed, values, strict=True))
-                lines.append(
-                    f"| {name} | {seed} | {obs} | {density:.3f} | {np.mean(floors):.3f} | {results['replace']:.3f} | "
-                    f"{results['smc 8']:.3f} | {results['smc 32']:.3f} | {results['smc 128']:.3f} | "
-                    f"{times['replace']:.2f} / {times['smc 8']:.2f} / {times['smc 32']:.2f} / {times['smc 128']:.2f} "
-                    f"| {rejection} |"
-                )
-                print(lines[-1], flush=True)
-    ratio = np.array(totals["replace"]) / np.array(totals["smc 128"])
-    lines.append(
-        f"| all | all | mean | | {np.mean(totals['floor']):.3f} | **{np.mean(totals['replace']):.3f}** | "
-        f"**{np.mean(totals['smc 8']):.3f}** | **{np.mean(totals['smc 32']):.3f}** | "
-        f"**{np.mean(totals['smc 128']):.3f}**"
-        f" | replace / smc-128 W1: mean {ratio.mean():.1f}x, min {ratio.min():.1f}x, max {ratio.max():.1f}x | |"
-    )
-    return lines
+                r = impute_case(ddpm, mixture, observed, values, seed, data.std(0), cfg)
+                r.name = name
+                rows.append(r)
+                print(f"| {name} | {seed} | {r.observed} | exact: {_cells(r.exact, labels)} | model: "
+                      f"{_cells(r.model, labels)} | ref {r.reference}", flush=True)  # fmt: skip
+    return rows
+
+
+def load_rows(paths: str) -> list[ImputeRow]:
+    """The rows saved by runs with ``--save-rows`` (e.g. one per seed, run side by side), in table order."""
+    rows = [ImputeRow(**d) for path in paths.split(",") for d in json.loads(Path(path).read_text())]
+    return sorted(rows, key=lambda r: (list(MIXTURES).index(r.name), r.seed))  # stable: the cases keep their order
+
+
+def part_impute(cfg, seeds, rows_out: str | None = None, rows_in: str | None = None) -> list[str]:
+    labels = [label for label, *_ in IMPUTERS]
+    head = " | ".join(labels)
+    lines = [
+        f"### Imputation: W1 to the exact conditional and to the model's own ({cfg['n_train']} training points, "
+        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = {cfg['impute_steps']}; {cfg['m']} imputations of "
+        "each observed row; "
+        "W1 = mean over the imputed coordinates of the 1-D Wasserstein-1 distance; forward / denoiser = the SMC "
+        "method's twist, with 8, 32, 128 particles; reference = the model's own conditional, all weighted particles "
+        f"of {cfg['reference_runs']} denoiser-twist SMC run(s) of {cfg['reference_particles']} particles)",
+        "",
+        "W1 to the exact conditional (20,000 exact draws):",
+        "",
+        f"| data | seed | observed | density / at densest mean | W1 floor | {head} | reference |",
+        "|---|---|---|---|---|" + "---|" * (len(labels) + 1),
+    ]
+    rows = impute_rows(cfg, seeds) if rows_in is None else load_rows(rows_in)
+    if rows_out is not None:
+        Path(rows_out).write_text(json.dumps([asdict(r) for r in rows]))
+    seeds = sorted({r.seed for r in rows})
+    for r in rows:
+        lines.append(f"| {r.name} | {r.seed} | {r.observed} | {r.density:.3f} | {r.floor:.3f} | "
+                     f"{_cells(r.exact, labels)} | {r.exact['reference']:.3f} |")  # fmt: skip
+    floor = np.mean([r.floor for r in rows])
+    lines.append(f"| all | all | mean | | {floor:.3f} | " + " | ".join(
+        f"**{np.mean([r.exact[k] for r in rows]):.3f}**" for k in labels + ["reference"]) + " |")  # fmt: skip
+    lines += [
+        "",
+        "W1 to the model's own conditional (the reference: the sampler's error alone), the reference's effective "
+        "sample size and its W1 to a forward-twist reference of the same size, milliseconds per imputed row, and "
+        f"rejection sampling from the same model at {TWISTS.default}-128's time (the default twist; draws within +-"
+        f"{cfg['window']} sd of the observed values: accepted, W1 to the exact conditional):",
+        "",
+        f"| data | seed | observed | {head} | reference ESS, W1 to forward-twist reference | "
+        "ms replace / forward 8, 32, 128 / denoiser 8, 32, 128 | rejection |",
+        "|---|---|---|" + "---|" * (len(labels) + 3),
+    ]
+    for r in rows:
+        ms = r.times
+        lines.append(
+            f"| {r.name} | {r.seed} | {r.observed} | {_cells(r.model, labels)} | {r.reference} | "
+            f"{ms['replace']:.2f} / {ms['forward 8']:.1f}, {ms['forward 32']:.1f}, {ms['forward 128']:.1f} / "
+            f"{ms['denoiser 8']:.1f}, {ms['denoiser 32']:.1f}, {ms['denoiser 128']:.1f} | {r.rejection} |"
+        )
+    lines.append("| all | all | mean | " + " | ".join(
+        f"**{np.mean([r.model[k] for r in rows]):.3f}**" for k in labels) + " | | | |")  # fmt: skip
+    lines += ["", "Summary (8 observed rows x seeds):", "", f"| | {head} |", "|---|" + "---|" * len(labels)]
+    return lines + impute_summary(rows, seeds)
 
 
 def part_moons(cfg, seeds) -> list[str]:
@@ -388,6 +524,20 @@ def main() -> None:
         default=1000,
         help="epochs of the two-moons part (default 1000: 5,000 optimizer steps, the defaults)",
     )
+    parser.add_argument(
+        "--impute-steps",
+        type=int,
+        default=20,
+        help="T of the imputation part's models (default 20: the decoder step's sd is 0.05 in scaled units, "
+        "0.1 at T = 10, which blurs the model's own conditional at low-density observed values)",
+    )
+    parser.add_argument("--save-rows", default=None, help="impute part: also save its rows to this JSON file")
+    parser.add_argument(
+        "--from-rows",
+        default=None,
+        help="impute part: build its tables from rows saved by --save-rows (comma-separated files, e.g. one run per "
+        "seed side by side) instead of measuring",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -398,6 +548,8 @@ def main() -> None:
         "n_eval": 2000,
         "m": 400,
         "window": 0.05,
+        "reference_particles": 16384,
+        "reference_runs": 1,
         "rejection_batch": 20000,
         "moons_n": 10000,
         "moons_epochs": 1000,
@@ -406,6 +558,7 @@ def main() -> None:
         "floor_pairs": 50,
     }
     cfg["moons_epochs"] = args.moons_epochs
+    cfg["impute_steps"] = args.impute_steps
     if args.quick:
         seeds = seeds[:1]
         cfg.update(
@@ -414,6 +567,8 @@ def main() -> None:
             n_eval=200,
             m=20,
             rejection_batch=500,
+            reference_particles=256,
+            reference_runs=1,
             moons_n=300,
             moons_epochs=10,
             moons_eval=200,
@@ -427,7 +582,7 @@ def main() -> None:
     if "labels" in parts:
         lines += part_labels(cfg, seeds) + [""]
     if "impute" in parts:
-        lines += part_impute(cfg, seeds) + [""]
+        lines += part_impute(cfg, seeds, args.save_rows, args.from_rows) + [""]
     if "moons" in parts:
         lines += part_moons(cfg, seeds) + [""]
     text = "\n".join(lines)

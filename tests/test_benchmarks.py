@@ -55,7 +55,7 @@ def test_diffusion_benchmark_runs():
 
 def test_diffusion_conditional_benchmark_runs():
     out = _run_quick("diffusion_conditional.py", timeout=600)
-    assert "| 2-D mixture | 0 |" in out and "smc 128" in out and "null label" in out
+    assert "| 2-D mixture | 0 |" in out and "denoiser 128" in out and "null label" in out
 
 
 @pytest.mark.slow

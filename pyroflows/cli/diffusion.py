@@ -135,7 +135,7 @@ def _add_sample(sub: Any) -> None:
 
 
 def _add_impute(sub: Any) -> None:
-    from pyroflows.diffusion.imputation import IMPUTATION_METHODS
+    from pyroflows.diffusion.imputation import IMPUTATION_METHODS, TWISTS
 
     impute = add_parser(
         sub,
@@ -159,6 +159,8 @@ def _add_impute(sub: Any) -> None:
                         help=f"imputation method: {IMPUTATION_METHODS.help_text()}")  # fmt: skip
     impute.add_argument("--particles", type=_PARTICLES, default=64, metavar="P",
                         help="particles per imputed row for smc (default 64)")  # fmt: skip
+    impute.add_argument("--twist", choices=TWISTS.names(), default=TWISTS.default,
+                        help=f"smc's twisting function: {TWISTS.help_text()}")  # fmt: skip
     impute.add_argument("--imputations", type=_ROWS, default=1, metavar="M",
                         help="independent fills of every row (default 1)")  # fmt: skip
     impute.add_argument("--labels", type=Path, default=None, metavar="LABELS",
@@ -330,7 +332,7 @@ def _impute(args: argparse.Namespace) -> int:
         labels, _ = _load_labels(args.labels, data.shape[0])
     elif args.guidance:
         raise DataError("--guidance needs --labels LABELS")
-    filled = impute(ddpm, data, method=args.method, num_particles=args.particles, labels=labels,
+    filled = impute(ddpm, data, method=args.method, num_particles=args.particles, labels=labels, twist=args.twist,
                     num_imputations=args.imputations, guidance=args.guidance, seed=args.seed)  # fmt: skip
     out = filled.numpy().reshape(-1, ddpm.data_dim)
     if not np.isfinite(out).all():  # never write NaN with success

@@ -25,7 +25,7 @@ from pyroflows.diffusion.forward import (
     posterior_mean,
     posterior_variance,
 )
-from pyroflows.diffusion.imputation import IMPUTATION_METHODS, TwistedSMC, impute, systematic_resample
+from pyroflows.diffusion.imputation import IMPUTATION_METHODS, TWISTS, TwistedSMC, impute, systematic_resample
 from pyroflows.diffusion.metrics import QualityRatio, energy_distance, energy_distance_ratio, noise_floor
 from pyroflows.diffusion.networks import (
     NETWORKS,
@@ -83,6 +83,7 @@ __all__ = [
     "DDIMSampler",
     "impute",
     "IMPUTATION_METHODS",
+    "TWISTS",
     "TwistedSMC",
     "systematic_resample",
     "energy_distance",

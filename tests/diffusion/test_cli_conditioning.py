@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from pyroflows.cli import main
+from pyroflows.diffusion import DDPM, impute
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,13 @@ def test_impute_csv_with_empty_cells(labelled, tmp_path, capsys):
     again = tmp_path / "again.csv"
     assert main([*argv, "--imputations", "3", "--seed", "1", "--out", str(again)]) == 0
     assert np.array_equal(np.loadtxt(again, delimiter=","), filled.reshape(12, 2))
+    for twist in ("forward", "denoiser"):  # --twist is impute(twist=...)
+        path = tmp_path / f"{twist}.csv"
+        assert main([*argv, "--imputations", "3", "--seed", "1", "--twist", twist, "--out", str(path)]) == 0
+        rows = np.array([[1.5, np.nan], [np.nan, -0.25], [np.nan] * 2, [0.125, 2.5]])
+        expected = impute(DDPM.load(model), rows, num_particles=8, num_imputations=3, seed=1, twist=twist)
+        expected = expected.numpy().reshape(12, 2)
+        assert np.allclose(np.loadtxt(path, delimiter=","), expected, equal_nan=True)
     assert "already exists" in _error([*argv], capsys)
     npy = tmp_path / "holes.npy"
     np.save(npy, np.array([[np.nan, 1.0]]))

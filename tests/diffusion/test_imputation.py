@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from pyroflows.diffusion import DDPM, TwistedSMC, ancestral_sample, impute, systematic_resample
+from pyroflows.diffusion import DDPM, TWISTS, TwistedSMC, ancestral_sample, impute, systematic_resample
 from pyroflows.errors import DataError
 
 
@@ -104,7 +104,7 @@ def test_smc_weights_by_hand_for_a_one_step_chain(float64):
     ddpm = _gaussian_ddpm(1, M[:2], S[:2, :2])
     y = torch.tensor([[0.4, 0.0]])
     mask = torch.tensor([[True, False]])
-    handler = TwistedSMC(ddpm, y, mask, num_particles=5, record=True)
+    handler = TwistedSMC(ddpm, y, mask, num_particles=5, twist="forward", record=True)
     pyro.set_rng_seed(1)
     with handler:
         final = ddpm.model(num_samples=5)
@@ -130,7 +130,8 @@ def test_fully_adapted_weight_equals_the_generic_importance_weight(float64):
     the proposed x_1, the generic SMC weight, whatever x_1 was drawn."""
     ddpm = _gaussian_ddpm(2, M[:2], S[:2, :2])
     y = torch.tensor([[-0.3, 0.0]])
-    handler = TwistedSMC(ddpm, y, torch.tensor([[True, False]]), num_particles=6, ess_threshold=0.0, record=True)
+    handler = TwistedSMC(ddpm, y, torch.tensor([[True, False]]), num_particles=6, twist="forward", ess_threshold=0.0,
+                         record=True)  # fmt: skip
     pyro.set_rng_seed(2)
     with handler:
         ddpm.model(num_samples=6)
@@ -150,15 +151,96 @@ def test_fully_adapted_weight_equals_the_generic_importance_weight(float64):
     assert torch.allclose(handler.records[1]["log_increment"][0], generic, atol=1e-10)
 
 
+def _posterior_mean_and_jacobian(ddpm, x, t):
+    """E[x_0 | x_t] for x_0 ~ N(m, S) written out from Bayes' rule, and its (constant) Jacobian in x_t."""
+    m, cov = ddpm.network.m, ddpm.network.S
+    a, v = ddpm.alpha_bar[t].sqrt(), 1 - ddpm.alpha_bar[t]
+    jacobian = a * cov @ torch.linalg.inv(a**2 * cov + v * torch.eye(len(m), dtype=m.dtype))
+    return m + (x - a * m) @ jacobian.T, jacobian
+
+
+def _normal(x, mean, var):
+    return -0.5 * (x - mean) ** 2 / var - 0.5 * torch.log(2 * math.pi * torch.as_tensor(var, dtype=torch.float64))
+
+
+def test_denoiser_twist_weights_by_hand_for_a_one_step_chain(float64):
+    """T = 1, denoiser twist: x_1 ~ N(0, I) (no gradient before the first site) weighted by
+    N(y; x0-hat(x_1)^o, 1 - ab_1); at x_0 the weight N(y; mu^o(x_1), sigma_1^2) / p~_1 is exactly 1, because
+    mu(x_1) = x0-hat(x_1) and sigma_1^2 = beta_1 = 1 - ab_1: the twist at t = 1 is the decoder's own likelihood."""
+    ddpm = _gaussian_ddpm(1, M[:2], S[:2, :2])
+    y = torch.tensor([[0.4, 0.0]])
+    handler = TwistedSMC(ddpm, y, torch.tensor([[True, False]]), num_particles=5, twist="denoiser", record=True)
+    pyro.set_rng_seed(1)
+    with handler:
+        final = ddpm.model(num_samples=5)
+    first, last = handler.records
+    x1 = first["value"][0]
+    assert torch.equal(first["proposal_mean"], torch.zeros(1, 5, 2))  # the prior itself
+    x0_hat, _ = _posterior_mean_and_jacobian(ddpm, x1, 1)
+    expected = _normal(0.4, x0_hat[:, 0], 1 - ddpm.alpha_bar[1])
+    assert torch.allclose(first["log_increment"][0], expected, atol=1e-10)
+    assert torch.allclose(last["loc"][0], x0_hat, atol=1e-12)
+    assert torch.allclose(last["log_increment"], torch.zeros(1, 5), atol=1e-10)
+    assert torch.allclose(handler.log_weights, first["log_increment"] + last["log_increment"])
+    assert torch.all(final[:, 0] == 0.4)
+    assert torch.allclose(final[:, 1], x0_hat[:, 1], atol=1e-12)
+
+
+def test_denoiser_twist_proposal_and_weights_by_hand_for_a_two_step_chain(float64):
+    """T = 2, denoiser twist, middle site: the proposal mean is mu(x_2) + beta_2 / sqrt(alpha_2) grad log p~_2 with
+    the gradient (y - x0-hat^o) / (1 - ab_2) J^o written out, and the weight is the generic SMC ratio
+    p(x_1|x_2) p~_1(x_1) / (q(x_1|x_2) p~_2(x_2)) at the proposed x_1."""
+    ddpm = _gaussian_ddpm(2, M[:2], S[:2, :2])
+    y = torch.tensor([[-0.3, 0.0]])
+    handler = TwistedSMC(ddpm, y, torch.tensor([[True, False]]), num_particles=6, twist="denoiser",
+                         ess_threshold=0.0, record=True)  # fmt: skip
+    pyro.set_rng_seed(2)
+    with handler:
+        ddpm.model(num_samples=6)
+    top, middle, last = handler.records
+    x2, x1 = top["value"][0], middle["value"][0]
+    v2, v1 = 1 - ddpm.alpha_bar[2], 1 - ddpm.alpha_bar[1]
+    x0_hat2, jacobian2 = _posterior_mean_and_jacobian(ddpm, x2, 2)
+    x0_hat1, _ = _posterior_mean_and_jacobian(ddpm, x1, 1)
+    grad = ((y[0, 0] - x0_hat2[:, :1]) / v2) * jacobian2[0]
+    mu = ddpm.reverse_mean(x2, 2)
+    s2 = ddpm.reverse_scale(2) ** 2
+    q_mean = mu + ddpm.betas[2] / ddpm.alphas[2].sqrt() * grad
+    assert torch.allclose(middle["proposal_mean"][0], q_mean, atol=1e-12)
+    twist2, twist1 = _normal(y[0, 0], x0_hat2[:, 0], v2), _normal(y[0, 0], x0_hat1[:, 0], v1)
+    generic = (_normal(x1, mu, s2) - _normal(x1, q_mean, s2)).sum(-1) + twist1 - twist2
+    assert torch.allclose(top["log_increment"][0], twist2, atol=1e-10)
+    assert torch.allclose(middle["log_increment"][0], generic, atol=1e-10)
+    assert torch.allclose(last["log_increment"], torch.zeros(1, 6), atol=1e-10)
+    # the weights telescope: their sum is log p(x_2, x_1, x_0^o = y) - log q(x_2, x_1), the importance weight
+    log_target = _normal(x2, 0.0, 1.0).sum(-1) + _normal(x1, mu, s2).sum(-1)
+    log_target = log_target + _normal(y[0, 0], ddpm.reverse_mean(x1, 1)[:, 0], ddpm.reverse_scale(1) ** 2)
+    log_proposal = _normal(x2, 0.0, 1.0).sum(-1) + _normal(x1, q_mean, s2).sum(-1)
+    assert torch.allclose(handler.log_weights[0], log_target - log_proposal, atol=1e-9)
+
+
+def test_twists_registry_and_no_gradient_left_on_the_network(float64):
+    assert set(TWISTS.names()) == {"forward", "denoiser"} and TWISTS.default in TWISTS
+    ddpm = DDPM(2, steps=3)
+    ddpm.scaler.fit(torch.randn(40, 2))
+    out = impute(ddpm, [[0.1, float("nan")]], twist="denoiser", num_particles=4, seed=0)
+    assert torch.isfinite(out).all()
+    assert all(p.grad is None for p in ddpm.parameters())
+    with pytest.raises(DataError, match="twist: unknown 'score'; expected one of forward, denoiser"):
+        impute(ddpm, [[0.1, float("nan")]], twist="score")
+
+
+@pytest.mark.parametrize("twist", ["forward", "denoiser"])
 @pytest.mark.parametrize("denoise_last", [False, True])
-def test_smc_matches_the_models_exact_conditional_on_linear_gaussian_data(float64, denoise_last):
+def test_smc_matches_the_models_exact_conditional_on_linear_gaussian_data(float64, denoise_last, twist):
     """With a network exact for Gaussian data the model's conditional is Gaussian and known in closed form; SMC with
     256 particles reproduces its mean and covariance, replacement does not."""
     ddpm = _gaussian_ddpm(10, M, S)
     y = torch.tensor([0.75])  # 2 standard deviations above the mean of column 0: a low-density observation
     mean, cov = _model_conditional(ddpm, [0], y, denoise_last)
     x = torch.tensor([[0.75, float("nan"), float("nan")]])
-    draws = impute(ddpm, x, num_particles=256, num_imputations=3000, seed=0, denoise_last=denoise_last)[:, 0, 1:]
+    draws = impute(ddpm, x, num_particles=256, num_imputations=3000, seed=0, twist=twist, denoise_last=denoise_last)
+    draws = draws[:, 0, 1:]
     se = (cov.diagonal() / draws.shape[0]).sqrt()
     assert torch.all((draws.mean(0) - mean).abs() < 4 * se + 0.01), (draws.mean(0), mean)
     assert torch.allclose(torch.cov(draws.T), cov, atol=0.15 * float(cov.diagonal().max()))

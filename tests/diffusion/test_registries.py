@@ -1,5 +1,6 @@
-"""The shared property suite of the diffusion families: every member of SCHEDULES, NETWORKS, SAMPLERS and
-IMPUTATION_METHODS goes through the same checks, so a newly registered member is tested without touching this file.
+"""The shared property suite of the diffusion families: every member of SCHEDULES, NETWORKS, SAMPLERS,
+IMPUTATION_METHODS and TWISTS goes through the same checks, so a newly registered member is tested without touching
+this file.
 """
 
 import pyro
@@ -13,6 +14,7 @@ from pyroflows.diffusion import (
     NETWORKS,
     SAMPLERS,
     SCHEDULES,
+    TWISTS,
     Sampler,
     forward_posterior,
     impute,
@@ -38,7 +40,9 @@ def _fitted(steps=6, data_dim=2, **kwargs):
     return ddpm
 
 
-@pytest.mark.parametrize("registry", [SCHEDULES, NETWORKS, SAMPLERS, IMPUTATION_METHODS], ids=lambda r: r.family)
+@pytest.mark.parametrize(
+    "registry", [SCHEDULES, NETWORKS, SAMPLERS, IMPUTATION_METHODS, TWISTS], ids=lambda r: r.family
+)
 def test_every_registry_has_a_registered_default_help_and_a_clean_error(registry):
     assert registry.default in registry.names() and len(registry) >= 2
     assert all(registry.get(name).help for name in registry)
@@ -161,12 +165,13 @@ def test_the_reverse_mean_is_the_forward_posterior_mean_at_the_predicted_clean_p
 
 
 # ------------------------------------------------------------------------------------------ imputation methods
+@pytest.mark.parametrize("twist", TWISTS.names())
 @pytest.mark.parametrize("method", IMPUTATION_METHODS.names())
-def test_every_imputation_method_keeps_observed_entries_and_is_reproducible(method):
+def test_every_imputation_method_keeps_observed_entries_and_is_reproducible(method, twist):
     ddpm = _fitted(steps=4, data_dim=3)
     x = torch.tensor([[0.5, float("nan"), 1.0], [float("nan")] * 3, [0.1, 0.2, 0.3]], dtype=torch.float64)
-    a = impute(ddpm, x, method=method, num_particles=8, seed=2)
+    a = impute(ddpm, x, method=method, twist=twist, num_particles=8, seed=2)
     assert a.dtype == torch.float64 and torch.isfinite(a).all()
     observed = ~torch.isnan(x)
     assert torch.equal(a[observed], x[observed])
-    assert torch.equal(a, impute(ddpm, x, method=method, num_particles=8, seed=2))
+    assert torch.equal(a, impute(ddpm, x, method=method, twist=twist, num_particles=8, seed=2))
