@@ -39,10 +39,11 @@ __all__ = [
 #: The layer families (:data:`pyroflows.flows.families.FAMILIES`; iterating gives their names).
 TRANSFORMS = FAMILIES
 #: The Laplace scale of the tail-slope prior that ``tail_prior="auto"`` gives, per spline ``ends`` (none for ``"fixed"``
-#: ends, whose density at the bounds only the tail slopes can set). Measured in ``benchmarks/flows.py``: with
-#: ``"secant"`` ends the end bins already set the density at each bound from all their points, and 0.01 holds the
-#: slopes at 1 unless the data pull hard (a density that truly vanishes or diverges there); 0.1 is what the
-#: ``"free"`` ends were measured with (0.01 doubled their edge-peaked KL).
+#: ends, whose density at the bounds only the tail slopes can set). Measured in ``benchmarks/flows.py``: with free ends
+#: 0.01 doubled the edge-peaked KL, hence 0.1; with secant ends 0.01 holds the slopes at 1 on the post's
+#: piecewise-uniform target (the density within 16% of the truth over the last 0.1% of the interval on 15 of 15 runs,
+#: where 0.03 and 0.1 let it fall to 0.77 and 0.57 on one draw), at the cost of densities that vanish or diverge at a
+#: bound (see the "secant spline ends" section of ``benchmarks/RESULTS.md``).
 TAIL_PRIOR_BY_ENDS: dict[str, float] = {"free": 0.1, "secant": 0.01}
 _names = itertools.count()
 
@@ -122,7 +123,7 @@ class CompactFlow(Checkpointable, PyroModule):
 
     - ``"radial"``: invertible radial flows (the source post's design), 16 by default.
     - ``"spline"``: a :class:`~pyroflows.flows.SigmoidSpline`, a monotone spline over the whole interval (in the
-      data's own coordinates) whose end derivatives set the density at each bound (``ends="secant"`` by default).
+      data's own coordinates) whose end derivatives set the density at each bound (``ends="free"`` by default).
     - ``"autoregressive"``: Pyro's ``spline_autoregressive`` layers with reversed orderings between them, for
       ``dim > 1`` when the dimensions depend on each other.
 
@@ -141,14 +142,14 @@ class CompactFlow(Checkpointable, PyroModule):
         tail_slopes: Include the :class:`TwoSlopeAffine` layer.
         order: Spline order, ``"linear"`` or ``"quadratic"``; by default quadratic when ``ends`` is not ``"fixed"``
             (the rational-quadratic spline with free ends), linear otherwise.
-        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`): ``"secant"``
-            (default for ``transform="spline"``: each end bin's mean slope, so the density at a bound is the end
-            bin's mean density), ``"free"`` (learned; the default before) or ``"fixed"`` (Pyro's 0.999, the only
-            choice for the other transforms). The default is the spline family's ``default_ends``
-            (:data:`~pyroflows.flows.families.FAMILIES`).
+        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`): ``"free"``
+            (default for ``transform="spline"``, the spline family's ``default_ends`` in
+            :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"`` (each end bin's mean slope, so the
+            density at a bound is the end bin's mean density: best when the density is flat near the bounds) or
+            ``"fixed"`` (Pyro's 0.999, the only choice for the other transforms).
         tail_prior: Scale :math:`b` of a Laplace prior on the log tail slopes, added by :func:`fit` (MAP; see
             :meth:`log_prior`), or None for none. ``"auto"`` (default) gives :data:`TAIL_PRIOR_BY_ENDS`'s scale:
-            0.01 with secant ends, 0.1 with free ends, none with fixed ends. The spline's ends already set a finite
+            0.1 with free ends, 0.01 with secant ends, none with fixed ends. The spline's ends already set a finite
             density at each bound, so the slopes should move only for a density that truly vanishes or diverges
             there.
         dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.

@@ -28,23 +28,10 @@ from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
 from pyroflows.validation import as_finite_2d, check_float, check_int
 
-__all__ = [
-    "fit",
-    "FitResult",
-    "check_data",
-    "log_prob_chunked",
-    "ConvergenceWarning",
-    "DEFAULT_STEPS",
-    "DEFAULT_BATCH_SIZE",
-]
+__all__ = ["fit", "FitResult", "check_data", "log_prob_chunked", "ConvergenceWarning", "DEFAULT_STEPS"]
 
 
 DEFAULT_STEPS = 2000
-#: Minibatch rows by default: the whole training split of data sets up to this size. Measured on the post's
-#: piecewise-uniform target (``benchmarks/flows.py --only draws``, 5 draws x 3 seeds, secant spline ends): full batches
-#: put the density at the bounds within a few percent of the truth over the first / last 1% (median), where
-#: 1,024-row minibatches left two of four runs tried 12-15% high; the held-out KL was the same within its spread.
-DEFAULT_BATCH_SIZE = 8192
 
 
 class ConvergenceWarning(UserWarning):
@@ -183,7 +170,7 @@ def fit(
     data: torch.Tensor | np.ndarray,
     *,
     steps: int = DEFAULT_STEPS,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = 1024,
     lr: float = 3e-2,
     final_lr_fraction: float = 0.01,
     heldout_fraction: float = 0.1,
@@ -211,7 +198,7 @@ def fit(
             is fitted through its arc-length flow.
         data: Shape ``(N,)`` for an interval or ``(N, dim)`` (``(N, n)`` points for a segment in :math:`R^n`).
         steps: Maximum number of optimiser steps.
-        batch_size: Minibatch size (the whole training split if larger; by default 8,192, :data:`DEFAULT_BATCH_SIZE`).
+        batch_size: Minibatch size (the whole training split if larger).
         lr: Initial Adam learning rate.
         final_lr_fraction: Learning rate at the last step as a fraction of ``lr``.
         heldout_fraction: Share of the points held out for early stopping (0 disables it: the last step is kept).

@@ -379,4 +379,5 @@ def test_a_config_without_ends_tail_prior_or_order_gets_the_settings_of_its_time
         del config[key]
     old = CompactFlow.from_config(config)
     assert (old.config["ends"], old.config["tail_prior"], old.config["order"]) == ("fixed", None, "linear")
-    assert CompactFlow(1.0, 2.5).config["ends"] == "secant"
+    assert CompactFlow(1.0, 2.5).config["ends"] == "free"
+    assert CompactFlow(1.0, 2.5, ends="secant").config["tail_prior"] == 0.01
