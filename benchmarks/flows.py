@@ -15,6 +15,7 @@ density near both bounds for every run in ``benchmarks/flows_bounds.png``.
 Usage:
     python benchmarks/flows.py                  # full run, rewrites the "Compact-support flows" sections
     python benchmarks/flows.py --only draws     # only the draws x seeds part (its own section)
+    python benchmarks/flows.py --only draws --ends secant  # the same with secant spline ends (its own section)
     python benchmarks/flows.py --quick          # smaller sizes, prints the tables only
 """
 
@@ -46,6 +47,9 @@ from pyroflows.io import save_figure
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Compact-support flows"
 DRAWS_SECTION = "## Compact-support flows: the defaults over data draws and seeds, and at the bounds"
+SECANT_SECTION = "## Compact-support flows: secant spline ends over data draws and seeds, and at the bounds"
+#: The opt-in configuration ``--ends secant`` measures: the flow's and the fit's arguments.
+SECANT, SECANT_FIT = {"ends": "secant"}, {"batch_size": 8192}
 
 
 def true_nll(target: BoundedTarget, test: np.ndarray) -> float:
@@ -53,12 +57,14 @@ def true_nll(target: BoundedTarget, test: np.ndarray) -> float:
     return float(-target.log_prob(test).mean())
 
 
-def flow_row(target: BoundedTarget, train: np.ndarray, test: np.ndarray, steps: int, **kwargs) -> dict:
+def flow_row(
+    target: BoundedTarget, train: np.ndarray, test: np.ndarray, steps: int, fit_kwargs: dict | None = None, **kwargs
+) -> dict:
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     start = time.perf_counter()
     flow = CompactFlow(list(target.low), list(target.high), **kwargs)
-    fit(flow, train, steps=steps, seed=0, progress=False)
+    fit(flow, train, steps=steps, seed=0, progress=False, **(fit_kwargs or {}))
     seconds = time.perf_counter() - start
     with torch.no_grad():
         nll = -flow().log_prob(torch.as_tensor(test)).mean().item()
@@ -111,12 +117,19 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2,000 training / 10,000 test points, fewer steps")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     parser.add_argument("--only", choices=("table", "draws"), default=None, help="run one part only")
+    parser.add_argument(
+        "--ends",
+        choices=("default", "secant"),
+        default="default",
+        help="draws part: the defaults, or secant spline ends with full batches (its own section and figure)",
+    )
     args = parser.parse_args()
     if args.only != "table":
-        draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write))
+        secant = args.ends == "secant"
+        draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write), secant=secant)
         print(draws_table)
         if not args.no_write and not args.quick:
-            write_section(draws_table, DRAWS_SECTION)
+            write_section(draws_table, SECANT_SECTION if secant else DRAWS_SECTION)
     if args.only == "draws":
         return
     n_train, n_test, epochs = (2000, 10000, 300) if args.quick else (5000, 50000, DEFAULT_STEPS)
@@ -126,6 +139,8 @@ def main() -> None:
         target = make()
         train, test = target.sample(n_train, seed=1), target.sample(n_test, seed=2)
         methods = {"default": flow_row(target, train, test, epochs)}
+        if target.dim == 1:  # the opt-in secant spline ends, side by side with the default
+            methods["spline, secant ends"] = flow_row(target, train, test, epochs, fit_kwargs=SECANT_FIT, **SECANT)
         methods["radial (16 layers)"] = flow_row(target, train, test, epochs, transform="radial")
         if target.dim > 1:
             methods["spline (elementwise)"] = flow_row(target, train, test, epochs, transform="spline")
@@ -154,8 +169,10 @@ def _window_mean(flow: CompactFlow, a: float, b: float, cells: int = 4000) -> fl
         return flow().log_prob(((edges[1:] + edges[:-1]) / 2)[:, None]).exp().mean().item()
 
 
-def draws_and_seeds(quick: bool, figure: bool = True) -> str:
-    """The default fit over independent data draws and seeds: the piecewise-uniform target and Beta(2, 5)."""
+def draws_and_seeds(quick: bool, figure: bool = True, secant: bool = False) -> str:
+    """The default fit (or, with ``secant``, the secant-end configuration) over independent data draws and seeds:
+    the piecewise-uniform target and Beta(2, 5)."""
+    flow_kwargs, fit_kwargs = (SECANT, SECANT_FIT) if secant else ({}, {})
     target = BOUNDED_TARGETS["piecewise"]()
     draws, seeds, n_train, n_test = ((1, 2), (0,), 2000, 10000) if quick else ((1, 2, 3, 4, 5), (0, 1, 2), 5000, 50000)
     steps = 300 if quick else DEFAULT_STEPS
@@ -168,21 +185,26 @@ def draws_and_seeds(quick: bool, figure: bool = True) -> str:
         "last 0.1%": (high - 0.001 * width, high, 0.6),
     }
     near = width * np.geomspace(1e-6, 0.05, 300)
-    runs, curves = _piecewise_runs(target, draws, seeds, n_train, n_test, steps, windows, near)
+    runs, curves = _piecewise_runs(target, draws, seeds, n_train, n_test, steps, windows, near, flow_kwargs, fit_kwargs)
     if figure:
-        _bounds_figure(near / width, curves)
-    beta = _beta_runs(quick, seeds, steps)
+        _bounds_figure(near / width, curves, "flows_bounds_secant.png" if secant else "flows_bounds.png")
+    beta = _beta_runs(quick, seeds, steps, flow_kwargs, fit_kwargs)
+    what = (
+        '`CompactFlow(1, 2.5, ends="secant")` (tail prior 0.01 by default) fitted with `batch_size=8192` (full '
+        f"batches) and otherwise `fit`'s defaults ({steps} steps at most)"
+        if secant
+        else f"`CompactFlow(1, 2.5)` fitted with `fit`'s defaults ({steps} steps at most), as `pyroflows flow fit` does"
+    )
     header = (
-        f"Command: `python benchmarks/flows.py{' --quick' if quick else ' --only draws'}` "
-        f"(date {datetime.date.today()}). "
-        f"`CompactFlow(1, 2.5)` fitted with `fit`'s defaults ({steps} steps at most), as `pyroflows flow fit` does, "
+        f"Command: `python benchmarks/flows.py{' --quick' if quick else ' --only draws'}"
+        f"{' --ends secant' if secant else ''}` (date {datetime.date.today()}). {what}, "
         f"on {len(draws)} independent draws of {n_train:,} points (seeds {', '.join(map(str, draws))}) x "
         f"{len(seeds)} fit seeds; KL = NLL on {n_test:,} fresh points (seed 1000) minus the truth's on the same "
         "points. "
         "Bound columns: the learned density's mean over the first / last 1% and 0.1% of the interval divided by the "
         "truth's (0.4 at the left, 0.6 at the right); 1 is exact."
     )
-    return _render_draws(header, runs, draws, windows, beta)
+    return _render_draws(header, runs, draws, windows, beta, secant)
 
 
 def _piecewise_runs(
@@ -194,6 +216,8 @@ def _piecewise_runs(
     steps: int,
     windows: dict[str, tuple[float, float, float]],
     near: np.ndarray,
+    flow_kwargs: dict,
+    fit_kwargs: dict,
 ) -> tuple[list[dict], list[tuple[np.ndarray, np.ndarray]]]:
     """The default fit on each draw x seed: KL, the density's mean near each bound, and its curve there."""
     test = target.sample(n_test, seed=1000)
@@ -206,10 +230,10 @@ def _piecewise_runs(
             pyro.clear_param_store()
             pyro.set_rng_seed(seed)  # as `pyroflows flow fit --seed` does before it builds the flow
             start = time.perf_counter()
-            flow = CompactFlow(low, high)
+            flow = CompactFlow(low, high, **flow_kwargs)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", ConvergenceWarning)
-                result = fit(flow, train, steps=steps, seed=seed, progress=False)
+                result = fit(flow, train, steps=steps, seed=seed, progress=False, **fit_kwargs)
             seconds = time.perf_counter() - start
             with torch.no_grad():
                 kl = -flow().log_prob(torch.as_tensor(test)).mean().item() - truth
@@ -227,7 +251,7 @@ def _piecewise_runs(
     return runs, curves
 
 
-def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int) -> dict:
+def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int, flow_kwargs: dict, fit_kwargs: dict) -> dict:
     """The default fit to 1,000 points of Beta(2, 5) (200 with ``quick``) per seed, against the optimum."""
     beta, n_beta = stats.beta(2, 5), 200 if quick else 1000
     optimum = float(beta.entropy())  # the lowest expected NLL: H(Beta(2, 5)) = -0.4845
@@ -239,10 +263,10 @@ def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int) -> dict:
         train = np.random.default_rng(100 + seed).beta(2, 5, n_beta)
         pyro.clear_param_store()
         pyro.set_rng_seed(seed)
-        flow = CompactFlow(0.0, 1.0)
+        flow = CompactFlow(0.0, 1.0, **flow_kwargs)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            result = fit(flow, train, steps=steps, seed=seed, progress=False)
+            result = fit(flow, train, steps=steps, seed=seed, progress=False, **fit_kwargs)
         with torch.no_grad():
             nll = -flow().log_prob(torch.as_tensor(beta_test)[:, None]).mean().item()
         rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught)})
@@ -250,11 +274,13 @@ def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int) -> dict:
     return {"rows": rows, "n": n_beta, "n_test": len(beta_test), "optimum": optimum, "truth": beta_truth}
 
 
-def _render_draws(header: str, runs: list[dict], draws: tuple[int, ...], windows: dict, beta: dict) -> str:
+def _render_draws(
+    header: str, runs: list[dict], draws: tuple[int, ...], windows: dict, beta: dict, secant: bool = False
+) -> str:
     """The draws-and-seeds section: the piecewise table, its spread and bound ratios, the Beta(2, 5) table."""
     kls = np.array([r["kl"] for r in runs])
     lines = [
-        DRAWS_SECTION,
+        SECANT_SECTION if secant else DRAWS_SECTION,
         "",
         header,
         "",
@@ -280,7 +306,8 @@ def _render_draws(header: str, runs: list[dict], draws: tuple[int, ...], windows
     optimum = beta["optimum"]
     lines += [
         "",
-        f"Beta(2, 5), {beta['n']:,} points (fresh draw per seed), default fit: held-out NLL on {beta['n_test']:,} "
+        f"Beta(2, 5), {beta['n']:,} points (fresh draw per seed), "
+        f"{'the same configuration' if secant else 'default fit'}: held-out NLL on {beta['n_test']:,} "
         f"fresh points against the optimum {optimum:.4f} (the entropy, the truth's expected NLL; the truth's NLL on "
         f"these points is {beta['truth']:.4f}).",
         "",
@@ -292,12 +319,13 @@ def _render_draws(header: str, runs: list[dict], draws: tuple[int, ...], windows
                      f"{r['steps']}{' (warned)' if r['warned'] else ''} |")  # fmt: skip
     lines += [
         "",
-        "Figure: `benchmarks/flows_bounds.png` (learned density against distance from each bound, every run).",
+        f"Figure: `benchmarks/{'flows_bounds_secant.png' if secant else 'flows_bounds.png'}` (learned density "
+        "against distance from each bound, every run).",
     ]
     return "\n".join(lines) + "\n"
 
 
-def _bounds_figure(distance: np.ndarray, curves: list) -> None:
+def _bounds_figure(distance: np.ndarray, curves: list, name: str = "flows_bounds.png") -> None:
     """Learned density near each bound for every run, on a log scale of the distance to the bound.
 
     Built as a :class:`matplotlib.figure.Figure` (no pyplot: importing this script never changes a backend).
@@ -319,7 +347,7 @@ def _bounds_figure(distance: np.ndarray, curves: list) -> None:
     axes[0].legend(loc="upper left")
     fig.suptitle("piecewise-uniform target: learned density near the bounds, every draw and seed")
     fig.tight_layout()
-    save_figure(fig, Path(__file__).with_name("flows_bounds.png"), overwrite=True, dpi=100)
+    save_figure(fig, Path(__file__).with_name(name), overwrite=True, dpi=100)
 
 
 def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool) -> str:
@@ -335,8 +363,9 @@ def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: in
         "Leak = mass outside the "
         "support (the KDE is truncated and renormalised, so its KL counts the leak; the unbounded spline's KL "
         "includes it). default = `CompactFlow(low, high)` fitted with `fit`'s defaults (whole-interval spline on an "
-        f"interval, autoregressive on the box), at most {epochs} optimiser steps. Times are wall-clock on the shared "
-        "2-core machine.",
+        f"interval, autoregressive on the box), at most {epochs} optimiser steps; 'spline, secant ends' is "
+        '`CompactFlow(low, high, ends="secant")` (tail prior 0.01) fitted with `batch_size=8192`. Times are '
+        "wall-clock on the shared 2-core machine.",
         "",
         "| target | method | KL (nats) | leak | fit time (s) |",
         "|---|---|---|---|---|",

@@ -33,11 +33,18 @@ __all__ = [
     "BASES",
     "default_transform",
     "freeze_parameters",
+    "TAIL_PRIOR_BY_ENDS",
 ]
 
 #: The layer families (:data:`pyroflows.flows.families.FAMILIES`; iterating gives their names).
 TRANSFORMS = FAMILIES
-_DEFAULT_TAIL_PRIOR = 0.1
+#: The Laplace scale of the tail-slope prior that ``tail_prior="auto"`` gives, per spline ``ends`` (none for ``"fixed"``
+#: ends, whose density at the bounds only the tail slopes can set). Measured in ``benchmarks/flows.py``: with free ends
+#: 0.01 doubled the edge-peaked KL, hence 0.1; with secant ends 0.01 holds the slopes at 1 on the post's
+#: piecewise-uniform target (the density within 16% of the truth over the last 0.1% of the interval on 15 of 15 runs,
+#: where 0.03 and 0.1 let it fall to 0.77 and 0.57 on one draw), at the cost of densities that vanish or diverge at a
+#: bound (see the "secant spline ends" section of ``benchmarks/RESULTS.md``).
+TAIL_PRIOR_BY_ENDS: dict[str, float] = {"free": 0.1, "secant": 0.01}
 _names = itertools.count()
 
 
@@ -138,13 +145,15 @@ class CompactFlow(Checkpointable, PyroModule):
         order: Spline order, ``"linear"`` or ``"quadratic"``; by default quadratic when ``ends`` is not ``"fixed"``
             (the rational-quadratic spline with free ends), linear otherwise.
         ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`): ``"free"``
-            (default for ``transform="spline"``), ``"secant"`` or ``"fixed"`` (Pyro's 0.999, the only choice for the
-            other transforms).
+            (default for ``transform="spline"``, the spline family's ``default_ends`` in
+            :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"`` (each end bin's mean slope, so the
+            density at a bound is the end bin's mean density: best when the density is flat near the bounds) or
+            ``"fixed"`` (Pyro's 0.999, the only choice for the other transforms).
         tail_prior: Scale :math:`b` of a Laplace prior on the log tail slopes, added by :func:`fit` (MAP; see
-            :meth:`log_prior`), or None for none. ``"auto"`` (default) gives 0.1 with free spline ends and None
-            otherwise: the free ends already set a finite density at each bound, so the slopes should move only for
-            a density that truly vanishes or diverges there. A tighter 0.01 kept them at 1 on the post's target but
-            also on the edge-peaked Beta(1, 3), whose KL it doubled (0.0051 against 0.0024 nats, one draw).
+            :meth:`log_prior`), or None for none. ``"auto"`` (default) gives :data:`TAIL_PRIOR_BY_ENDS`'s scale:
+            0.1 with free ends, 0.01 with secant ends, none with fixed ends. The spline's ends already set a finite
+            density at each bound, so the slopes should move only for a density that truly vanishes or diverges
+            there.
         dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.
         name: Pyro name prefix of the parameters; unique by default so two flows never share parameters.
         scale: For a one-sided support (``low=-inf`` or ``high=inf``), the typical distance of the data from the
@@ -192,8 +201,8 @@ class CompactFlow(Checkpointable, PyroModule):
         transform = default_transform(dim) if transform is None else transform
         family = family_for(transform, dim)
         BASES.get(base)
-        # A spline whose end derivatives are free sets the density at each bound itself; its tail slopes then only
-        # need to move for a density that truly vanishes or diverges there, hence the tight prior by default.
+        # A spline whose end derivatives are free or secant sets the density at each bound itself; its tail slopes
+        # then only need to move for a density that truly vanishes or diverges there, hence the prior by default.
         ends = family.default_ends if ends is None else ends
         order = ("quadratic" if ends != "fixed" else "linear") if order is None else order
         num_layers = family.default_layers if num_layers is None else check_int(num_layers, "num_layers", low=0)
@@ -375,9 +384,9 @@ def freeze_parameters(*modules: nn.Module) -> None:
 
 
 def _tail_prior(tail_prior: float | None | str, ends: str) -> float | None:
-    """The Laplace scale of the tail-slope prior: ``"auto"`` is 0.1 with free spline ends, None otherwise."""
+    """The Laplace scale of the tail-slope prior: ``"auto"`` is :data:`TAIL_PRIOR_BY_ENDS`'s (None for fixed ends)."""
     if tail_prior == "auto":
-        return _DEFAULT_TAIL_PRIOR if ends == "free" else None
+        return TAIL_PRIOR_BY_ENDS.get(ends)
     if tail_prior is None:
         return None
     if not (isinstance(tail_prior, (int, float)) and math.isfinite(tail_prior) and tail_prior > 0):

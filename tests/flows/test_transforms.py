@@ -293,13 +293,16 @@ def test_every_family_gives_a_density_that_integrates_to_one(name):
     from pyroflows.flows import CompactFlow
     from pyroflows.flows.families import FAMILIES
 
+    torch.manual_seed(0)  # Pyro's spline initialisation draws from the global generator
     if FAMILIES.get(name).factory.min_dim == 1:
         flow = _shrunk(CompactFlow(1.0, 2.5, transform=name, num_layers=2, count_bins=4))
         assert _integrate_interval(flow().log_prob, 1.0, 2.5) == pytest.approx(1.0, abs=1e-4)
-    # On a box, one layer on a 1001 x 1001 grid: spline densities have kinks at the knots, which a grid resolves only
-    # to about 1e-3.
+    # On a box, one layer on a grid: spline densities have kinks at the knots, which a grid resolves only to about
+    # 1e-3; the whole-interval spline's knots span the whole grid, so it needs the finer one (the secant-end spline:
+    # -1.8e-3 on a 1001 x 1001 grid, -3e-4 on 2001 x 2001). Elementwise families are cheap enough to afford it.
     flow = _shrunk(CompactFlow([0.0, -1.0], [1.0, 2.0], transform=name, num_layers=1, count_bins=4, hidden_dims=[4]))
-    assert _integrate_box(flow().log_prob, flow.low, flow.high, n=1001) == pytest.approx(1.0, abs=1e-3)
+    n = 2001 if FAMILIES.get(name).factory.min_dim == 1 else 1001
+    assert _integrate_box(flow().log_prob, flow.low, flow.high, n=n) == pytest.approx(1.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("name", _family_names())
@@ -356,3 +359,21 @@ def test_every_base_gives_a_density_that_integrates_to_one(base):
 
     flow = _shrunk(CompactFlow(1.0, 2.5, base=base, num_layers=1))
     assert _integrate_interval(flow().log_prob, 1.0, 2.5) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_secant_end_derivatives_equal_the_end_bins_secant_slopes_exactly():
+    """ends="secant": S'(-1) = h_0 / w_0 and S'(1) = h_{K-1} / w_{K-1}, the same floating-point numbers."""
+    import torch.nn.functional as F
+
+    spline = _randomised(SigmoidSpline(3, count_bins=5, order="quadratic", ends="secant"))
+    inner = spline.spline
+    widths = 2 * (1e-3 + (1 - 5e-3) * F.softmax(inner.unnormalized_widths, -1))
+    heights = 2 * (1e-3 + (1 - 5e-3) * F.softmax(inner.unnormalized_heights, -1))
+    with torch.no_grad():
+        _, log_first = spline._spline_op(torch.full((1, 3), -1.0, dtype=torch.float64))
+        _, log_last = spline._spline_op(torch.full((1, 3), 1.0, dtype=torch.float64))
+    # At theta = 0 (1) the log-derivative formula reduces to log d_0 (log d_K) up to rounding of O(1) terms.
+    assert torch.allclose(log_first[0], (heights[:, 0] / widths[:, 0]).log(), rtol=0, atol=1e-12)
+    assert torch.allclose(log_last[0], (heights[:, -1] / widths[:, -1]).log(), rtol=0, atol=1e-12)
+    # The tie leaves no end-derivative parameter to learn.
+    assert not hasattr(spline, "unnormalized_end_derivatives")
