@@ -10,7 +10,7 @@ from torch import nn
 
 from pyroflows.attribution import PerSampleBottleneck, per_element_capacity
 from pyroflows.attribution.capacity import gaussian_blur, lambda_from_alpha
-from pyroflows.attribution.layers import LayerSplit
+from pyroflows.attribution.layers import LayerSplit, LayerSplitWarning
 from pyroflows.attribution.statistics import FeatureStatistics
 from pyroflows.errors import DataError
 
@@ -160,7 +160,7 @@ def test_hooks_modes_and_flags_restored_after_success_and_after_an_error():
     model = nn.Sequential(nn.Conv2d(2, 2, 1), nn.ReLU(), Boom(), nn.Flatten(), nn.Linear(2 * 8 * 8, 2)).train()
     before = _flags(model)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+        warnings.simplefilter("ignore", LayerSplitWarning)
         bottleneck = PerSampleBottleneck(model, "1", graph_split=False).estimate(torch.rand(32, 2, 8, 8))
     with pytest.raises(RuntimeError, match="boom"):
         bottleneck.attribute(torch.rand(1, 2, 8, 8), 0)
@@ -353,7 +353,7 @@ def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch)
     monkeypatch.setattr(layers, "optimize_tail", lambda tail, ndim: Doubled(tail))
     bottleneck = PerSampleBottleneck(model, "stem.1", steps=3).estimate(data)
     pyro.set_rng_seed(7)
-    with pytest.warns(UserWarning, match="optimised tail after 'stem.1' is not used: its output differs"):
+    with pytest.warns(LayerSplitWarning, match="optimised tail after 'stem.1' is not used: its output differs"):
         maps = bottleneck.attribute(inputs, target)
     assert bottleneck.split.optimize_tail is False
     # The plain tail ran every step, but not bit for bit as in ``plain``: the optimised path lays the features out

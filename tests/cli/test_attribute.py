@@ -85,6 +85,10 @@ def test_attribute_with_a_user_model(tmp_path, capsys):
     assert "no layer named 'nope'" in capsys.readouterr().err
 
 
+# torch deprecates TorchScript; the test still writes a TorchScript file, a format users have and the package reads.
+@pytest.mark.filterwarnings(
+    r"ignore:`torch\.jit\.(script|save)` is deprecated:DeprecationWarning:torch\.jit\._(script|serialization)"
+)
 def test_attribute_with_an_exported_program_runs_no_pickled_code(tmp_path, capsys):
     torch.manual_seed(0)
     model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 12 * 12, 5)).eval()

@@ -8,7 +8,7 @@ from captum.attr import NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from pyroflows.attribution import InputBottleneck, PerSampleBottleneck, ReadoutBottleneck
+from pyroflows.attribution import InputBottleneck, LayerSplitWarning, PerSampleBottleneck, ReadoutBottleneck
 from pyroflows.errors import DataError
 from pyroflows.evaluation import METHODS, MethodContext, make_attribute_fn, make_attribution
 
@@ -92,7 +92,7 @@ def test_every_method_keeps_the_invariants(case, name):
     context.seed = 4
     attribute = make_attribute_fn(name, context)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", LayerSplitWarning)
         batched = attribute(model, x, target)
         again = attribute(model, x, target)
         singles = [attribute(model, x[i : i + 1], target[i : i + 1])[0] for i in range(len(x))]
