@@ -44,12 +44,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True)
-def _clean_pyro_state():
+def _clean_pyro_state(request: pytest.FixtureRequest):
+    """A clean parameter store, seed 0, validation on, and float64 as torch's default dtype (float32 for a test
+    marked ``float32``), restored afterwards."""
+    dtype = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float32 if request.node.get_closest_marker("float32") else torch.float64)
     pyro.clear_param_store()
     pyro.set_rng_seed(0)
     pyro.enable_validation(True)
     yield
     pyro.clear_param_store()
+    torch.set_default_dtype(dtype)
 
 
 @pytest.fixture(autouse=True, scope="module")

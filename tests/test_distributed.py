@@ -23,6 +23,9 @@ import torch.multiprocessing as mp
 
 from pyroflows import distributed
 
+# The one-process references run in this process, the ranks in spawned or torchrun workers, under torch's default.
+pytestmark = pytest.mark.float32(reason="compared with worker processes, which run under torch's default float32")
+
 WORLD = 2
 ROOT = Path(__file__).resolve().parents[1]
 

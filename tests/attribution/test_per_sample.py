@@ -40,8 +40,8 @@ def test_streaming_statistics_match_the_batch_formula_and_handle_dead_units():
     stats = FeatureStatistics()
     for batch in x.split(10):
         stats.update(batch)
-    assert torch.allclose(stats.mean.float(), x.mean(0), atol=1e-6)
-    assert torch.allclose(stats.std().float(), x.std(0), atol=1e-5)
+    assert torch.allclose(stats.mean.to(x.dtype), x.mean(0), atol=1e-6)
+    assert torch.allclose(stats.std().to(x.dtype), x.std(0), atol=1e-5)
     assert (stats.std(0.01)[0] == 0.01).all() and not stats.active()[0].any() and stats.active()[1:].all()
 
 
@@ -333,6 +333,7 @@ def test_optimised_tail_gives_the_same_maps_and_leaves_the_model_untouched():
     torch.testing.assert_close(maps[True], maps[False], rtol=1e-4, atol=1e-4 * float(maps[False].max()))
 
 
+@pytest.mark.float32(reason="its tolerance is float32's rounding of the channels_last tail")
 def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch):
     import pyroflows.attribution.layers as layers  # where LayerSplit looks up optimize_tail and _same_output
 
@@ -371,6 +372,7 @@ def test_an_optimised_tail_that_disagrees_is_dropped_with_a_warning(monkeypatch)
     assert float((broken.attribute(inputs, target) - expected).abs().max()) > 100 * tolerance
 
 
+@pytest.mark.float32(reason="the folded tail against the plain one at float32's tolerance, on float32 inputs")
 def test_optimize_tail_folds_batch_norm_moves_relus_and_keeps_values_and_gradients():
     from torch import fx
 

@@ -166,7 +166,7 @@ def test_padding_is_left_out_of_the_statistics_and_does_not_change_the_maps():
     keep = (~padding)[:, None, :].expand_as(embedded)
     for position in (3, 9):
         rows = keep[:, 0, position]
-        torch.testing.assert_close(b.mean[:, position].float(), embedded[rows, :, position].mean(0))
+        torch.testing.assert_close(b.mean[:, position].to(embedded.dtype), embedded[rows, :, position].mean(0))
     # Other token ids at the padded positions: the same maps (the model ignores them, so does the bottleneck).
     x, pad = tokens[:5], padding[:5]
     other = x.masked_fill(pad, 7)
