@@ -8,9 +8,10 @@ suffix) or an option (unknown, missing, an invalid choice). Each case asserts: e
 line on stderr (``pyroflows: error: ...``), no traceback, no new file or folder, and every file that was there
 before byte-identical. ``pyroflows.cli.main`` runs in-process.
 
-The choices come from the registries (``FAMILIES``, ``SCHEDULES``, ``NETWORKS``, ``SAMPLERS``, ``METHODS``, and the
-library's ``LOSSES`` and ``PARAMETERIZATIONS``): a case's valid command line takes a registered member drawn by
-hypothesis, every such command line is checked to run, and an invalid choice is anything not registered.
+The choices come from the registries (``FAMILIES``, ``SCHEDULES``, ``NETWORKS``, ``SAMPLERS``, ``METHODS``,
+``IMPUTATION_METHODS``, and the library's ``LOSSES`` and ``PARAMETERIZATIONS``): a case's valid command line takes a
+registered member drawn by hypothesis, every such command line is checked to run, and an invalid choice is anything
+not registered.
 
 The number of cases per command comes from the ``pyroflows-cli`` hypothesis profile (tests/conftest.py): a few
 per command in the default run, many more with ``--runslow``.
@@ -37,6 +38,7 @@ from hypothesis import strategies as st
 from pyroflows.cli import main
 from pyroflows.diffusion import NETWORKS, SCHEDULES
 from pyroflows.diffusion.ddpm import PARAMETERIZATIONS
+from pyroflows.diffusion.imputation import IMPUTATION_METHODS
 from pyroflows.diffusion.samplers import SAMPLERS
 from pyroflows.diffusion.training import LOSSES
 from pyroflows.evaluation import METHODS
@@ -263,6 +265,9 @@ def assets(tmp_path_factory) -> Path:
     np.save(root / "digit.npy", make_cluttered_digits(1, split="test", seed=0).images[0, 0].numpy())
     np.save(root / "digits.npy", make_cluttered_digits(8, split="train", seed=1).images.numpy())
     torch.save(torch.nn.Linear(2, 2), root / "pickled.pt")
+    holes = rng.normal(size=(8, 2)).round(3)
+    (root / "holes.csv").write_text("".join(f"{a},\n" if i % 3 == 0 else f",{b}\n" if i % 3 == 1 else f"{a},{b}\n"
+                                            for i, (a, b) in enumerate(holes)))  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["flow", "fit", str(root / "flow_data.npy"), "--low", "0", "--high", "1", "--out",
                      str(root / "flow.pt"), "--layers", "1", "--steps", "1", "--quiet"]) == 0  # fmt: skip
@@ -475,6 +480,39 @@ def test_diffusion_nll(assets, data):
     _check_case("diffusion nll", assets, data, base, faults)
 
 
+IMPUTE_CHOICES = {"--method": IMPUTATION_METHODS.names()}
+
+
+def _diffusion_impute(work: Path) -> list[str]:
+    return ["diffusion", "impute", str(work / "in" / "ddpm.pt"), str(work / "in" / "holes.csv"), "--out",
+            str(work / "new" / "filled.csv"), "--particles", "4"]  # fmt: skip
+
+
+@CLI
+@given(data=st.data())
+def test_diffusion_impute(assets, data):
+    def labels_for_an_unlabelled_model(draw, work, argv):
+        np.save(work / "in" / "labels.npy", np.zeros(8, dtype=np.int64))
+        return [*argv, "--labels", str(work / "in" / "labels.npy")]
+
+    def guidance_without_labels(draw, work, argv):
+        return _set(argv, "--guidance", draw(st.sampled_from(["0.5", "1", "3"])))
+
+    faults = [
+        _file_fault(2, lambda work: model_files(work / "in", "ddpm.pt", "flow.pt")),
+        _file_fault(3, {**DATA_FILES, "3 columns": _array(np.ones((5, 3))), "1-D": _array(np.arange(5.0))}),
+        labels_for_an_unlabelled_model,
+        guidance_without_labels,
+        _bad_option("--particles", bad_int(1, 10**6)),
+        _bad_option("--imputations", bad_int(1, 10**8)),
+        _bad_option("--guidance", bad_float(0.0)),
+        _bad_option("--seed", SEED),
+        _output_fault("--out", ".csv"),
+        _option_fault(("--out",), IMPUTE_CHOICES),
+    ]
+    _check_case("diffusion impute", assets, data, _diffusion_impute, faults, IMPUTE_CHOICES)
+
+
 def _user_models(work: Path) -> dict:
     return {
         "missing": lambda path: path.with_name("missing.pt"),
@@ -598,13 +636,18 @@ def test_demo(assets, data):
 # Every command line a case starts from, with each registered member the cases draw, runs (status 0): a fault that
 # fails is then the fault's doing, not a member that cannot run on the tiny data.
 DRAWN = {"flow fit": (_flow_fit, FLOW_1D), "diffusion train": (_diffusion_train, DIFFUSION_CHOICES),
-         "diffusion sample": (_diffusion_sample, SAMPLE_CHOICES)}  # fmt: skip
+         "diffusion sample": (_diffusion_sample, SAMPLE_CHOICES),
+         "diffusion impute": (_diffusion_impute, IMPUTE_CHOICES)}  # fmt: skip
 
 
 @pytest.mark.parametrize(
     ("command", "option", "value"),
-    [(command, option, value) for command, (_, choices) in DRAWN.items() for option in choices
-     for value in choices[option]],  # fmt: skip
+    [
+        (command, option, value)
+        for command, (_, choices) in DRAWN.items()
+        for option in choices
+        for value in choices[option]
+    ],
 )
 def test_every_registered_choice_runs(assets, command, option, value):
     base, _ = DRAWN[command]
