@@ -46,7 +46,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(autouse=True)
 def _clean_pyro_state(request: pytest.FixtureRequest):
     """A clean parameter store, seed 0, validation on, and float64 as torch's default dtype (float32 for a test
-    marked ``float32``), restored afterwards."""
+    marked ``float32``), restored afterwards. Module-scoped fixtures are set up before it, under torch's own default
+    (float32): they are used only by modules whose tests are marked ``float32``."""
     dtype = torch.get_default_dtype()
     torch.set_default_dtype(torch.float32 if request.node.get_closest_marker("float32") else torch.float64)
     pyro.clear_param_store()
