@@ -434,8 +434,11 @@ _SplitError = LayerSplitError
 
 
 class LayerSplitWarning(PyroflowsWarning):
-    """The split runs a slower but correct path: the model cannot be split at the layer (the whole model runs at
-    every step), or the optimised tail disagrees with the plain one (the plain tail runs)."""
+    """The layer split runs a slower but correct path.
+
+    Either the model cannot be split at the layer (the whole model runs at every step), or the optimised tail
+    disagrees with the plain one (the plain tail runs).
+    """
 
 
 class LayerNotFoundError(DataError):

@@ -250,8 +250,10 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
             self._place_network()
 
     def _place_network(self) -> None:
-        """Put the readout network on the model's device and in its dtype (the features it reads are in it), not in
-        torch's default dtype."""
+        """Put the readout network on the model's device and in the model's dtype.
+
+        The features it reads are in that dtype, which need not be torch's default.
+        """
         assert self.network is not None
         device = model_device(self.model)
         self.network.to(device=device, dtype=_model_dtype(self.model))

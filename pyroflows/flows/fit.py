@@ -35,8 +35,10 @@ DEFAULT_STEPS = 2000
 
 
 class ConvergenceWarning(PyroflowsWarning):
-    """:func:`fit` ran out of steps while the held-out NLL was still improving (a :class:`UserWarning`, through
-    :class:`~pyroflows.errors.PyroflowsWarning`)."""
+    """:func:`fit` ran out of steps while the held-out NLL was still improving.
+
+    A :class:`~pyroflows.errors.PyroflowsWarning`, so a :class:`UserWarning`.
+    """
 
 
 @dataclass

@@ -36,8 +36,10 @@ __all__ = ["load_model_file", "check_model_runs", "TrustedPickleWarning"]
 
 
 class TrustedPickleWarning(PyroflowsWarning):
-    """A whole-model pickle is loaded because the caller trusts it (``trust=True``, ``--trust-model-file``);
-    unpickling runs code from the file, so this is said on every load."""
+    """A whole-model pickle is loaded because the caller trusts it (``trust=True``, ``--trust-model-file``).
+
+    Unpickling runs code from the file, so this is said on every load.
+    """
 
 
 def _zip_names(path: Path) -> list[str]:
