@@ -136,7 +136,7 @@ def load_motif_model() -> MotifCNN:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    return MotifCNN.load(MOTIF_WEIGHTS).eval()
+    return MotifCNN.load(MOTIF_WEIGHTS).float().eval()  # float32 like its weights and data, whatever the default
 
 
 def load_keyword_model() -> KeywordTransformer:
@@ -145,4 +145,4 @@ def load_keyword_model() -> KeywordTransformer:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    return KeywordTransformer.load(KEYWORD_WEIGHTS).eval()
+    return KeywordTransformer.load(KEYWORD_WEIGHTS).float().eval()  # float32 like its weights, whatever the default

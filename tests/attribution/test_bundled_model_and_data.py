@@ -99,9 +99,6 @@ def test_bounding_box_score_errors():
         bounding_box_score(torch.rand(4, 4), torch.tensor([[0, 0, 2, 2]]))
 
 
-@pytest.mark.float32(
-    reason="the shipped models' weights and the data sets are float32; the zoo loaders build in torch's default dtype"
-)
 def test_bundled_model_classifies_held_out_digits_with_the_reported_accuracy():
     model = load_bundled_model()
     assert not model.training

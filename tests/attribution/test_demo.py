@@ -5,9 +5,6 @@ import pytest
 from pyroflows.errors import DataError
 
 
-@pytest.mark.float32(
-    reason="the shipped models' weights and the data sets are float32; the zoo loaders build in torch's default dtype"
-)
 def test_fast_attribution_demo_writes_its_outputs_and_refuses_to_overwrite(tmp_path):
     from pyroflows.attribution.demo import DEMO_OUTPUTS, run_demo
 

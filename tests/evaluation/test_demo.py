@@ -5,9 +5,6 @@ import pytest
 from pyroflows.errors import DataError
 
 
-@pytest.mark.float32(
-    reason="the shipped models' weights and the data sets are float32; the zoo loaders build in torch's default dtype"
-)
 def test_fast_demo_reports_each_method(tmp_path):
     from pyroflows.evaluation.demo import DEMO_OUTPUTS, run_demo
 
