@@ -23,6 +23,9 @@ import torch.multiprocessing as mp
 
 from pyroflows import distributed
 
+# The one-process references run in this process, the ranks in spawned or torchrun workers, under torch's default.
+pytestmark = pytest.mark.float32(reason="compared with worker processes, which run under torch's default float32")
+
 WORLD = 2
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -495,7 +498,7 @@ def test_torchrun_evaluate_writes_the_one_process_table(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     assert main([*common, "--out", str(tmp_path / "one")]) == 0
     assert sorted(p.name for p in (tmp_path / "one").iterdir()) == sorted(p.name for p in (tmp_path / "two").iterdir())
-    tables = [list(csv.DictReader(open(tmp_path / d / "table.csv"))) for d in ("one", "two")]
+    tables = [list(csv.DictReader((tmp_path / d / "table.csv").read_text().splitlines())) for d in ("one", "two")]
     for one, two in zip(*tables, strict=True):
         for key, value in one.items():
             if key == "seconds_per_image":

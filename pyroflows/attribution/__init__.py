@@ -31,6 +31,7 @@ from pyroflows.attribution.layers import (
     LayerNotFoundError,
     LayerSplit,
     LayerSplitError,
+    LayerSplitWarning,
     frozen,
     resolve_layer,
 )
@@ -87,6 +88,7 @@ __all__ = [
     "InputBottleneck",
     "LayerNotFoundError",
     "LayerSplitError",
+    "LayerSplitWarning",
     "receptive_field_weights",
     "positions_to_input",
     *_ZOO_NAMES,

@@ -15,6 +15,7 @@ from pyroflows.attribution.layers import (
     LayerNotFoundError,
     LayerSplit,
     LayerSplitError,
+    LayerSplitWarning,
     frozen,
     replace_output,
     resolve_layer,
@@ -30,4 +31,5 @@ __all__ = [
     "optimize_tail",
     "LayerNotFoundError",
     "LayerSplitError",
+    "LayerSplitWarning",
 ]

@@ -17,8 +17,8 @@ at every optimisation step. :class:`LayerSplit` obtains both without changing th
   the current weights for every attribution. It is checked once against the plain tail.
 * **Re-run fallback**: a model that ``torch.fx`` cannot trace (data-dependent Python control flow) is run whole at
   each step with a forward hook replacing the layer's output, as the official implementation does; a
-  :class:`UserWarning` says so. The head is still cut short: capturing :math:`R` stops the forward pass at the
-  layer.
+  :class:`LayerSplitWarning` (a :class:`UserWarning`) says so. The head is still cut short: capturing :math:`R`
+  stops the forward pass at the layer.
 
 Example:
     >>> import torch
@@ -43,7 +43,7 @@ import torch
 from torch import fx, nn
 
 from pyroflows.attribution.tail import optimize_tail
-from pyroflows.errors import DataError
+from pyroflows.errors import DataError, PyroflowsWarning
 
 __all__ = [
     "resolve_layer",
@@ -53,6 +53,7 @@ __all__ = [
     "HeadOutput",
     "LayerNotFoundError",
     "LayerSplitError",
+    "LayerSplitWarning",
 ]
 
 
@@ -232,7 +233,7 @@ class LayerSplit:
         warnings.warn(
             f"the model cannot be split at {self.layer_name!r}: {why}. Falling back to running the whole model at "
             "every optimisation step (correct, but slower).",
-            UserWarning,
+            LayerSplitWarning,
             stacklevel=3,
         )
 
@@ -346,7 +347,9 @@ class LayerSplit:
         except Exception as exc:
             ok, why = False, f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
         if not ok:
-            warnings.warn(f"the optimised tail after {self.layer_name!r} is not used: {why}", UserWarning, stacklevel=5)
+            warnings.warn(
+                f"the optimised tail after {self.layer_name!r} is not used: {why}", LayerSplitWarning, stacklevel=5
+            )
             self.optimize_tail = False
             head.tail_module = None
 
@@ -438,6 +441,14 @@ class LayerSplitError(DataError):
 
 
 _SplitError = LayerSplitError
+
+
+class LayerSplitWarning(PyroflowsWarning):
+    """The layer split runs a slower but correct path.
+
+    Either the model cannot be split at the layer (the whole model runs at every step), or the optimised tail
+    disagrees with the plain one (the plain tail runs).
+    """
 
 
 class LayerNotFoundError(DataError):

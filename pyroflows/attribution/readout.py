@@ -89,6 +89,11 @@ class ReadoutNetwork(PyroModule):
         return self.layers(features.movedim(1, -1)).movedim(-1, 1)
 
 
+def _model_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype of ``model``'s first floating-point parameter (torch's default dtype for a model without one)."""
+    return next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.get_default_dtype())
+
+
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Resize ``[N, C, *s]`` to ``[N, C, *size]``; a vector ``[N, C]`` is broadcast over the positions."""
     spatial = x.ndim - 2
@@ -242,17 +247,25 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
     def _finish_estimation(self, extras: list[FeatureStatistics]) -> None:
         """Per-channel readout normalisation from the merged statistics; the readout network on first estimation."""
         self.readout_mean, self.readout_std = [], []
+        dtype = _model_dtype(self.model)
         for stats in extras:
             mean, var = _channel_moments(stats)
-            self.readout_mean.append(mean.float())
-            self.readout_std.append(var.sqrt().clamp_min(self.min_std).float())
+            self.readout_mean.append(mean.to(dtype))
+            self.readout_std.append(var.sqrt().clamp_min(self.min_std).to(dtype))
         assert self.mean is not None  # estimate() calls set_statistics first
         if self.network is None:
             in_channels = sum(int(m.shape[0]) for m in self.readout_mean)
             self.network = ReadoutNetwork(in_channels, int(self.mean.shape[0]), self.hidden, self.initial_alpha)
-            device = model_device(self.model)
-            if device is not None:
-                self.network.to(device)
+            self._place_network()
+
+    def _place_network(self) -> None:
+        """Put the readout network on the model's device and in the model's dtype.
+
+        The features it reads are in that dtype, which need not be torch's default.
+        """
+        assert self.network is not None
+        device = model_device(self.model)
+        self.network.to(device=device, dtype=_model_dtype(self.model))
 
     # -- training ---------------------------------------------------------------------------------------------
     def fit(
@@ -411,11 +424,9 @@ class ReadoutBottleneck(Checkpointable, BottleneckBase):
         network_state = {k[len("network.") :]: v for k, v in state.items() if k.startswith("network.")}
         in_channels = network_state["layers.0.weight"].shape[1]
         self.network = ReadoutNetwork(in_channels, int(state["mean"].shape[0]), self.hidden, self.initial_alpha)
+        self._place_network()  # before loading, so the weights keep their precision
         self.network.load_state_dict(network_state)
         self.network.eval()
-        device = model_device(self.model)
-        if device is not None:
-            self.network.to(device)
         self.history = list(extra.get("history", []))
 
     @classmethod

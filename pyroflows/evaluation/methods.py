@@ -306,7 +306,7 @@ class ConfiguredAttribution(Attribution):
     ``attribute(inputs, target=None, additional_forward_args=None)`` runs ``method.attribute`` with the keyword
     arguments ``options(inputs)`` (window sizes, baselines or noise levels that depend on the inputs), under
     ``seed`` when given (the caller's random state is restored), and reduces the result to one value per input
-    position, ``[N, *positions]``, with ``reduce``.
+    position, ``[N, *positions]``, with ``reduce``; floating-point inputs give maps in their dtype.
 
     Args:
         method: Any Captum ``Attribution`` (a bottleneck included).
@@ -357,6 +357,8 @@ class ConfiguredAttribution(Attribution):
             result = self.method.attribute(inputs, target=target, **options)
         if isinstance(result, tuple):
             result = result[0]
+        if inputs.is_floating_point() and result.is_floating_point():
+            result = result.to(inputs.dtype)  # Captum's Occlusion divides by counts made in torch's default dtype
         return (self.reduce(result, inputs) if self.reduce is not None else reduce_channels(result)).detach()
 
 

@@ -252,7 +252,7 @@ class CompactFlow(Checkpointable, PyroModule):
         at the bound does.
 
         Example:
-            >>> float(CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior()) == 0.0  # slopes start at 1
+            >>> CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior().item() == 0.0  # slopes start at 1
             True
         """
         scale = self._config.get("tail_prior")

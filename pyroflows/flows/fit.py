@@ -22,7 +22,7 @@ from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
 
 from pyroflows import distributed
-from pyroflows.errors import DataError
+from pyroflows.errors import DataError, PyroflowsWarning
 from pyroflows.flows.compact import CompactFlow
 from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
@@ -37,8 +37,11 @@ __all__ = ["fit", "FitResult", "check_data", "log_prob_chunked", "ConvergenceWar
 DEFAULT_STEPS = 2000
 
 
-class ConvergenceWarning(UserWarning):
-    """:func:`fit` ran out of steps while the held-out NLL was still improving."""
+class ConvergenceWarning(PyroflowsWarning):
+    """:func:`fit` ran out of steps while the held-out NLL was still improving.
+
+    A :class:`~pyroflows.errors.PyroflowsWarning`, so a :class:`UserWarning`.
+    """
 
 
 @dataclass

@@ -124,7 +124,9 @@ def load_bundled_model(device: torch.device | str | None = None) -> DigitCNN:
         >>> load_bundled_model().training
         False
     """
-    return DigitCNN.load(BUNDLED_WEIGHTS).to(device).eval()
+    # float32, as its weights and the digit images are, whatever torch's default dtype (a float64 default would
+    # build a float64 CNN that the float32 images cannot run through).
+    return DigitCNN.load(BUNDLED_WEIGHTS).to(device=device, dtype=torch.float32).eval()
 
 
 BUNDLED_READOUT_WEIGHTS = _WEIGHTS_DIR / "digit_cnn_readout.pt"

@@ -30,9 +30,16 @@ from pathlib import Path
 
 import torch
 
-from pyroflows.errors import CheckpointError, DataError
+from pyroflows.errors import CheckpointError, DataError, PyroflowsWarning
 
-__all__ = ["load_model_file", "check_model_runs"]
+__all__ = ["load_model_file", "check_model_runs", "TrustedPickleWarning"]
+
+
+class TrustedPickleWarning(PyroflowsWarning):
+    """A whole-model pickle is loaded because the caller trusts it (``trust=True``, ``--trust-model-file``).
+
+    Unpickling runs code from the file, so this is said on every load.
+    """
 
 
 def _zip_names(path: Path) -> list[str]:
@@ -48,6 +55,9 @@ def load_model_file(path: str | Path, *, trust: bool = False) -> torch.nn.Module
 
     Raises:
         CheckpointError: missing or unreadable file, not a model, or a pickle without ``trust``.
+
+    Warns:
+        TrustedPickleWarning: on every load of a pickle with ``trust``.
     """
     path = Path(path)
     if not path.exists():
@@ -74,7 +84,9 @@ def load_model_file(path: str | Path, *, trust: bool = False) -> torch.nn.Module
         return model.eval()
     if any(n.split("/", 1)[-1].startswith("code/") for n in names) or any(n.endswith("constants.pkl") for n in names):
         try:
-            model = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():  # torch 2.13 deprecates TorchScript; reading a user's file still works
+                warnings.filterwarnings("ignore", "`torch.jit.load` is deprecated", DeprecationWarning)
+                model = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise CheckpointError(
                 f"{path}: not a readable TorchScript file ({type(exc).__name__}: {' '.join(str(exc).split())[:200]})"
@@ -87,7 +99,7 @@ def load_model_file(path: str | Path, *, trust: bool = False) -> torch.nn.Module
         )
     warnings.warn(
         f"{path}: loading a whole-model pickle runs code from the file (--trust-model-file); only use files you trust",
-        UserWarning,
+        TrustedPickleWarning,
         stacklevel=2,
     )
     try:

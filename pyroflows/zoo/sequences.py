@@ -182,7 +182,7 @@ def load_motif_model() -> MotifCNN:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    return MotifCNN.load(MOTIF_WEIGHTS).eval()
+    return MotifCNN.load(MOTIF_WEIGHTS).float().eval()  # float32 like its weights and data, whatever the default
 
 
 def load_keyword_model() -> KeywordTransformer:
@@ -191,4 +191,4 @@ def load_keyword_model() -> KeywordTransformer:
     Raises:
         CheckpointError: the weights file is missing or corrupt.
     """
-    return KeywordTransformer.load(KEYWORD_WEIGHTS).eval()
+    return KeywordTransformer.load(KEYWORD_WEIGHTS).float().eval()  # float32 like its weights, whatever the default

@@ -104,3 +104,18 @@ def test_fit_labels_are_checked_as_class_indices():
         readout.fit([(x, torch.full((16,), 0.5))])
     with pytest.raises(DataError, match=r"fit\(\) labels: expected an int or 16 class indices"):
         readout.fit([(x, torch.zeros(15, dtype=torch.long))])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_the_readout_network_takes_the_models_dtype_and_reloads_exactly(tmp_path, dtype):
+    # The tests' default dtype is float64: a float32 model checks that nothing is built in the default dtype.
+    model = _model().to(dtype)
+    data = [(x.to(dtype), y) for x, y in _data(32)]
+    readout = ReadoutBottleneck(model, "1", ["1", "3"]).estimate(data)
+    readout.fit(data, epochs=1, lr=1e-2)
+    maps = readout.attribute(data[0][0])
+    assert maps.dtype == dtype and torch.isfinite(maps).all()
+    assert {p.dtype for p in readout.network.parameters()} == {dtype}
+    assert {t.dtype for t in readout.readout_mean + readout.readout_std} == {dtype}
+    again = ReadoutBottleneck.load(readout.save(tmp_path / "readout.pt"), model=model)
+    assert torch.equal(again.attribute(data[0][0]), maps)  # the weights were not rounded through another dtype

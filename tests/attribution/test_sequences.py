@@ -9,6 +9,7 @@ from torch import nn
 from pyroflows.attribution import (
     InputBottleneck,
     LayerNotFoundError,
+    LayerSplitWarning,
     PerSampleBottleneck,
     ReadoutBottleneck,
     receptive_field_weights,
@@ -142,7 +143,7 @@ def _token_batch(n, length=10, seed=0):
 def test_layers_inside_a_transformer_encoder_fall_back_to_hooks_and_give_per_token_maps():
     model = _Tokens().eval()
     tokens, padding = _token_batch(40)
-    with pytest.warns(UserWarning, match="cannot be split at 'enc.layers.0'"):
+    with pytest.warns(LayerSplitWarning, match="cannot be split at 'enc.layers.0'"):
         b = PerSampleBottleneck(model, "enc.layers.0", channel_dim=-1, padding_mask=0)
     assert b.split.mode == "rerun"
     b.estimate(tokens, additional_forward_args=(padding,))
@@ -158,14 +159,14 @@ def test_padding_is_left_out_of_the_statistics_and_does_not_change_the_maps():
     model = _Tokens().eval()
     tokens, padding = _token_batch(60, seed=2)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", LayerSplitWarning)
         b = PerSampleBottleneck(model, "embedding", channel_dim=-1, padding_mask=0)
     b.estimate(tokens, additional_forward_args=(padding,))
     embedded = model.embedding(tokens).detach().permute(0, 2, 1)  # [N, C, L]
     keep = (~padding)[:, None, :].expand_as(embedded)
     for position in (3, 9):
         rows = keep[:, 0, position]
-        torch.testing.assert_close(b.mean[:, position].float(), embedded[rows, :, position].mean(0))
+        torch.testing.assert_close(b.mean[:, position].to(embedded.dtype), embedded[rows, :, position].mean(0))
     # Other token ids at the padded positions: the same maps (the model ignores them, so does the bottleneck).
     x, pad = tokens[:5], padding[:5]
     other = x.masked_fill(pad, 7)
@@ -175,7 +176,8 @@ def test_padding_is_left_out_of_the_statistics_and_does_not_change_the_maps():
     second = b.attribute(other, 0, additional_forward_args=(pad,))
     torch.testing.assert_close(first, second, rtol=1e-5, atol=1e-7)
     assert (first[pad] == 0).all()
-    callable_mask = PerSampleBottleneck(model, "embedding", channel_dim=-1, padding_mask=lambda t, a: t == 0)
+    with pytest.warns(LayerSplitWarning, match="cannot be split at 'embedding'"):  # forward takes the padding too
+        callable_mask = PerSampleBottleneck(model, "embedding", channel_dim=-1, padding_mask=lambda t, a: t == 0)
     callable_mask.set_statistics(b.mean, b.std, b.active, b.n_samples)
     torch.manual_seed(1)
     torch.testing.assert_close(callable_mask.attribute(x, 0), first, rtol=1e-4, atol=1e-6)
@@ -186,7 +188,7 @@ def test_wrong_channel_dim_and_bad_padding_masks_are_refused_with_hooks_and_mode
     tokens, padding = _token_batch(20)
     flags = [p.requires_grad for p in model.parameters()]
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", LayerSplitWarning)
         wrong = PerSampleBottleneck(model, "enc.layers.0")  # channel_dim=1 reads [N, L, C] as [N, C, L]
         with pytest.raises(DataError, match="pass channel_dim=-1"):
             wrong.estimate(tokens, additional_forward_args=(padding,))
@@ -210,7 +212,7 @@ def test_readout_and_input_bottleneck_on_channels_last_tokens():
     tokens, padding = _token_batch(64, seed=4)
     labels = model(tokens, padding).argmax(1)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", LayerSplitWarning)
         readout = ReadoutBottleneck(model, "enc.layers.0", ["enc.layers.0", "enc.layers.1"], channel_dim=-1,
                                     padding_mask=lambda t, a: t == 0)  # fmt: skip
         readout.estimate(tokens)

@@ -1,6 +1,18 @@
-"""Print the CLI property suite's counts (commands, generated cases, failures) after the run."""
+"""The CLI tests run under torch's default float32, as the command line does; the property suite's counts (commands,
+generated cases, failures) are printed after the run."""
 
 from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = Path(__file__).parent
+    for item in items:
+        if here in Path(item.path).parents:
+            item.add_marker(pytest.mark.float32(reason="the command line runs under torch's default dtype, float32"))
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:  # noqa: ANN001 - pytest's hook

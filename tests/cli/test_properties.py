@@ -8,6 +8,11 @@ suffix) or an option (unknown, missing, an invalid choice). Each case asserts: e
 line on stderr (``pyroflows: error: ...``), no traceback, no new file or folder, and every file that was there
 before byte-identical. ``pyroflows.cli.main`` runs in-process.
 
+The choices come from the registries (``FAMILIES``, ``SCHEDULES``, ``NETWORKS``, ``SAMPLERS``, ``METHODS``,
+``IMPUTATION_METHODS``, and the library's ``LOSSES`` and ``PARAMETERIZATIONS``): a case's valid command line takes a
+registered member drawn by hypothesis, every such command line is checked to run, and an invalid choice is anything
+not registered.
+
 The number of cases per command comes from the ``pyroflows-cli`` hypothesis profile (tests/conftest.py): a few
 per command in the default run, many more with ``--runslow``.
 """
@@ -31,6 +36,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pyroflows.cli import main
+from pyroflows.diffusion import NETWORKS, SCHEDULES
+from pyroflows.diffusion.ddpm import PARAMETERIZATIONS
+from pyroflows.diffusion.imputation import IMPUTATION_METHODS
+from pyroflows.diffusion.samplers import SAMPLERS
+from pyroflows.diffusion.training import LOSSES
+from pyroflows.evaluation import METHODS
+from pyroflows.flows.families import FAMILIES
 
 CLI = settings(settings.get_profile("pyroflows-cli"))
 CASES: collections.Counter[str] = collections.Counter()  # generated cases per command (printed at the end)
@@ -253,6 +265,9 @@ def assets(tmp_path_factory) -> Path:
     np.save(root / "digit.npy", make_cluttered_digits(1, split="test", seed=0).images[0, 0].numpy())
     np.save(root / "digits.npy", make_cluttered_digits(8, split="train", seed=1).images.numpy())
     torch.save(torch.nn.Linear(2, 2), root / "pickled.pt")
+    holes = rng.normal(size=(8, 2)).round(3)
+    (root / "holes.csv").write_text("".join(f"{a},\n" if i % 3 == 0 else f",{b}\n" if i % 3 == 1 else f"{a},{b}\n"
+                                            for i, (a, b) in enumerate(holes)))  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):
         assert main(["flow", "fit", str(root / "flow_data.npy"), "--low", "0", "--high", "1", "--out",
                      str(root / "flow.pt"), "--layers", "1", "--steps", "1", "--quiet"]) == 0  # fmt: skip
@@ -265,16 +280,35 @@ def _snapshot(root: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(root)): (p.read_bytes() if p.is_file() else None) for p in sorted(root.rglob("*"))}
 
 
-def _check_case(name: str, assets: Path, data: st.DataObject, base: Callable[[Path], list[str]], faults: list) -> None:
-    CASES[name] += 1
+def _workspace(assets: Path) -> Path:
+    """A fresh folder holding a copy of the assets in ``in/`` and a user's file ``a_file.txt``."""
     work = Path(tempfile.mkdtemp(prefix="pyroflows-case-"))
+    (work / "in").mkdir()
+    for file in assets.iterdir():
+        shutil.copy(file, work / "in" / file.name)
+    (work / "a_file.txt").write_text("a user's file")
+    return work
+
+
+def _check_case(
+    name: str,
+    assets: Path,
+    data: st.DataObject,
+    base: Callable[[Path], list[str]],
+    faults: list,
+    choices: dict[str, tuple[str, ...]] | None = None,
+) -> None:
+    """One generated case: the valid command ``base``, with one option set to a registered member drawn from
+    ``choices`` (each such command line runs: :func:`test_every_registered_choice_runs`), spoiled by one fault."""
+    CASES[name] += 1
+    work = _workspace(assets)
     try:
-        (work / "in").mkdir()
-        for file in assets.iterdir():
-            shutil.copy(file, work / "in" / file.name)
-        (work / "a_file.txt").write_text("a user's file")
+        argv = base(work)
+        if choices:
+            option = data.draw(st.sampled_from(sorted(choices)), label="registered option")
+            argv = _set(argv, option, data.draw(st.sampled_from(choices[option]), label=option))
         fault = data.draw(st.sampled_from(faults), label="fault")
-        made = fault(data.draw, work, base(work))
+        made = fault(data.draw, work, argv)
         argv, patch = made if isinstance(made, tuple) else (made, contextlib.nullcontext)
         data.draw(st.just(argv), label="argv")  # shown when a case fails
         before = _snapshot(work)
@@ -317,7 +351,17 @@ def _bounds_fault(draw, work: Path, argv: list[str]) -> list[str]:
     return _set(_set(argv, "--low", low), "--high", high)
 
 
-FLOW_CHOICES = {"--transform": ("radial", "spline", "autoregressive")}
+# The registered choices of each command, read from the registries: a new member is drawn into the valid command
+# lines of the cases below and excluded from the invalid choices.
+FLOW_CHOICES = {"--transform": FAMILIES.names()}
+# The flow fit cases run on one column: the families that take one (a family needing more is a fault of its own).
+FLOW_1D = {"--transform": tuple(n for n in FAMILIES.names() if FAMILIES.get(n).factory.min_dim <= 1)}
+FLOW_WIDE = tuple(n for n in FAMILIES.names() if FAMILIES.get(n).factory.min_dim > 1)
+
+
+def _wide_family_fault(draw, work: Path, argv: list[str]) -> list[str]:
+    """A family that needs more columns than the data have."""
+    return _set(argv, "--transform", draw(st.sampled_from(FLOW_WIDE)))
 
 
 @CLI
@@ -326,13 +370,14 @@ def test_flow_fit(assets, data):
     faults = [
         _file_fault(2, DATA_FILES),
         _bounds_fault,
+        *([_wide_family_fault] if FLOW_WIDE else []),
         _bad_option("--layers", bad_int(0, 1000)),
         _bad_option("--steps", bad_int(1, 10**7)),
         _bad_option("--seed", SEED),
         _output_fault("--out", ".pt"),
         _option_fault(("--out", "--low", "--high"), FLOW_CHOICES),
     ]
-    _check_case("flow fit", assets, data, _flow_fit, faults)
+    _check_case("flow fit", assets, data, _flow_fit, faults, FLOW_1D)
 
 
 @CLI
@@ -366,17 +411,28 @@ def test_flow_sample(assets, data):
     _check_case("flow sample", assets, data, base, faults)
 
 
-DIFFUSION_CHOICES = {"--schedule": ("cosine", "linear", "polynomial"), "--loss": ("eps-mse", "elbo"),
-                     "--network": ("mlp", "post"), "--parameterization": ("v", "eps")}  # fmt: skip
+DIFFUSION_CHOICES = {"--schedule": SCHEDULES.names(), "--loss": LOSSES, "--network": NETWORKS.names(),
+                     "--parameterization": PARAMETERIZATIONS}  # fmt: skip
+SAMPLE_CHOICES = {"--sampler": SAMPLERS.names()}
+ATTRIBUTE_CHOICES = {"--method": ("per-sample", "readout")}  # the command's own two (no registry)
+
+
+def _diffusion_train(work: Path) -> list[str]:
+    return ["diffusion", "train", str(work / "in" / "table.npy"), "--out", str(work / "new" / "m.pt"), "--epochs",
+            "1", "--steps", "3", "--quiet"]  # fmt: skip
+
+
+def _diffusion_sample(work: Path) -> list[str]:
+    return ["diffusion", "sample", str(work / "in" / "ddpm.pt"), "-n", "5", "--out", str(work / "new" / "s.csv")]
+
+
+def _attribute(work: Path) -> list[str]:
+    return ["attribute", str(work / "in" / "digit.npy"), "--out", str(work / "maps"), "--steps", "1"]
 
 
 @CLI
 @given(data=st.data())
 def test_diffusion_train(assets, data):
-    def base(work):
-        return ["diffusion", "train", str(work / "in" / "table.npy"), "--out", str(work / "new" / "m.pt"), "--epochs",
-                "1", "--steps", "3", "--quiet"]  # fmt: skip
-
     def dataset(draw, work, argv):
         argv = ["diffusion", "train", "--dataset", "moons", *argv[3:]]
         return _set(argv, "--n-points", draw(bad_int(2, 10**8)))
@@ -397,15 +453,12 @@ def test_diffusion_train(assets, data):
         _output_fault("--out", ".pt"),
         _option_fault(("--out",), DIFFUSION_CHOICES),
     ]
-    _check_case("diffusion train", assets, data, base, faults)
+    _check_case("diffusion train", assets, data, _diffusion_train, faults, DIFFUSION_CHOICES)
 
 
 @CLI
 @given(data=st.data())
 def test_diffusion_sample(assets, data):
-    def base(work):
-        return ["diffusion", "sample", str(work / "in" / "ddpm.pt"), "-n", "5", "--out", str(work / "new" / "s.csv")]
-
     def too_many_steps(draw, work, argv):
         return [*argv, "--sampler", "ddim", "--sampling-steps", str(draw(st.integers(4, 10**5)))]
 
@@ -416,9 +469,9 @@ def test_diffusion_sample(assets, data):
         too_many_steps,
         _bad_option("--seed", SEED),
         _output_fault("--out", ".csv"),
-        _option_fault(("-n", "--out"), {"--sampler": ("ancestral", "ddim")}),
+        _option_fault(("-n", "--out"), SAMPLE_CHOICES),
     ]
-    _check_case("diffusion sample", assets, data, base, faults)
+    _check_case("diffusion sample", assets, data, _diffusion_sample, faults, SAMPLE_CHOICES)
 
 
 @CLI
@@ -438,6 +491,39 @@ def test_diffusion_nll(assets, data):
     _check_case("diffusion nll", assets, data, base, faults)
 
 
+IMPUTE_CHOICES = {"--method": IMPUTATION_METHODS.names()}
+
+
+def _diffusion_impute(work: Path) -> list[str]:
+    return ["diffusion", "impute", str(work / "in" / "ddpm.pt"), str(work / "in" / "holes.csv"), "--out",
+            str(work / "new" / "filled.csv"), "--particles", "4"]  # fmt: skip
+
+
+@CLI
+@given(data=st.data())
+def test_diffusion_impute(assets, data):
+    def labels_for_an_unlabelled_model(draw, work, argv):
+        np.save(work / "in" / "labels.npy", np.zeros(8, dtype=np.int64))
+        return [*argv, "--labels", str(work / "in" / "labels.npy")]
+
+    def guidance_without_labels(draw, work, argv):
+        return _set(argv, "--guidance", draw(st.sampled_from(["0.5", "1", "3"])))
+
+    faults = [
+        _file_fault(2, lambda work: model_files(work / "in", "ddpm.pt", "flow.pt")),
+        _file_fault(3, {**DATA_FILES, "3 columns": _array(np.ones((5, 3))), "1-D": _array(np.arange(5.0))}),
+        labels_for_an_unlabelled_model,
+        guidance_without_labels,
+        _bad_option("--particles", bad_int(1, 10**6)),
+        _bad_option("--imputations", bad_int(1, 10**8)),
+        _bad_option("--guidance", bad_float(0.0)),
+        _bad_option("--seed", SEED),
+        _output_fault("--out", ".csv"),
+        _option_fault(("--out",), IMPUTE_CHOICES),
+    ]
+    _check_case("diffusion impute", assets, data, _diffusion_impute, faults, IMPUTE_CHOICES)
+
+
 def _user_models(work: Path) -> dict:
     return {
         "missing": lambda path: path.with_name("missing.pt"),
@@ -452,9 +538,6 @@ def _user_models(work: Path) -> dict:
 @CLI
 @given(data=st.data())
 def test_attribute(assets, data):
-    def base(work):
-        return ["attribute", str(work / "in" / "digit.npy"), "--out", str(work / "maps"), "--steps", "1"]
-
     images = {
         "missing": lambda path: path.with_name("missing.npy"),
         "corrupt": _corrupt,
@@ -501,9 +584,9 @@ def test_attribute(assets, data):
         _bad_option("--target", bad_int(0, 10**9)),
         _bad_option("--seed", SEED),
         _output_fault("--out", "", folder=True, existing="digit.npy"),
-        _option_fault(("--out",), {"--method": ("per-sample", "readout")}),
+        _option_fault(("--out",), ATTRIBUTE_CHOICES),
     ]
-    _check_case("attribute", assets, data, base, faults)
+    _check_case("attribute", assets, data, _attribute, faults)
 
 
 @CLI
@@ -515,7 +598,14 @@ def test_evaluate(assets, data):
                 "--out", str(work / "ev")]  # fmt: skip
 
     def methods(draw, work, argv):
-        return _set(argv, "--methods", draw(st.sampled_from(["", ",", " , ", "nope", "random,nope", "Saliency"])))
+        registered = st.sampled_from(METHODS.names())
+        value = st.one_of(
+            st.sampled_from(["", ",", " , ", "nope", "random,nope", "Saliency"]),
+            registered.map(lambda m: f"{m},nope"),  # a registered name beside an unknown one
+            registered.map(str.upper),  # names are case-sensitive
+            registered.map(lambda m: m.replace("-", "_")).filter(lambda m: m not in METHODS),
+        )
+        return _set(argv, "--methods", draw(value))
 
     def layer(draw, work, argv):
         name = draw(st.sampled_from(["nope", "features.99", "", "features..1"]))
@@ -557,3 +647,31 @@ def test_demo(assets, data):
         _option_fault((), {}),
     ]
     _check_case("demo", assets, data, base, faults)
+
+
+# Every command line a case starts from, with each registered member the cases draw, runs (status 0): a fault that
+# fails is then the fault's doing, not a member that cannot run on the tiny data.
+DRAWN = {"flow fit": (_flow_fit, FLOW_1D), "diffusion train": (_diffusion_train, DIFFUSION_CHOICES),
+         "diffusion sample": (_diffusion_sample, SAMPLE_CHOICES),
+         "diffusion impute": (_diffusion_impute, IMPUTE_CHOICES)}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        (command, option, value)
+        for command, (_, choices) in DRAWN.items()
+        for option in choices
+        for value in choices[option]
+    ],
+)
+def test_every_registered_choice_runs(assets, command, option, value):
+    base, _ = DRAWN[command]
+    work = _workspace(assets)
+    try:
+        argv = _set(base(work), option, value)
+        err = io.StringIO()
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(err):
+            assert main(argv) == 0, err.getvalue()[-2000:]
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

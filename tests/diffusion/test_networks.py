@@ -9,7 +9,7 @@ from pyroflows.diffusion import MLPNoisePredictor, PostNoisePredictor
 def test_post_network_lookup_equals_one_hot_linear():
     net = PostNoisePredictor(data_dim=3, steps=7)
     x, t = torch.randn(11, 3), torch.randint(1, 8, (11,))
-    one_hot = nn.functional.one_hot(t - 1, num_classes=7).float()
+    one_hot = nn.functional.one_hot(t - 1, num_classes=7).to(x.dtype)
     expected = net.model(torch.cat([x, net.t_encoder(one_hot)], dim=1))
     assert torch.allclose(net(x, t), expected, atol=1e-6)
 

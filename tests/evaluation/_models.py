@@ -45,6 +45,7 @@ def tiny_cnn(seed: int = 0, side: int = 16, classes: int = 3) -> nn.Module:
     ).eval()
 
 
-def images(n: int, side: int = 16, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def images(n: int, side: int = 16, seed: int = 0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``n`` uniform images ``[n, 1, side, side]`` in ``dtype`` (default: torch's default dtype, as the models)."""
     generator = torch.Generator().manual_seed(seed)
     return torch.rand(n, 1, side, side, generator=generator, dtype=dtype)

@@ -8,7 +8,7 @@ from captum.attr import NoiseTunnel
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from pyroflows.attribution import InputBottleneck, PerSampleBottleneck, ReadoutBottleneck
+from pyroflows.attribution import InputBottleneck, LayerSplitWarning, PerSampleBottleneck, ReadoutBottleneck
 from pyroflows.errors import DataError
 from pyroflows.evaluation import METHODS, MethodContext, make_attribute_fn, make_attribution
 
@@ -49,11 +49,20 @@ def _image_case():
     return tiny_cnn(side=16), images(3), torch.tensor([2, 0, 1]), context
 
 
+def _float32_image_case():
+    """The image case with a float32 model and images while torch's default dtype is float64 (the tests' default):
+    a tensor a method builds in the default dtype instead of the input's shows here."""
+    model, _, target, context = _image_case()
+    context.data = images(40, seed=5, dtype=torch.float32)
+    return model.float(), images(3, dtype=torch.float32), target, context
+
+
 def _sequence_case():
     g = torch.Generator().manual_seed(2)
 
     def onehot(n):
-        return nn.functional.one_hot(torch.randint(0, 4, (n, 24), generator=g), 4).permute(0, 2, 1).float()
+        bases = torch.randint(0, 4, (n, 24), generator=g)
+        return nn.functional.one_hot(bases, 4).permute(0, 2, 1).to(torch.get_default_dtype())
 
     context = MethodContext(layer="1", data=onehot(40), options={"steps": 3, "input_steps": 3, "window": 3})
     return _seq_cnn(), onehot(3), torch.tensor([1, 0, 1]), context
@@ -76,7 +85,12 @@ SEQUENCE = ["random", "saliency", "integrated-gradients", "deeplift", "gradient-
 TOKENS = ["random", "saliency", "integrated-gradients", "gradient-x-input", "occlusion", "per-sample",
           "input-bottleneck"]  # fmt: skip
 CASES = [("image", m) for m in IMAGE] + [("sequence", m) for m in SEQUENCE] + [("tokens", m) for m in TOKENS]
-BUILD = {"image": _image_case, "sequence": _sequence_case, "tokens": _token_case}
+# Captum 0.9's NoiseTunnel draws its noise with torch.tensor(stdev), in torch's default dtype: float64 noise on float32
+# images meets the float32 model.
+_CAPTUM_NOISE = pytest.mark.xfail(strict=True, raises=RuntimeError, reason="Captum's NoiseTunnel: default-dtype noise")
+CASES += [pytest.param("image-float32", m, marks=_CAPTUM_NOISE) if m == "smoothgrad" else ("image-float32", m)
+          for m in IMAGE]  # fmt: skip
+BUILD = {"image": _image_case, "sequence": _sequence_case, "tokens": _token_case, "image-float32": _float32_image_case}
 
 
 @pytest.mark.parametrize(("case", "name"), CASES)
@@ -92,12 +106,14 @@ def test_every_method_keeps_the_invariants(case, name):
     context.seed = 4
     attribute = make_attribute_fn(name, context)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", LayerSplitWarning)
         batched = attribute(model, x, target)
         again = attribute(model, x, target)
         singles = [attribute(model, x[i : i + 1], target[i : i + 1])[0] for i in range(len(x))]
     positions = tuple(x.shape[1:]) if case == "tokens" else tuple(x.shape[2:])
     assert batched.shape == (len(x), *positions) and torch.isfinite(batched).all() and not batched.requires_grad
+    if x.is_floating_point():
+        assert batched.dtype == x.dtype, f"{name}: maps in {batched.dtype} for {x.dtype} inputs"
     torch.testing.assert_close(again, batched)  # seeded
     if name not in ("random", "smoothgrad"):  # their noise is drawn for the whole batch
         for i, single in enumerate(singles):  # batched == one at a time (float tolerance)

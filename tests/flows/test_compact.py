@@ -283,6 +283,7 @@ def test_a_unit_interval_far_from_zero():
 # freeze(): a fitted flow as a fixed prior (issue 15, item 14).
 
 
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # short budgets on purpose
 def test_a_frozen_flow_is_a_fixed_prior_under_svi():
     import pyro.distributions as dist
     from pyro.infer import SVI, Trace_ELBO

@@ -117,6 +117,7 @@ def test_too_few_points():
         fit(CompactFlow(0.0, 1.0, num_layers=1), np.array([0.5]), progress=False)
 
 
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # short budgets on purpose
 def test_the_budget_is_in_steps_whatever_the_data_size():
     for n in (100, 3000):
         result = fit(CompactFlow(0.0, 1.0, num_layers=1), np.random.default_rng(0).uniform(size=n), steps=40,

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 from pyroflows.cli import main
-from pyroflows.errors import DataError
 from pyroflows.flows import CompactFlow
 
 
@@ -139,18 +138,6 @@ def test_flow_help_lists_the_sub_commands():
     assert f"(default: {DEFAULT_TRANSFORM_RULE})" in text
     assert all(f"{name}: {' '.join(FAMILIES.get(name).help.split())}" in text for name in FAMILIES)
     assert "example:" in result.stdout
-
-
-def test_run_demo_fast_writes_its_outputs(tmp_path):
-    from pyroflows.flows.demo import DEMO_OUTPUTS, run_demo
-
-    lines = run_demo(tmp_path / "flow", fast=True)
-    assert any("KL estimate" in line for line in lines)
-    for name in ("data.npy", "flow.pt", "samples.npy", "density.png"):
-        assert (tmp_path / "flow" / name).exists()
-    assert DEMO_OUTPUTS == ("data.npy", "flow.pt", "samples.npy", "density.png")
-    with pytest.raises(DataError, match="already exists"):  # a second run replaces nothing without overwrite
-        run_demo(tmp_path / "flow", fast=True)
 
 
 def test_negative_bounds_parse_without_equals(tmp_path, capsys):

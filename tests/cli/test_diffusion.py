@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from pyroflows.cli import main
-from pyroflows.errors import DataError
 
 
 @pytest.fixture(scope="module")
@@ -94,18 +93,6 @@ def test_unknown_schedule_is_an_argparse_error(capsys):
     assert "invalid choice: 'sigmoid'" in _error(
         ["diffusion", "train", "--dataset", "moons", "--out", "x.pt", "--schedule", "sigmoid"], capsys
     )
-
-
-def test_demo_fast(tmp_path):
-    from pyroflows.diffusion.demo import DEMO_OUTPUTS, run_demo
-    from pyroflows.diffusion.demo import DEMO_OUTPUTS as LIBRARY_OUTPUTS
-
-    lines = run_demo(tmp_path, fast=True)
-    assert any("energy distance / noise floor" in line for line in lines)
-    assert (tmp_path / "ddpm_moons.pt").exists() and (tmp_path / "ddpm_moons.png").exists()
-    assert DEMO_OUTPUTS == LIBRARY_OUTPUTS
-    with pytest.raises(DataError, match="already exists"):  # the library never replaces a file unasked
-        run_demo(tmp_path, fast=True)
 
 
 def test_nll_of_one_row_is_valid_json(trained, tmp_path, capsys):

@@ -33,16 +33,3 @@ def test_unknown_method_and_bad_sizes_end_in_one_line(tmp_path, capsys):
     assert "--methods: unknown ['gradcam']" in capsys.readouterr().err
     assert main(["evaluate", "--n-images", "0", "--out", str(tmp_path)]) == 2
     assert "argument --n-images: expected an integer >= 1" in capsys.readouterr().err
-
-
-def test_fast_demo_reports_each_method(tmp_path):
-    import pytest
-
-    from pyroflows.errors import DataError
-    from pyroflows.evaluation.demo import DEMO_OUTPUTS, run_demo
-
-    lines = run_demo(tmp_path, fast=True)
-    assert lines[0].startswith("3 digits") and len(lines) == 4
-    assert all((tmp_path / name).exists() for name in DEMO_OUTPUTS)
-    with pytest.raises(DataError, match="already exists"):
-        run_demo(tmp_path, fast=True)
