@@ -229,10 +229,13 @@ def fit(
             (:meth:`CompactFlow.freeze`); :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
+        >>> import warnings
         >>> flow = CompactFlow(0.0, 1.0, num_layers=2)
-        >>> result = fit(flow, torch.rand(200), steps=60, eval_every=20, progress=False, seed=0)
-        >>> result.steps, len(result.heldout_nll)
-        (60, 3)
+        >>> with warnings.catch_warnings(record=True) as caught:  # 60 steps are too few: fit says so
+        ...     warnings.simplefilter("always")
+        ...     result = fit(flow, torch.rand(200), steps=60, eval_every=20, progress=False, seed=0)
+        >>> result.steps, len(result.heldout_nll), [w.category.__name__ for w in caught]
+        (60, 3, ['ConvergenceWarning'])
     """
     if isinstance(flow, SegmentFlow):
         return fit(
