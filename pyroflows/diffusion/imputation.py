@@ -121,6 +121,12 @@ def _normal_log_prob(x: torch.Tensor, loc: torch.Tensor, variance: torch.Tensor)
     return -0.5 * ((x - loc) ** 2 / variance + torch.log(2 * math.pi * variance))
 
 
+def _take_particles(ancestors: torch.Tensor, *values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Each ``(B, P, D)`` tensor of ``values`` with its particles replaced by their ``ancestors`` (shape ``(B, P)``)."""
+    index = ancestors.unsqueeze(-1).expand_as(values[0])
+    return tuple(value.gather(1, index) for value in values)
+
+
 def systematic_resample(log_weights: torch.Tensor) -> torch.Tensor:
     """Ancestor indices by systematic resampling, independently for each row of ``log_weights`` (shape ``(B, P)``).
 
@@ -247,13 +253,11 @@ class TwistedSMC(Messenger):
         self.log_weights = self.log_weights + increment
         ancestors = None if t == 0 else self._resample_low_ess()  # the final weights are used by select()
         if ancestors is not None:
-            gather = ancestors.unsqueeze(-1).expand_as(loc)
-            loc, variance = loc.gather(1, gather), variance.gather(1, gather)
+            loc, variance = _take_particles(ancestors, loc, variance)
         if self.record:
             self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
                                  "log_increment": increment.clone(),
-                                 "ancestors": ancestors if ancestors is not None else
-                                 torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
+                                 "ancestors": self._recorded_ancestors(ancestors)})  # fmt: skip
         # The locally optimal proposal: observed coordinates from the twisted Gaussian, missing ones from the step.
         obs_variance = variance * v / (variance + v)
         obs_mean = (v * loc + variance * a * self.y) / (variance + v)
@@ -287,12 +291,10 @@ class TwistedSMC(Messenger):
         """One site of the denoiser twist: resample, move by the gradient-shifted step, weight by the generic ratio."""
         ancestors = None if t == self.ddpm.steps else self._resample_low_ess()
         if ancestors is not None:
-            gather = ancestors.unsqueeze(-1).expand_as(loc)
-            loc, variance = loc.gather(1, gather), variance.gather(1, gather)
-            self._log_twist = self._log_twist.gather(1, ancestors)
-            self._twist_grad, self._x0_hat, self._x_prev = (
-                v.gather(1, gather) for v in (self._twist_grad, self._x0_hat, self._x_prev)
+            loc, variance, self._twist_grad, self._x0_hat, self._x_prev = _take_particles(
+                ancestors, loc, variance, self._twist_grad, self._x0_hat, self._x_prev
             )
+            self._log_twist = self._log_twist.gather(1, ancestors)
         if t == 0:
             # The last step: the observed coordinates are y, weighted by the decoder's exact likelihood of them; the
             # missing ones come from the decoder itself (or are its mean), so they add nothing to the weight.
@@ -315,8 +317,7 @@ class TwistedSMC(Messenger):
             self.records.append({"t": t, "loc": loc.clone(), "variance": variance.clone(),
                                  "proposal_mean": proposal_mean.clone(), "value": value.clone(),
                                  "log_increment": increment.clone(), "log_twist": self._log_twist.clone(),
-                                 "ancestors": ancestors if ancestors is not None else
-                                 torch.arange(self.particles).expand(self.batch, -1).clone()})  # fmt: skip
+                                 "ancestors": self._recorded_ancestors(ancestors)})  # fmt: skip
         return value
 
     def _twisted_mean(self, loc: torch.Tensor, t: int) -> torch.Tensor:
@@ -333,6 +334,10 @@ class TwistedSMC(Messenger):
         if self.ddpm.clip_x0:
             moved = moved.clamp(-1.0, 1.0)
         return loc + posterior_mean(self.ddpm, moved - self._x0_hat, torch.zeros_like(loc), t)
+
+    def _recorded_ancestors(self, ancestors: torch.Tensor | None) -> torch.Tensor:
+        """The ancestors of a step for :attr:`records`: each particle its own where nothing was resampled."""
+        return ancestors if ancestors is not None else torch.arange(self.particles).expand(self.batch, -1).clone()
 
     def _resample_low_ess(self) -> torch.Tensor | None:
         """Resample the systems whose effective sample size is below the threshold; their ancestors, or ``None``."""
