@@ -8,13 +8,14 @@ at every optimisation step. :class:`LayerSplit` obtains both without changing th
   opaque call. Every traced operation that depends on the layer's output belongs to the tail; everything else
   (including values that bypass the layer, such as a residual block's identity branch when the layer sits inside
   the block) is computed once by the head and handed to the tail. This works whether or not the layer is a
-  top-level split point of an ``nn.Sequential``. The split is checked once against the full model's output.
+  top-level split point of an ``nn.Sequential``. The split is checked against the full model's output at the first
+  head after each :meth:`LayerSplit.refresh` (the bottlenecks refresh at each call), and traced again if they differ.
 * **Optimised tail** (graph split only, on by default): the tail runs 10 times per image for each noise copy, so
   it is run as a new graph module built for the job (see :func:`~pyroflows.attribution.tail.optimize_tail`):
   eval-mode BatchNorm folded into the preceding convolution, each ReLU followed by a max-pool moved after the pool,
   and 4-d feature maps passed in the ``channels_last`` memory format. The model itself is never changed: the new
   module shares the model's un-folded modules and holds new weights only for the folded convolutions, rebuilt from
-  the current weights for every attribution. It is checked once against the plain tail.
+  the current weights (rebuilt whenever a parameter or buffer changes). It is checked once against the plain tail.
 * **Re-run fallback**: a model that ``torch.fx`` cannot trace (data-dependent Python control flow) is run whole at
   each step with a forward hook replacing the layer's output, as the official implementation does; a
   :class:`LayerSplitWarning` (a :class:`UserWarning`) says so. The head is still cut short: capturing :math:`R`
@@ -144,8 +145,9 @@ class HeadOutput:
         carried: Values the tail needs besides :math:`Z` (graph split only), in the tail's placeholder order.
         batched: For each carried value, whether it has the batch dimension and must be repeated per noise copy.
         args: Further arguments of the model's forward (e.g. an attention mask), for the re-run path.
-        tail_module: The optimised tail for these inputs, built on the first :meth:`LayerSplit.tail` call (so from
-            the weights the model has while these inputs are attributed), or ``None``.
+        tail_module: The optimised tail for these inputs, chosen at the first :meth:`LayerSplit.tail` call (kept from
+            an earlier call or built from the current weights, and checked against the plain tail on these
+            features), or ``None``.
     """
 
     inputs: torch.Tensor
@@ -196,7 +198,8 @@ class LayerSplit:
         self.mode = "rerun"
         self.optimize_tail = bool(optimize_tail)
         self._checked = False
-        self._optimized_checked = False
+        self._fresh = True  # whether the graph was traced since the last refresh()
+        self._optimized: tuple[tuple[Any, ...], nn.Module] | None = None  # (weights' fingerprint, optimised tail)
         if graph_split:
             try:
                 with frozen(model):
@@ -210,14 +213,20 @@ class LayerSplit:
                 self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
 
     def refresh(self) -> None:
-        """Trace the split again, so that it sees the Python-level state ``forward`` reads now.
+        """Have the next head checked against the whole model, and traced again if they disagree.
 
-        State such as a flag, a mode or a list of active branches is taken as it is now rather than as it was at
-        construction; the first head after a refresh is compared with the whole model again. The bottlenecks call it at
-        each ``attribute``.
+        ``forward`` may read Python-level state (a flag, a mode, a list of active branches) that the trace froze. The
+        bottlenecks call this at each ``attribute``: the next :meth:`head` compares the split network's output on its
+        inputs with the whole model's, and only when they differ is the model traced again (with the state it has
+        now) and compared once more; a fresh trace that still differs falls back to the re-run path. So a model whose
+        state did not change is not traced again for every call.
         """
-        if self.mode != "graph":
-            return
+        if self.mode == "graph":
+            self._checked = False
+            self._fresh = False
+
+    def _retrace(self) -> None:
+        """Trace the split again; fall back to the re-run path if ``torch.fx`` no longer can."""
         try:
             with frozen(self.model):
                 self._build_graph_split()
@@ -226,7 +235,8 @@ class LayerSplit:
         except Exception as exc:  # torch.fx raises many kinds of errors on untraceable code
             self._warn_fallback(f"torch.fx could not trace it ({type(exc).__name__}: {str(exc)[:120]})")
             return
-        self._checked = False
+        self._fresh = True
+        self._optimized = None
 
     def _warn_fallback(self, why: str) -> None:
         self.mode = "rerun"
@@ -269,11 +279,19 @@ class LayerSplit:
             if self.mode == "graph" and args:
                 self._warn_fallback("the model is called with further forward arguments")
             if self.mode == "graph":
-                features, *carried = self._head(inputs)
-                head = HeadOutput(inputs, features, tuple(carried), self._batched)
+                head = self._graph_head(inputs)
                 if not self._checked:
-                    self._check(head)
-                return head
+                    self._checked = True
+                    why = self._disagreement(head)
+                    if why is not None and not self._fresh:  # traced before the model's Python state changed?
+                        self._retrace()
+                        if self.mode == "graph":
+                            head = self._graph_head(inputs)
+                            why = self._disagreement(head)
+                    if why is not None and self.mode == "graph":
+                        self._warn_fallback(why)
+                if self.mode == "graph":
+                    return head
             captured: list[torch.Tensor] = []
 
             def capture(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
@@ -293,16 +311,17 @@ class LayerSplit:
                 raise TypeError(f"layer {self.layer_name!r} returns a {type(captured[0]).__name__}, not a tensor")
             return HeadOutput(inputs, captured[0], args=tuple(args))
 
-    def _check(self, head: HeadOutput) -> None:
-        """Compare the split network with the whole model once; fall back to re-running it if they differ."""
-        self._checked = True
+    def _graph_head(self, inputs: torch.Tensor) -> HeadOutput:
+        features, *carried = self._head(inputs)
+        return HeadOutput(inputs, features, tuple(carried), self._batched)
+
+    def _disagreement(self, head: HeadOutput) -> str | None:
+        """Why the split network's output on ``head``'s inputs is not the whole model's, or ``None`` if it is."""
         try:
             ok = _same_output(self._tail(head.features, *head.carried), self.model(head.inputs))
         except Exception as exc:
-            self._warn_fallback(f"the split graph failed on real inputs ({type(exc).__name__}: {str(exc)[:120]})")
-            return
-        if not ok:
-            self._warn_fallback("the split graph's output differs from the model's")
+            return f"the split graph failed on real inputs ({type(exc).__name__}: {str(exc)[:120]})"
+        return None if ok else "the split graph's output differs from the model's"
 
     def tail(self, z: torch.Tensor, head: HeadOutput) -> torch.Tensor:
         """Logits for feature maps ``z`` ``[c * N, *feature]``: ``c`` copies of the ``N`` inputs, copy-major."""
@@ -321,37 +340,49 @@ class LayerSplit:
             return self.model(inputs, *args)
 
     def _tail_for(self, head: HeadOutput) -> nn.Module:
-        """The plain tail, or the optimised one for this head's inputs (built on first use, checked once)."""
+        """The plain tail, or the optimised one, checked against the plain tail on this head's features.
+
+        The optimised tail is kept between calls while the tail's weights keep their identity, storage and in-place
+        version, and reused only after it reproduces the plain tail on the head's features (which also catches an
+        edit through ``.data``, which no version counter sees); otherwise it is built again from the current weights.
+        """
         if self.optimize_tail and head.tail_module is None:
             if _has_hooks(self._tail):  # checked once per head(): hooks should see the modules they were put on
                 head.tail_module = self._tail
             else:
+                key = (head.features.ndim, *_fingerprint(self._tail))
+                if self._optimized is not None and self._optimized[0] == key:
+                    head.tail_module = self._optimized[1]
+                    if self._optimized_disagreement(head) is None:
+                        return head.tail_module
                 with torch.no_grad():
-                    head.tail_module = optimize_tail(self._tail, head.features.ndim)
-                if not self._optimized_checked:
-                    self._check_optimized(head)
+                    self._optimized = (key, optimize_tail(self._tail, head.features.ndim))
+                head.tail_module = self._optimized[1]
+                why = self._optimized_disagreement(head)
+                if why is not None:
+                    warnings.warn(
+                        f"the optimised tail after {self.layer_name!r} is not used: {why}",
+                        LayerSplitWarning,
+                        stacklevel=4,
+                    )
+                    self.optimize_tail = False
+                    self._optimized = None
+                    head.tail_module = None
         if self.optimize_tail and head.tail_module is not None:  # built above while optimize_tail holds
             return head.tail_module
         return self._tail
 
-    def _check_optimized(self, head: HeadOutput) -> None:
-        """Compare the optimised tail with the plain one once; stop optimising if they differ."""
-        self._optimized_checked = True
+    def _optimized_disagreement(self, head: HeadOutput) -> str | None:
+        """Why the optimised tail's output on ``head``'s features is not the plain tail's, or ``None`` if it is."""
         optimized = head.tail_module
-        assert optimized is not None  # _tail_for built it just before
+        assert optimized is not None  # _tail_for set it just before
         try:
             with torch.no_grad():
                 plain = self._tail(head.features, *head.carried)
                 ok = _same_output(optimized(head.features, *head.carried), plain)
-            why = "its output differs from the plain tail's"
         except Exception as exc:
-            ok, why = False, f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
-        if not ok:
-            warnings.warn(
-                f"the optimised tail after {self.layer_name!r} is not used: {why}", LayerSplitWarning, stacklevel=5
-            )
-            self.optimize_tail = False
-            head.tail_module = None
+            return f"it failed ({type(exc).__name__}: {str(exc)[:120]})"
+        return None if ok else "its output differs from the plain tail's"
 
 
 def _cut_node(graph: fx.Graph, layer_name: str) -> fx.Node:
@@ -426,6 +457,12 @@ def _same_output(candidate: torch.Tensor, reference: Any) -> bool:
 
 
 _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+
+
+def _fingerprint(module: nn.Module) -> tuple[Any, ...]:
+    """Identity, storage and in-place version of every parameter and buffer: any change to the weights changes it."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
 
 def _has_hooks(module: nn.Module) -> bool:

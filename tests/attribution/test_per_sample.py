@@ -486,6 +486,51 @@ def test_flipping_a_python_flag_changes_the_maps_as_on_the_hook_path():
         torch.testing.assert_close(maps[True, flip], maps[False, flip], rtol=1e-5, atol=1e-5 * scale)
 
 
+def test_a_model_whose_state_did_not_change_is_traced_once(monkeypatch):
+    import pyroflows.attribution.layers as layers  # where LayerSplit traces
+
+    traces = []
+    real = layers._LeafTracer.trace
+    monkeypatch.setattr(layers._LeafTracer, "trace", lambda self, root: traces.append(1) or real(self, root))
+    model = _Flagged().eval()
+    bottleneck = PerSampleBottleneck(model, "conv", steps=2, beta=1).estimate(torch.randn(32, 1, 8, 8))
+    for _ in range(3):
+        bottleneck.attribute(torch.randn(2, 1, 8, 8), 0)
+    assert len(traces) == 1  # the construction's trace, checked against the model at each call
+    model.flip = True
+    bottleneck.attribute(torch.randn(2, 1, 8, 8), 0)
+    assert len(traces) == 2 and bottleneck.split.mode == "graph"  # traced again once the outputs disagreed
+
+
+@pytest.mark.parametrize("edit", ["in_place", "through_data", "replaced"])
+def test_the_kept_optimised_tail_follows_the_weights_however_they_are_changed(edit):
+    model = _batch_norm_net().eval()
+    data, inputs, target = torch.randn(64, 1, 16, 16), torch.randn(3, 1, 16, 16), torch.tensor([0, 2, 1])
+    bottleneck = PerSampleBottleneck(model, "stem.1", steps=5, beta=1).estimate(data)
+    bottleneck.attribute(inputs, target)  # builds and keeps the optimised tail
+    kept = bottleneck.split._optimized
+    pyro.set_rng_seed(3)
+    again = bottleneck.attribute(inputs, target)
+    assert bottleneck.split._optimized is kept  # same weights: reused, not rebuilt
+    with torch.no_grad():  # a new BatchNorm scale: folded into conv1 by the optimised tail
+        if edit == "in_place":
+            model.bn1.weight.mul_(-3.0)
+        elif edit == "through_data":  # no version counter sees this one
+            model.bn1.weight.data.mul_(-3.0)
+        else:
+            model.bn1.weight = nn.Parameter(model.bn1.weight * -3.0)
+    pyro.set_rng_seed(3)
+    changed = bottleneck.attribute(inputs, target)
+    assert bottleneck.split._optimized is not kept and bottleneck.split.optimize_tail
+    fresh = PerSampleBottleneck(model, "stem.1", steps=5, beta=1, optimize_tail=False)
+    fresh.set_statistics(bottleneck.mean, bottleneck.std, bottleneck.active, bottleneck.n_samples)
+    pyro.set_rng_seed(3)
+    expected = fresh.attribute(inputs, target)
+    scale = float(expected.abs().max())
+    assert float((expected - again).abs().max()) > 1e-3 * scale  # the edit moves the maps ...
+    torch.testing.assert_close(changed, expected, rtol=1e-4, atol=1e-4 * scale)  # ... and the kept tail followed
+
+
 def test_out_of_range_targets_and_bad_beta_are_data_errors():
     from pyroflows.errors import DataError
 
