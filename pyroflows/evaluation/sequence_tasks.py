@@ -36,7 +36,6 @@ from pyroflows.evaluation.protocol import EvaluationTable, evaluate_methods
 __all__ = ["SEQUENCE_TASKS", "SequenceSetup", "sequence_task", "evaluate_sequence_task", "train_readout"]
 
 SEQUENCE_TASKS = ("motifs", "keywords")
-_NULL_CLASS = 4  # the keyword task's "no keyword" label (make_keyword_sequences' default 4 classes)
 
 
 def _tokens_padding(tokens: torch.Tensor, args: tuple[Any, ...]) -> torch.Tensor:
@@ -57,6 +56,7 @@ class SequenceSetup:
         spans: ``[N, 2]`` known relevant spans.
         padding: ``[N, L]`` padding (keywords) or ``None``.
         train_inputs: Training-split inputs for the bottlenecks' statistics; ``train_labels`` their labels.
+        train_evidence: Which training inputs hold the task's evidence (a motif; a keyword, not the null class).
         context: The registry's context (layer, layout, padding, embedding).
         degradation_tiles / sensitivity_tiles / baseline: The metrics' settings.
         readout_layers: Layers the task's readout bottleneck reads.
@@ -70,6 +70,7 @@ class SequenceSetup:
     padding: torch.Tensor | None
     train_inputs: torch.Tensor
     train_labels: torch.Tensor
+    train_evidence: torch.Tensor
     context: MethodContext
     degradation_tiles: tuple[int, ...]
     sensitivity_tiles: tuple[int, ...]
@@ -105,6 +106,7 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
         train = make_motif_sequences(estimation, split="train", seed=seed + 1)
         with torch.no_grad():
             keep = (pool.labels == 1) & (model(pool.inputs).argmax(1) == pool.labels)
+        evidence = train.labels == 1
         context = MethodContext(layer=MOTIF_LAYER, data=train.inputs, seed=seed, options={"window": 5})
         tiles, sens, baseline, readout = (5, 10), (1, 5), "mean", (MOTIF_LAYER, "features.4")
     else:
@@ -115,6 +117,7 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
         train = make_keyword_sequences(
             estimation, split="train", seed=seed + 1, null_fraction=KEYWORD_NULL_FRACTION
         )  # fmt: skip
+        evidence = train.spans[:, 1] > train.spans[:, 0]  # a keyword-less sequence's span is (0, 0)
         with torch.no_grad():
             keep = model(pool.inputs, pool.padding).argmax(1) == pool.labels
         context = MethodContext(
@@ -128,8 +131,8 @@ def sequence_task(task: str, *, n: int = 200, estimation: int = 2000, seed: int 
         raise DataError("the model classifies none of the held-out sequences correctly")
     test = pool.subset(chosen)
     return SequenceSetup(
-        task, model, test.inputs, test.labels, test.spans, test.padding, train.inputs, train.labels, context,
-        tiles, sens, baseline, readout,
+        task, model, test.inputs, test.labels, test.spans, test.padding, train.inputs, train.labels, evidence,
+        context, tiles, sens, baseline, readout,
     )  # fmt: skip
 
 
@@ -168,8 +171,7 @@ def train_readout(
         inputs, labels = setup.train_inputs, setup.train_labels
         # Trained where the evidence is: a negative's best mask passes nothing (no motif or keyword, no information),
         # and with many negatives the readout learns to close everywhere. The evaluation explains the others.
-        keep = labels == 1 if setup.task == "motifs" else labels != _NULL_CLASS
-        inputs, labels = inputs[keep], labels[keep]
+        inputs, labels = inputs[setup.train_evidence], labels[setup.train_evidence]
         batches = list(zip(inputs.split(batch_size), labels.split(batch_size), strict=True))
         readout.fit(batches, epochs=epochs, lr=lr, warmup=epochs / 2 if warmup is None else warmup)
     return readout
