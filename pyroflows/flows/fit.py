@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyro
 import pyro.optim
+import pyro.util
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from pyroflows import distributed
 from pyroflows.errors import DataError, PyroflowsWarning
 from pyroflows.flows.compact import CompactFlow
+from pyroflows.flows.families import SPLINE_ENDS
 from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
 from pyroflows.validation import as_finite_2d, check_float, check_int
@@ -59,6 +61,8 @@ class FitResult:
         stopped_early: Whether early stopping ended the run.
         converged: False when the step budget ran out while the held-out NLL was still improving significantly
             (a :class:`ConvergenceWarning` is issued then); True otherwise, and without a held-out split.
+        ends: For a flow whose ``ends`` :func:`fit` chooses (``"auto"``): the ends it kept; None otherwise.
+        ends_heldout_nll: Then the held-out NLL of each candidate's fit (the kept one's is ``best_heldout_nll``).
     """
 
     train_nll: list[float] = field(default_factory=list)
@@ -70,6 +74,8 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     converged: bool = True
+    ends: str | None = None
+    ends_heldout_nll: dict[str, float] = field(default_factory=dict)
 
     @property
     def best_step(self) -> int:
@@ -201,6 +207,11 @@ def fit(
     ``patience`` is the whole budget: the learning rate has decayed by the end, and the last parameters are kept unless
     an earlier evaluation was significantly better.
 
+    A :class:`~pyroflows.flows.CompactFlow` built with ``ends="auto"`` (a choice in
+    :data:`~pyroflows.flows.families.SPLINE_ENDS`) is fitted once per candidate ends (free, then secant), each from
+    the flow's current parameters on the same split and minibatches; the flow keeps the fit with the lower held-out NLL
+    (``result.ends``), and its ``config["ends"]`` then names the kept ends, so a saved flow reloads as fitted.
+
     Args:
         flow: The flow to train (its bounds must contain every point); a :class:`~pyroflows.flows.SegmentFlow`
             is fitted through its arc-length flow.
@@ -225,8 +236,9 @@ def fit(
         DataError: bad data (see :func:`check_data`), fewer than 2 points, or a bad ``context`` (see
             :func:`~pyroflows.flows.conditional.check_context`; also a conditional flow without one or a context for
             an unconditional flow).
-        DataError: also a bad argument (:func:`pyroflows.validation.check_int` / ``check_float``), or a frozen flow
-            (:meth:`CompactFlow.freeze`); :class:`~pyroflows.errors.DataError` is a ``ValueError``.
+        DataError: also a bad argument (:func:`pyroflows.validation.check_int` / ``check_float``), a frozen flow
+            (:meth:`CompactFlow.freeze`), or ``ends="auto"`` without a held-out split (``heldout_fraction=0``);
+            :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
         >>> import warnings
@@ -270,11 +282,58 @@ def fit(
     distributed.synchronize(flow)  # in a process group: rank 0's parameters and random state everywhere
     split = _Split.draw(flow, x, c, heldout_fraction)
     eval_every = min(eval_every, steps)
-    svi = _make_svi(flow, split, min(batch_size, split.train.shape[0]), lr, final_lr_fraction ** (1.0 / steps))
+    batch = min(batch_size, split.train.shape[0])
+    if isinstance(flow, CompactFlow) and SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
+        return _fit_choosing_ends(flow, split, steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
+                                  eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
+    return _fit_split(flow, split, steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
+                      eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
+
+
+def _fit_split(flow: Any, split: _Split, *, steps: int, batch: int, lr: float, final_lr_fraction: float,
+               eval_every: int, patience: int, progress: bool) -> FitResult:  # fmt: skip
+    """SVI on a drawn split: train, keep the best parameters, warn when still improving."""
+    svi = _make_svi(flow, split, batch, lr, final_lr_fraction ** (1.0 / steps))
     result = FitResult(eval_every=eval_every)
     start = time.perf_counter()
     tracker = _train(flow, svi, split, result, steps=steps, patience=patience, progress=progress)
     _finish(flow, split, result, tracker, steps)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _fit_choosing_ends(flow: CompactFlow, split: _Split, **kwargs: Any) -> FitResult:
+    """Fit each candidate ends of ``flow.config["ends"]`` on the same split and minibatches; keep the best.
+
+    Every candidate starts from the flow's current parameters (those it has) and sees the same random numbers, so
+    the choice depends only on the seed. The winner has the lowest held-out NLL (ties go to the first candidate); its
+    warnings are issued, the others' dropped, and ``flow`` takes its ends and parameters.
+    """
+    if not split.heldout.shape[0]:
+        raise DataError(
+            f"ends={flow.config['ends']!r} chooses the spline ends on the held-out split: heldout_fraction must be "
+            "above 0 (or give the ends)"
+        )
+    start, state, rng = time.perf_counter(), flow.state_dict(), pyro.util.get_rng_state()
+    fitted: dict[str, tuple[CompactFlow, FitResult, list[warnings.WarningMessage]]] = {}
+    for ends in SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
+        candidate = CompactFlow.from_config({**flow.config, "ends": ends}).to(flow.low.device)
+        candidate.load_state_dict({k: v for k, v in state.items() if k in candidate.state_dict()})
+        pyro.util.set_rng_state(rng)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            fitted[ends] = candidate, _fit_split(candidate, split, **kwargs), caught
+    best = min(fitted, key=lambda e: fitted[e][1].best_heldout_nll)
+    winner, result, caught = fitted[best]
+    flow._adopt_ends(winner)
+    store = pyro.get_param_store()
+    for candidate, _, _ in fitted.values():
+        for key in [k for k in store.keys() if k.startswith(f"{candidate._pyro_name}.")]:
+            del store[key]
+    for w in caught:
+        warnings.warn(w.message, w.category, stacklevel=3)  # _fit_choosing_ends, fit, the caller
+    result.ends = best
+    result.ends_heldout_nll = {e: r.best_heldout_nll for e, (_, r, _) in fitted.items()}
     result.seconds = time.perf_counter() - start
     return result
 
@@ -400,7 +459,7 @@ def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, step
             f"({-history[0].mean().item():.4f} -> {-final_log_probs.mean().item():.4f} nats over the last "
             f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps",
             ConvergenceWarning,
-            stacklevel=3,
+            stacklevel=4,  # _finish, _fit_split, fit, the caller
         )
 
 
