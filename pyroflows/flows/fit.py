@@ -242,6 +242,7 @@ def fit(
 
     Example:
         >>> import warnings
+        >>> pyro.set_rng_seed(0)  # the flow's start and the data
         >>> flow = CompactFlow(0.0, 1.0, num_layers=2)
         >>> with warnings.catch_warnings(record=True) as caught:  # 60 steps are too few: fit says so
         ...     warnings.simplefilter("always")
@@ -283,31 +284,35 @@ def fit(
     split = _Split.draw(flow, x, c, heldout_fraction)
     eval_every = min(eval_every, steps)
     batch = min(batch_size, split.train.shape[0])
+    settings: dict[str, Any] = dict(steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
+                                    eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
     if isinstance(flow, CompactFlow) and SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
-        return _fit_choosing_ends(flow, split, steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
-                                  eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
-    return _fit_split(flow, split, steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
-                      eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
+        result, unconverged = _fit_choosing_ends(flow, split, **settings)
+    else:
+        result, unconverged = _fit_split(flow, split, **settings)
+    if unconverged is not None:
+        warnings.warn(unconverged, ConvergenceWarning, stacklevel=2)
+    return result
 
 
 def _fit_split(flow: Any, split: _Split, *, steps: int, batch: int, lr: float, final_lr_fraction: float,
-               eval_every: int, patience: int, progress: bool) -> FitResult:  # fmt: skip
-    """SVI on a drawn split: train, keep the best parameters, warn when still improving."""
+               eval_every: int, patience: int, progress: bool) -> tuple[FitResult, str | None]:  # fmt: skip
+    """SVI on a drawn split: train and keep the best parameters; the convergence warning's message, if any."""
     svi = _make_svi(flow, split, batch, lr, final_lr_fraction ** (1.0 / steps))
     result = FitResult(eval_every=eval_every)
     start = time.perf_counter()
     tracker = _train(flow, svi, split, result, steps=steps, patience=patience, progress=progress)
-    _finish(flow, split, result, tracker, steps)
+    unconverged = _finish(flow, split, result, tracker, steps)
     result.seconds = time.perf_counter() - start
-    return result
+    return result, unconverged
 
 
-def _fit_choosing_ends(flow: CompactFlow, split: _Split, **kwargs: Any) -> FitResult:
+def _fit_choosing_ends(flow: CompactFlow, split: _Split, **settings: Any) -> tuple[FitResult, str | None]:
     """Fit each candidate ends of ``flow.config["ends"]`` on the same split and minibatches; keep the best.
 
     Every candidate starts from the flow's current parameters (those it has) and sees the same random numbers, so
-    the choice depends only on the seed. The winner has the lowest held-out NLL (ties go to the first candidate); its
-    warnings are issued, the others' dropped, and ``flow`` takes its ends and parameters.
+    the choice depends only on the seed. The winner has the lowest held-out NLL (ties go to the first candidate);
+    ``flow`` takes its ends and parameters, and only its convergence warning is returned.
     """
     if not split.heldout.shape[0]:
         raise DataError(
@@ -315,27 +320,23 @@ def _fit_choosing_ends(flow: CompactFlow, split: _Split, **kwargs: Any) -> FitRe
             "above 0 (or give the ends)"
         )
     start, state, rng = time.perf_counter(), flow.state_dict(), pyro.util.get_rng_state()
-    fitted: dict[str, tuple[CompactFlow, FitResult, list[warnings.WarningMessage]]] = {}
+    fitted: dict[str, tuple[CompactFlow, FitResult, str | None]] = {}
     for ends in SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
         candidate = CompactFlow.from_config({**flow.config, "ends": ends}).to(flow.low.device)
         candidate.load_state_dict({k: v for k, v in state.items() if k in candidate.state_dict()})
         pyro.util.set_rng_state(rng)
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            fitted[ends] = candidate, _fit_split(candidate, split, **kwargs), caught
+        fitted[ends] = (candidate, *_fit_split(candidate, split, **settings))
     best = min(fitted, key=lambda e: fitted[e][1].best_heldout_nll)
-    winner, result, caught = fitted[best]
+    winner, result, unconverged = fitted[best]
     flow._adopt_ends(winner)
     store = pyro.get_param_store()
     for candidate, _, _ in fitted.values():
         for key in [k for k in store.keys() if k.startswith(f"{candidate._pyro_name}.")]:
             del store[key]
-    for w in caught:
-        warnings.warn(w.message, w.category, stacklevel=3)  # _fit_choosing_ends, fit, the caller
     result.ends = best
     result.ends_heldout_nll = {e: r.best_heldout_nll for e, (_, r, _) in fitted.items()}
     result.seconds = time.perf_counter() - start
-    return result
+    return result, unconverged
 
 
 @dataclass
@@ -439,11 +440,15 @@ def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int,
     return tracker
 
 
-def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, steps: int) -> None:
-    """Keep the last parameters unless an earlier evaluation was significantly better; warn when still improving."""
+def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, steps: int) -> str | None:
+    """Keep the last parameters unless an earlier evaluation was significantly better.
+
+    Returns:
+        The :class:`ConvergenceWarning`'s message when the held-out NLL was still improving (``fit`` issues it).
+    """
     if not split.heldout.shape[0]:
         result.best_eval = len(result.train_nll) - 1
-        return
+        return None
     history, final_log_probs = tracker.history, tracker.history[-1]
     # Go back to the best evaluation only when the held-out data say it is better than the last parameters by
     # more than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
@@ -454,13 +459,12 @@ def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, step
     result.best_heldout_nll = -log_prob_chunked(flow, split.heldout, context=split.c_heldout).mean().item()
     if not result.stopped_early and len(history) > 1 and _significantly_better(final_log_probs, history[0]):
         result.converged = False
-        warnings.warn(
+        return (
             f"fit: the held-out NLL was still improving when the budget of {steps} steps ran out "
             f"({-history[0].mean().item():.4f} -> {-final_log_probs.mean().item():.4f} nats over the last "
-            f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps",
-            ConvergenceWarning,
-            stacklevel=4,  # _finish, _fit_split, fit, the caller
+            f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps"
         )
+    return None
 
 
 def _fit_context(
