@@ -16,6 +16,7 @@ Usage:
     python benchmarks/flows.py                  # full run, rewrites the "Compact-support flows" sections
     python benchmarks/flows.py --only draws     # only the draws x seeds part (its own section)
     python benchmarks/flows.py --only draws --ends secant  # the same with secant spline ends (its own section)
+    python benchmarks/flows.py --only draws --ends auto    # ends chosen per fit by held-out NLL (its own section)
     python benchmarks/flows.py --quick          # smaller sizes, prints the tables only
 """
 
@@ -48,8 +49,29 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Compact-support flows"
 DRAWS_SECTION = "## Compact-support flows: the defaults over data draws and seeds, and at the bounds"
 SECANT_SECTION = "## Compact-support flows: secant spline ends over data draws and seeds, and at the bounds"
+AUTO_SECTION = "## Compact-support flows: spline ends chosen per fit by held-out NLL, over data draws and seeds"
 #: The opt-in configuration ``--ends secant`` measures: the flow's and the fit's arguments.
 SECANT, SECANT_FIT = {"ends": "secant"}, {"batch_size": 8192}
+#: The draws part's configurations (``--ends``): flow arguments, fit arguments, section, figure, description.
+DRAW_CONFIGS: dict[str, tuple[dict, dict, str, str, str]] = {
+    "default": ({}, {}, DRAWS_SECTION, "flows_bounds.png", "`CompactFlow(1, 2.5)` fitted with `fit`'s defaults"),
+    "secant": (
+        SECANT,
+        SECANT_FIT,
+        SECANT_SECTION,
+        "flows_bounds_secant.png",
+        '`CompactFlow(1, 2.5, ends="secant")` (tail prior 0.01 by default) fitted with `batch_size=8192` (full '
+        "batches) and otherwise `fit`'s defaults",
+    ),
+    "auto": (
+        {"ends": "auto"},
+        {},
+        AUTO_SECTION,
+        "flows_bounds_auto.png",
+        '`CompactFlow(1, 2.5, ends="auto")` fitted with `fit`\'s defaults: free and secant ends (tail priors 0.1 and '
+        "0.01) each fitted on the same split and minibatches, the lower held-out NLL kept",
+    ),
+}
 
 
 def true_nll(target: BoundedTarget, test: np.ndarray) -> float:
@@ -119,17 +141,17 @@ def main() -> None:
     parser.add_argument("--only", choices=("table", "draws"), default=None, help="run one part only")
     parser.add_argument(
         "--ends",
-        choices=("default", "secant"),
+        choices=tuple(DRAW_CONFIGS),
         default="default",
-        help="draws part: the defaults, or secant spline ends with full batches (its own section and figure)",
+        help="draws part: the defaults, secant spline ends with full batches, or ends chosen per fit by held-out NLL "
+        "(each its own section and figure)",
     )
     args = parser.parse_args()
     if args.only != "table":
-        secant = args.ends == "secant"
-        draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write), secant=secant)
+        draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write), ends=args.ends)
         print(draws_table)
         if not args.no_write and not args.quick:
-            write_section(draws_table, SECANT_SECTION if secant else DRAWS_SECTION)
+            write_section(draws_table, DRAW_CONFIGS[args.ends][2])
     if args.only == "draws":
         return
     n_train, n_test, epochs = (2000, 10000, 300) if args.quick else (5000, 50000, DEFAULT_STEPS)
@@ -169,10 +191,10 @@ def _window_mean(flow: CompactFlow, a: float, b: float, cells: int = 4000) -> fl
         return flow().log_prob(((edges[1:] + edges[:-1]) / 2)[:, None]).exp().mean().item()
 
 
-def draws_and_seeds(quick: bool, figure: bool = True, secant: bool = False) -> str:
-    """The default fit (or, with ``secant``, the secant-end configuration) over independent data draws and seeds:
-    the piecewise-uniform target and Beta(2, 5)."""
-    flow_kwargs, fit_kwargs = (SECANT, SECANT_FIT) if secant else ({}, {})
+def draws_and_seeds(quick: bool, figure: bool = True, ends: str = "default") -> str:
+    """The default fit (or another of :data:`DRAW_CONFIGS`) over independent data draws and seeds: the
+    piecewise-uniform target and Beta(2, 5)."""
+    flow_kwargs, fit_kwargs, _, figure_name, what = DRAW_CONFIGS[ends]
     target = BOUNDED_TARGETS["piecewise"]()
     draws, seeds, n_train, n_test = ((1, 2), (0,), 2000, 10000) if quick else ((1, 2, 3, 4, 5), (0, 1, 2), 5000, 50000)
     steps = 300 if quick else DEFAULT_STEPS
@@ -187,24 +209,19 @@ def draws_and_seeds(quick: bool, figure: bool = True, secant: bool = False) -> s
     near = width * np.geomspace(1e-6, 0.05, 300)
     runs, curves = _piecewise_runs(target, draws, seeds, n_train, n_test, steps, windows, near, flow_kwargs, fit_kwargs)
     if figure:
-        _bounds_figure(near / width, curves, "flows_bounds_secant.png" if secant else "flows_bounds.png")
+        _bounds_figure(near / width, curves, figure_name)
     beta = _beta_runs(quick, seeds, steps, flow_kwargs, fit_kwargs)
-    what = (
-        '`CompactFlow(1, 2.5, ends="secant")` (tail prior 0.01 by default) fitted with `batch_size=8192` (full '
-        f"batches) and otherwise `fit`'s defaults ({steps} steps at most)"
-        if secant
-        else f"`CompactFlow(1, 2.5)` fitted with `fit`'s defaults ({steps} steps at most), as `pyroflows flow fit` does"
-    )
+    what += f" ({steps} steps at most)" + (", as `pyroflows flow fit` does" if ends == "default" else "")
     header = (
         f"Command: `python benchmarks/flows.py{' --quick' if quick else ' --only draws'}"
-        f"{' --ends secant' if secant else ''}` (date {datetime.date.today()}). {what}, "
+        f"{'' if ends == 'default' else ' --ends ' + ends}` (date {datetime.date.today()}). {what}, "
         f"on {len(draws)} independent draws of {n_train:,} points (seeds {', '.join(map(str, draws))}) x "
         f"{len(seeds)} fit seeds; KL = NLL on {n_test:,} fresh points (seed 1000) minus the truth's on the same "
         "points. "
         "Bound columns: the learned density's mean over the first / last 1% and 0.1% of the interval divided by the "
         "truth's (0.4 at the left, 0.6 at the right); 1 is exact."
     )
-    return _render_draws(header, runs, draws, windows, beta, secant)
+    return _render_draws(header, runs, draws, windows, beta, ends)
 
 
 def _piecewise_runs(
@@ -245,7 +262,7 @@ def _piecewise_runs(
                 )
             ratios = {k: _window_mean(flow, a, b) / truth_density for k, (a, b, truth_density) in windows.items()}
             runs.append({"draw": draw, "seed": seed, "kl": kl, "steps": result.steps, "seconds": seconds,
-                         "warned": bool(caught), **ratios})  # fmt: skip
+                         "warned": bool(caught), "chosen": result.ends, **ratios})  # fmt: skip
             print(f"piecewise draw {draw} seed {seed}: KL {kl:.4f}, " +
                   ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) + f", {seconds:.1f} s", flush=True)  # fmt: skip
     return runs, curves
@@ -269,18 +286,19 @@ def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int, flow_kwargs: dic
             result = fit(flow, train, steps=steps, seed=seed, progress=False, **fit_kwargs)
         with torch.no_grad():
             nll = -flow().log_prob(torch.as_tensor(beta_test)[:, None]).mean().item()
-        rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught)})
+        rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught),
+                     "chosen": result.ends})  # fmt: skip
         print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f})")
     return {"rows": rows, "n": n_beta, "n_test": len(beta_test), "optimum": optimum, "truth": beta_truth}
 
 
 def _render_draws(
-    header: str, runs: list[dict], draws: tuple[int, ...], windows: dict, beta: dict, secant: bool = False
+    header: str, runs: list[dict], draws: tuple[int, ...], windows: dict, beta: dict, ends: str = "default"
 ) -> str:
     """The draws-and-seeds section: the piecewise table, its spread and bound ratios, the Beta(2, 5) table."""
     kls = np.array([r["kl"] for r in runs])
     lines = [
-        SECANT_SECTION if secant else DRAWS_SECTION,
+        DRAW_CONFIGS[ends][2],
         "",
         header,
         "",
@@ -290,7 +308,7 @@ def _render_draws(
     for r in runs:
         lines.append(
             f"| {r['draw']} | {r['seed']} | {r['kl']:.4f} | {r['first 1%']:.3f} | {r['last 1%']:.3f} | "
-            f"{r['first 0.1%']:.3f} | {r['last 0.1%']:.3f} | {r['steps']}{' (warned)' if r['warned'] else ''} | "
+            f"{r['first 0.1%']:.3f} | {r['last 0.1%']:.3f} | {_steps(r)} | "
             f"{r['seconds']:.1f} |"
         )
     spread = kls.std(ddof=1) if len(kls) > 1 else 0.0
@@ -307,7 +325,7 @@ def _render_draws(
     lines += [
         "",
         f"Beta(2, 5), {beta['n']:,} points (fresh draw per seed), "
-        f"{'the same configuration' if secant else 'default fit'}: held-out NLL on {beta['n_test']:,} "
+        f"{'default fit' if ends == 'default' else 'the same configuration'}: held-out NLL on {beta['n_test']:,} "
         f"fresh points against the optimum {optimum:.4f} (the entropy, the truth's expected NLL; the truth's NLL on "
         f"these points is {beta['truth']:.4f}).",
         "",
@@ -315,14 +333,17 @@ def _render_draws(
         "|---|---|---|---|---|",
     ]
     for r in beta["rows"]:
-        lines.append(f"| {r['seed']} | {r['nll']:.4f} | {r['nll'] - optimum:+.4f} | {r['kl']:.4f} | "
-                     f"{r['steps']}{' (warned)' if r['warned'] else ''} |")  # fmt: skip
+        lines.append(f"| {r['seed']} | {r['nll']:.4f} | {r['nll'] - optimum:+.4f} | {r['kl']:.4f} | {_steps(r)} |")
     lines += [
         "",
-        f"Figure: `benchmarks/{'flows_bounds_secant.png' if secant else 'flows_bounds.png'}` (learned density "
-        "against distance from each bound, every run).",
+        f"Figure: `benchmarks/{DRAW_CONFIGS[ends][3]}` (learned density against distance from each bound, every run).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _steps(run: dict) -> str:
+    """The steps cell: the steps taken, whether fit warned, and the ends it chose (``ends="auto"``)."""
+    return f"{run['steps']}{' (warned)' if run['warned'] else ''}{', ' + run['chosen'] if run.get('chosen') else ''}"
 
 
 def _bounds_figure(distance: np.ndarray, curves: list, name: str = "flows_bounds.png") -> None:

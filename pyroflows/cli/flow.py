@@ -45,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 def _add_fit(sub: Any) -> None:
     """``flow fit``: its options, the ``--transform`` choices and help read from the family registry."""
-    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES
+    from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES, SPLINE_ENDS
 
     fit = add_parser(
         sub,
@@ -75,6 +75,13 @@ def _add_fit(sub: Any) -> None:
         help="flow layers: "
         + "; ".join(f"{n}: {FAMILIES.get(n).help}" for n in FAMILIES)
         + f" (default: {DEFAULT_TRANSFORM_RULE})",
+    )
+    fit.add_argument(
+        "--ends",
+        choices=SPLINE_ENDS.names(),
+        default=None,
+        help="the spline's end derivatives, hence the density at each bound (--transform spline only): "
+        + SPLINE_ENDS.help_text(),
     )
     fit.add_argument("--layers", type=int_arg(low=0, high=1000), default=None,
                      help="number of flow layers (default: per transform)")  # fmt: skip
@@ -199,6 +206,7 @@ def fit_command(args: argparse.Namespace) -> int:
         "n": int(data.shape[0]),
         "dim": dim,
         "transform": transform,
+        "ends": flow.config.get("ends"),
         "conditional": context is not None,
         "layers": flow.config["num_layers"],
         "steps": result.steps,
@@ -207,18 +215,26 @@ def fit_command(args: argparse.Namespace) -> int:
         "heldout_nll": result.best_heldout_nll,
         "seconds": round(result.seconds, 2),
     }
+    if result.ends:  # --ends auto: the held-out NLL of each candidate the choice was made from
+        summary["ends_heldout_nll"] = result.ends_heldout_nll
     if not distributed.is_main():  # under torchrun every rank holds the same fitted flow; rank 0 writes it
         return 0
     flow.save(args.out, overwrite=args.force, extra={"fit": summary, "train_nll": result.train_nll})
     if args.json:
         print_json(summary)
     else:
+        ends = f", {summary['ends']} ends" if summary["ends"] not in (None, "fixed") else ""
+        chosen = f" (chosen by held-out NLL: {_nlls(result.ends_heldout_nll)})" if result.ends else ""
         print(
-            f"fitted a {transform} flow ({summary['layers']} layer(s)) to {summary['n']} points in "
+            f"fitted a {transform} flow ({summary['layers']} layer(s){ends}{chosen}) to {summary['n']} points in "
             f"{result.seconds:.1f} s: held-out NLL {result.best_heldout_nll:.4f} nats at step "
             f"{summary['best_step']} of {summary['steps']}; saved to {args.out}"
         )
     return 0
+
+
+def _nlls(by_ends: dict[str, float]) -> str:
+    return ", ".join(f"{ends} {nll:.4f}" for ends, nll in by_ends.items())
 
 
 def _load_context(path: Path, rows: int) -> np.ndarray:
@@ -242,7 +258,9 @@ def _make_flow(low, high, data, context, args):  # noqa: ANN001, ANN202 - lazily
         scale = float(np.median(distance)) if np.median(distance) > 0 else 1.0
     # The flows check the transform (families.FAMILIES), its dimension and the bounds, raising DataError.
     if context is None:
-        return CompactFlow(low, high, transform=args.transform, num_layers=args.layers, scale=scale)
+        return CompactFlow(low, high, transform=args.transform, num_layers=args.layers, ends=args.ends, scale=scale)
+    if args.ends is not None:
+        raise DataError("--ends: a conditional flow (--context) has Pyro's fixed spline ends; leave --ends out")
     return ConditionalCompactFlow(low, high, context.shape[1], transform=args.transform, num_layers=args.layers,
                                   scale=scale)  # fmt: skip
 

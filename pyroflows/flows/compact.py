@@ -13,13 +13,23 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import pyro
 import pyro.distributions as dist
 import torch
 from pyro.nn import PyroModule
 from torch import nn
 
 from pyroflows.errors import DataError
-from pyroflows.flows.families import BASES, FAMILIES, LayerOptions, Stack, default_transform, family_for, modules_of
+from pyroflows.flows.families import (
+    BASES,
+    FAMILIES,
+    SPLINE_ENDS,
+    LayerOptions,
+    Stack,
+    default_transform,
+    family_for,
+    modules_of,
+)
 from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
 from pyroflows.flows.squash import IntervalSquashTransform, to_bounds_dtype
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
@@ -38,13 +48,12 @@ __all__ = [
 
 #: The layer families (:data:`pyroflows.flows.families.FAMILIES`; iterating gives their names).
 TRANSFORMS = FAMILIES
-#: The Laplace scale of the tail-slope prior that ``tail_prior="auto"`` gives, per spline ``ends`` (none for ``"fixed"``
-#: ends, whose density at the bounds only the tail slopes can set). Measured in ``benchmarks/flows.py``: with free ends
-#: 0.01 doubled the edge-peaked KL, hence 0.1; with secant ends 0.01 holds the slopes at 1 on the post's
-#: piecewise-uniform target (the density within 16% of the truth over the last 0.1% of the interval on 15 of 15 runs,
-#: where 0.03 and 0.1 let it fall to 0.77 and 0.57 on one draw), at the cost of densities that vanish or diverge at a
-#: bound (see the "secant spline ends" section of ``benchmarks/RESULTS.md``).
-TAIL_PRIOR_BY_ENDS: dict[str, float] = {"free": 0.1, "secant": 0.01}
+#: The Laplace scale of the tail-slope prior that ``tail_prior="auto"`` gives, per spline ``ends``: each entry's
+#: ``tail_prior`` in :data:`~pyroflows.flows.families.SPLINE_ENDS` (where it was measured), none for ``"fixed"`` ends,
+#: whose density at the bounds only the tail slopes can set.
+TAIL_PRIOR_BY_ENDS: dict[str, float] = {
+    name: prior for name in SPLINE_ENDS if (prior := SPLINE_ENDS.build(name)) is not None
+}
 _names = itertools.count()
 
 
@@ -144,16 +153,18 @@ class CompactFlow(Checkpointable, PyroModule):
         tail_slopes: Include the :class:`TwoSlopeAffine` layer.
         order: Spline order, ``"linear"`` or ``"quadratic"``; by default quadratic when ``ends`` is not ``"fixed"``
             (the rational-quadratic spline with free ends), linear otherwise.
-        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`): ``"free"``
-            (default for ``transform="spline"``, the spline family's ``default_ends`` in
-            :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"`` (each end bin's mean slope, so the
-            density at a bound is the end bin's mean density: best when the density is flat near the bounds) or
+        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`), a name in
+            :data:`~pyroflows.flows.families.SPLINE_ENDS`: ``"free"`` (default for ``transform="spline"``, the
+            spline family's ``default_ends`` in :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"``
+            (each end bin's mean slope, so the density at a bound is the end bin's mean density: best when the
+            density is flat near the bounds), ``"auto"`` (:func:`~pyroflows.flows.fit` fits free and secant ends on
+            the same split and keeps the one with the lower held-out NLL; until then the flow has free ends) or
             ``"fixed"`` (Pyro's 0.999, the only choice for the other transforms).
         tail_prior: Scale :math:`b` of a Laplace prior on the log tail slopes, added by :func:`fit` (MAP; see
-            :meth:`log_prior`), or None for none. ``"auto"`` (default) gives :data:`TAIL_PRIOR_BY_ENDS`'s scale:
-            0.1 with free ends, 0.01 with secant ends, none with fixed ends. The spline's ends already set a finite
-            density at each bound, so the slopes should move only for a density that truly vanishes or diverges
-            there.
+            :meth:`log_prior`), or None for none. ``"auto"`` (default) gives the ends' scale
+            (:data:`TAIL_PRIOR_BY_ENDS`): 0.1 with free ends, 0.01 with secant ends, none with fixed ends (with
+            ``ends="auto"``, that of the ends the flow has). The spline's ends already set a finite density at each
+            bound, so the slopes should move only for a density that truly vanishes or diverges there.
         dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.
         name: Pyro name prefix of the parameters; unique by default so two flows never share parameters.
         scale: For a one-sided support (``low=-inf`` or ``high=inf``), the typical distance of the data from the
@@ -163,7 +174,9 @@ class CompactFlow(Checkpointable, PyroModule):
         DataError: bad bounds (not finite, ``low >= high``), an unknown ``transform`` or ``base`` (checked by
             :data:`~pyroflows.flows.families.FAMILIES` / :data:`~pyroflows.flows.families.BASES`, whose names and
             help texts are the choices), or a family used below its dimension (``"autoregressive"`` with
-            ``dim == 1``). :class:`~pyroflows.errors.DataError` is a ``ValueError``.
+            ``dim == 1``), unknown ``ends`` (checked by :data:`~pyroflows.flows.families.SPLINE_ENDS`) or ends other
+            than ``"fixed"`` for a transform other than ``"spline"``. :class:`~pyroflows.errors.DataError` is a
+            ``ValueError``.
 
     Example:
         >>> flow = CompactFlow(1.0, 2.5, num_layers=2)
@@ -203,10 +216,14 @@ class CompactFlow(Checkpointable, PyroModule):
         BASES.get(base)
         # A spline whose end derivatives are free or secant sets the density at each bound itself; its tail slopes
         # then only need to move for a density that truly vanishes or diverges there, hence the prior by default.
+        if ends is not None and ends != "fixed" and family.default_ends == "fixed":
+            raise DataError(f"ends: {ends!r} needs transform='spline'; {transform!r} layers have Pyro's fixed ends")
         ends = family.default_ends if ends is None else ends
+        SPLINE_ENDS.get(ends)
         order = ("quadratic" if ends != "fixed" else "linear") if order is None else order
         num_layers = family.default_layers if num_layers is None else check_int(num_layers, "num_layers", low=0)
         hidden = list(hidden_dims) if hidden_dims is not None else [8 * dim, 8 * dim]
+        choosing = bool(SPLINE_ENDS.get(ends).factory.candidates)
         self._config: dict[str, Any] = {
             "low": squash.low.tolist(),
             "high": squash.high.tolist(),
@@ -219,23 +236,54 @@ class CompactFlow(Checkpointable, PyroModule):
             "tail_slopes": bool(tail_slopes),
             "order": order,
             "ends": ends,
-            "tail_prior": _tail_prior(tail_prior, ends),
+            # ends="auto" keeps an automatic prior unresolved: it is the prior of the ends fit chooses.
+            "tail_prior": "auto" if choosing and tail_prior == "auto" else _tail_prior(tail_prior, ends),
             "dtype": str(dtype).removeprefix("torch."),
             "scale": float(scale),
         }
         self.dim = dim
         self.register_buffer("low", squash.low.to(dtype))
         self.register_buffer("high", squash.high.to(dtype))
+        self._dtype = dtype
+        self._build_layers()
+
+    def _build_layers(self) -> None:
+        """The tail layer, then the family's stack (permutations between its layers included), base to data."""
+        c = self._config
         options = LayerOptions(
-            count_bins=int(count_bins), bound=float(bound), hidden_dims=hidden, order=order, ends=ends
-        )
-        # Base to data: the tail layer, then the family's stack (permutations between its layers included).
-        self._stack: Stack = [TwoSlopeAffine(dim)] if tail_slopes else []
-        self._stack += family(dim, num_layers, options)
+            count_bins=c["count_bins"], bound=c["bound"], hidden_dims=c["hidden_dims"], order=c["order"],
+            ends=self.layer_ends,
+        )  # fmt: skip
+        self._stack: Stack = [TwoSlopeAffine(self.dim)] if c["tail_slopes"] else []
+        self._stack += FAMILIES.get(c["transform"]).factory(self.dim, c["num_layers"], options)
         # A plain nn.ModuleList: PyroModule issues a pyro.module statement for it whenever forward() touches it, so
         # every layer's parameters are registered (and trained by SVI) without converting Pyro's transforms.
-        self.layers = nn.ModuleList(modules_of(self._stack)).to(dtype)
-        self._dtype = dtype
+        self.layers = nn.ModuleList(modules_of(self._stack)).to(self._dtype)
+
+    @property
+    def layer_ends(self) -> str:
+        """The spline ends the layers have: ``config["ends"]``, or for a choice :func:`fit` makes its first candidate.
+
+        Example:
+            >>> CompactFlow(0.0, 1.0, ends="auto").layer_ends
+            'free'
+        """
+        rule = SPLINE_ENDS.get(self._config["ends"]).factory
+        return rule.candidates[0] if rule.candidates else self._config["ends"]
+
+    def _adopt_ends(self, other: CompactFlow) -> None:
+        """Become ``other``, a flow with the same config but concrete ``ends`` (how :func:`fit` settles ``"auto"``).
+
+        The layers are rebuilt with ``other``'s ends and take its parameters; the parameter store forgets this flow's
+        old layers (a stale entry would shadow a new parameter of the same name).
+        """
+        store = pyro.get_param_store()
+        for key in [k for k in store.keys() if k.startswith(f"{self._pyro_name}.")]:
+            del store[key]
+        self._config = other.config
+        self._build_layers()
+        self.layers.to(device=self.low.device)
+        self.load_state_dict(other.state_dict())
 
     @property
     def config(self) -> dict[str, Any]:
@@ -256,6 +304,7 @@ class CompactFlow(Checkpointable, PyroModule):
             True
         """
         scale = self._config.get("tail_prior")
+        scale = _tail_prior("auto", self.layer_ends) if scale == "auto" else scale
         tails = self.layers[0] if self._config["tail_slopes"] and len(self.layers) else None
         if scale is None or not isinstance(tails, TwoSlopeAffine):
             return torch.zeros((), dtype=self.low.dtype, device=self.low.device)

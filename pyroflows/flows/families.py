@@ -45,6 +45,8 @@ from pyroflows.registry import Registry
 __all__ = [
     "FAMILIES",
     "BASES",
+    "SPLINE_ENDS",
+    "SplineEnds",
     "FlowFamily",
     "LayerOptions",
     "Stack",
@@ -160,6 +162,58 @@ def _conditional_autoregressive(dim: int, num_layers: int, features: int, o: Lay
     )
 
 
+@dataclass(frozen=True)
+class SplineEnds:
+    """One choice of the whole-interval spline's end derivatives (``ends``), hence of the density at each bound.
+
+    Attributes:
+        tail_prior: The Laplace scale of the tail-slope prior that ``tail_prior="auto"`` gives with these ends
+            (:meth:`CompactFlow.log_prior <pyroflows.flows.CompactFlow.log_prior>`), or None for none.
+        candidates: Empty for ends a :class:`~pyroflows.flows.SigmoidSpline` has; for a choice that
+            :func:`~pyroflows.flows.fit` makes, the ends it fits on the same split and minibatches, keeping the one
+            with the lowest held-out NLL (a flow built with it has the first candidate's layers until then).
+    """
+
+    tail_prior: float | None = None
+    candidates: tuple[str, ...] = ()
+
+    def __call__(self) -> float | None:
+        """The tail-prior scale ``tail_prior="auto"`` gives with these ends (what ``SPLINE_ENDS.build(name)`` is).
+
+        Example:
+            >>> SPLINE_ENDS.build("secant"), SPLINE_ENDS.build("fixed")
+            (0.01, None)
+        """
+        return self.tail_prior
+
+
+#: The spline's ``ends`` (``--ends`` on the command line): :class:`~pyroflows.flows.CompactFlow`, :func:`fit
+#: <pyroflows.flows.fit>`, the CLI's choices and help and the README read it. The tail priors were measured in
+#: ``benchmarks/flows.py``: with free ends 0.01 doubled the edge-peaked KL, hence 0.1; with secant ends 0.01 holds the
+#: slopes at 1 on the post's piecewise-uniform target (the density within 16% of the truth over the last 0.1% of the
+#: interval on 15 of 15 runs, where 0.03 and 0.1 let it fall to 0.77 and 0.57 on one draw), at the cost of densities
+#: that vanish or diverge at a bound (the "secant spline ends" sections of ``benchmarks/RESULTS.md``).
+SPLINE_ENDS: Registry[SplineEnds] = Registry("ends")
+SPLINE_ENDS.register(
+    "free",
+    SplineEnds(tail_prior=0.1),
+    "learned end derivatives: the density at each bound is learned (tail prior 0.1)",
+    default=True,
+)
+SPLINE_ENDS.register(
+    "secant",
+    SplineEnds(tail_prior=0.01),
+    "each end derivative is its end bin's mean slope, so the density at a bound is the end bin's mean density: "
+    "best when the density is flat near the bounds (tail prior 0.01)",
+)
+SPLINE_ENDS.register(
+    "auto",
+    SplineEnds(candidates=("free", "secant")),
+    "fit chooses: free and secant ends fitted on the same split, the lower held-out NLL kept (twice the fit time)",
+)
+SPLINE_ENDS.register("fixed", SplineEnds(), "Pyro's end derivatives, 0.999 (the only ends of the other transforms)")
+
+
 FAMILIES: Registry[FlowFamily] = Registry("transform")
 FAMILIES.register(
     "radial",
@@ -169,7 +223,11 @@ FAMILIES.register(
 FAMILIES.register(
     "spline",
     FlowFamily(
-        _spline, default_layers=1, conditional=_conditional_spline, conditional_default_layers=2, default_ends="free"
+        _spline,
+        default_layers=1,
+        conditional=_conditional_spline,
+        conditional_default_layers=2,
+        default_ends=SPLINE_ENDS.default,
     ),
     "a monotone spline over the whole interval whose end derivatives set the density at each bound, 1 layer",
     default=True,

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyro
 import pyro.optim
+import pyro.util
 import torch
 from pyro.infer import SVI, Trace_ELBO
 from tqdm.auto import tqdm
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from pyroflows import distributed
 from pyroflows.errors import DataError, PyroflowsWarning
 from pyroflows.flows.compact import CompactFlow
+from pyroflows.flows.families import SPLINE_ENDS
 from pyroflows.flows.segment import SegmentFlow
 from pyroflows.flows.squash import to_bounds_dtype
 from pyroflows.validation import as_finite_2d, check_float, check_int
@@ -59,6 +61,8 @@ class FitResult:
         stopped_early: Whether early stopping ended the run.
         converged: False when the step budget ran out while the held-out NLL was still improving significantly
             (a :class:`ConvergenceWarning` is issued then); True otherwise, and without a held-out split.
+        ends: For a flow whose ``ends`` :func:`fit` chooses (``"auto"``): the ends it kept; None otherwise.
+        ends_heldout_nll: Then the held-out NLL of each candidate's fit (the kept one's is ``best_heldout_nll``).
     """
 
     train_nll: list[float] = field(default_factory=list)
@@ -70,6 +74,8 @@ class FitResult:
     seconds: float = 0.0
     stopped_early: bool = False
     converged: bool = True
+    ends: str | None = None
+    ends_heldout_nll: dict[str, float] = field(default_factory=dict)
 
     @property
     def best_step(self) -> int:
@@ -201,6 +207,11 @@ def fit(
     ``patience`` is the whole budget: the learning rate has decayed by the end, and the last parameters are kept unless
     an earlier evaluation was significantly better.
 
+    A :class:`~pyroflows.flows.CompactFlow` built with ``ends="auto"`` (a choice in
+    :data:`~pyroflows.flows.families.SPLINE_ENDS`) is fitted once per candidate ends (free, then secant), each from
+    the flow's current parameters on the same split and minibatches; the flow keeps the fit with the lower held-out NLL
+    (``result.ends``), and its ``config["ends"]`` then names the kept ends, so a saved flow reloads as fitted.
+
     Args:
         flow: The flow to train (its bounds must contain every point); a :class:`~pyroflows.flows.SegmentFlow`
             is fitted through its arc-length flow.
@@ -225,11 +236,13 @@ def fit(
         DataError: bad data (see :func:`check_data`), fewer than 2 points, or a bad ``context`` (see
             :func:`~pyroflows.flows.conditional.check_context`; also a conditional flow without one or a context for
             an unconditional flow).
-        DataError: also a bad argument (:func:`pyroflows.validation.check_int` / ``check_float``), or a frozen flow
-            (:meth:`CompactFlow.freeze`); :class:`~pyroflows.errors.DataError` is a ``ValueError``.
+        DataError: also a bad argument (:func:`pyroflows.validation.check_int` / ``check_float``), a frozen flow
+            (:meth:`CompactFlow.freeze`), or ``ends="auto"`` without a held-out split (``heldout_fraction=0``);
+            :class:`~pyroflows.errors.DataError` is a ``ValueError``.
 
     Example:
         >>> import warnings
+        >>> pyro.set_rng_seed(0)  # the flow's start and the data
         >>> flow = CompactFlow(0.0, 1.0, num_layers=2)
         >>> with warnings.catch_warnings(record=True) as caught:  # 60 steps are too few: fit says so
         ...     warnings.simplefilter("always")
@@ -270,13 +283,60 @@ def fit(
     distributed.synchronize(flow)  # in a process group: rank 0's parameters and random state everywhere
     split = _Split.draw(flow, x, c, heldout_fraction)
     eval_every = min(eval_every, steps)
-    svi = _make_svi(flow, split, min(batch_size, split.train.shape[0]), lr, final_lr_fraction ** (1.0 / steps))
+    batch = min(batch_size, split.train.shape[0])
+    settings: dict[str, Any] = dict(steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
+                                    eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
+    if isinstance(flow, CompactFlow) and SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
+        result, unconverged = _fit_choosing_ends(flow, split, **settings)
+    else:
+        result, unconverged = _fit_split(flow, split, **settings)
+    if unconverged is not None:
+        warnings.warn(unconverged, ConvergenceWarning, stacklevel=2)
+    return result
+
+
+def _fit_split(flow: Any, split: _Split, *, steps: int, batch: int, lr: float, final_lr_fraction: float,
+               eval_every: int, patience: int, progress: bool) -> tuple[FitResult, str | None]:  # fmt: skip
+    """SVI on a drawn split: train and keep the best parameters; the convergence warning's message, if any."""
+    svi = _make_svi(flow, split, batch, lr, final_lr_fraction ** (1.0 / steps))
     result = FitResult(eval_every=eval_every)
     start = time.perf_counter()
     tracker = _train(flow, svi, split, result, steps=steps, patience=patience, progress=progress)
-    _finish(flow, split, result, tracker, steps)
+    unconverged = _finish(flow, split, result, tracker, steps)
     result.seconds = time.perf_counter() - start
-    return result
+    return result, unconverged
+
+
+def _fit_choosing_ends(flow: CompactFlow, split: _Split, **settings: Any) -> tuple[FitResult, str | None]:
+    """Fit each candidate ends of ``flow.config["ends"]`` on the same split and minibatches; keep the best.
+
+    Every candidate starts from the flow's current parameters (those it has) and sees the same random numbers, so
+    the choice depends only on the seed. The winner has the lowest held-out NLL (ties go to the first candidate);
+    ``flow`` takes its ends and parameters, and only its convergence warning is returned.
+    """
+    if not split.heldout.shape[0]:
+        raise DataError(
+            f"ends={flow.config['ends']!r} chooses the spline ends on the held-out split: heldout_fraction must be "
+            "above 0 (or give the ends)"
+        )
+    start, state, rng = time.perf_counter(), flow.state_dict(), pyro.util.get_rng_state()
+    fitted: dict[str, tuple[CompactFlow, FitResult, str | None]] = {}
+    for ends in SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
+        candidate = CompactFlow.from_config({**flow.config, "ends": ends}).to(flow.low.device)
+        candidate.load_state_dict({k: v for k, v in state.items() if k in candidate.state_dict()})
+        pyro.util.set_rng_state(rng)
+        fitted[ends] = (candidate, *_fit_split(candidate, split, **settings))
+    best = min(fitted, key=lambda e: fitted[e][1].best_heldout_nll)
+    winner, result, unconverged = fitted[best]
+    flow._adopt_ends(winner)
+    store = pyro.get_param_store()
+    for candidate, _, _ in fitted.values():
+        for key in [k for k in store.keys() if k.startswith(f"{candidate._pyro_name}.")]:
+            del store[key]
+    result.ends = best
+    result.ends_heldout_nll = {e: r.best_heldout_nll for e, (_, r, _) in fitted.items()}
+    result.seconds = time.perf_counter() - start
+    return result, unconverged
 
 
 @dataclass
@@ -380,11 +440,15 @@ def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int,
     return tracker
 
 
-def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, steps: int) -> None:
-    """Keep the last parameters unless an earlier evaluation was significantly better; warn when still improving."""
+def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, steps: int) -> str | None:
+    """Keep the last parameters unless an earlier evaluation was significantly better.
+
+    Returns:
+        The :class:`ConvergenceWarning`'s message when the held-out NLL was still improving (``fit`` issues it).
+    """
     if not split.heldout.shape[0]:
         result.best_eval = len(result.train_nll) - 1
-        return
+        return None
     history, final_log_probs = tracker.history, tracker.history[-1]
     # Go back to the best evaluation only when the held-out data say it is better than the last parameters by
     # more than two standard errors (overfitting); otherwise the last, lowest-learning-rate parameters are kept.
@@ -395,13 +459,12 @@ def _finish(flow: Any, split: _Split, result: FitResult, tracker: _Tracker, step
     result.best_heldout_nll = -log_prob_chunked(flow, split.heldout, context=split.c_heldout).mean().item()
     if not result.stopped_early and len(history) > 1 and _significantly_better(final_log_probs, history[0]):
         result.converged = False
-        warnings.warn(
+        return (
             f"fit: the held-out NLL was still improving when the budget of {steps} steps ran out "
             f"({-history[0].mean().item():.4f} -> {-final_log_probs.mean().item():.4f} nats over the last "
-            f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps",
-            ConvergenceWarning,
-            stacklevel=3,
+            f"{(len(history) - 1) * result.eval_every} steps); the flow is probably under-fitted: raise steps"
         )
+    return None
 
 
 def _fit_context(

@@ -90,6 +90,8 @@ def test_fit_rejects_data_outside_the_bounds_naming_rows(tmp_path, capsys):
         ("corrupt", [], "not a readable .npy file"),
         ("ok", ["--steps", "0"], "argument --steps: expected an integer >= 1"),
         ("ok", ["--transform", "autoregressive"], "'autoregressive' needs dim > 1 (data with 2 or more columns)"),
+        ("ok", ["--transform", "radial", "--ends", "secant"], "ends: 'secant' needs transform='spline'"),
+        ("ok", ["--ends", "both"], "argument --ends: invalid choice: 'both'"),
     ],
 )
 def test_fit_bad_input(tmp_path, capsys, content, extra, message):
@@ -179,3 +181,35 @@ def test_a_corrupt_first_csv_row_is_named_and_a_header_is_reported(model, tmp_pa
     captured = capsys.readouterr()
     assert json.loads(captured.out)["n"] == 10
     assert captured.err == f"pyroflows: warning: {path}: line 1 ('y') was taken as a header, not data\n"
+
+
+def test_fit_with_auto_ends_reports_the_choice_and_saves_the_kept_ends(data, tmp_path, capsys):
+    """``--ends auto``: both candidates' held-out NLLs in the summary; the model file holds the kept ends."""
+    out = tmp_path / "auto.pt"
+    argv = ["flow", "fit", str(data), "--low", "1", "--high", "2.5", "--out", str(out), "--steps", "20", "--quiet"]
+    assert main([*argv, "--ends", "auto", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    nlls = summary["ends_heldout_nll"]
+    assert set(nlls) == {"free", "secant"} and summary["ends"] == min(nlls, key=nlls.get)
+    assert summary["heldout_nll"] == nlls[summary["ends"]]
+    assert CompactFlow.load(out).config["ends"] == summary["ends"]
+    assert main([*argv, "--ends", "auto", "--force"]) == 0
+    assert f"{summary['ends']} ends (chosen by held-out NLL: free " in capsys.readouterr().out
+
+
+def test_ends_choices_and_help_come_from_the_registry(capsys):
+    from pyroflows.flows.families import SPLINE_ENDS
+
+    assert main(["flow", "fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--ends {" + ",".join(SPLINE_ENDS.names()) + "}" in text
+    assert " ".join(SPLINE_ENDS.help_text().split()) in text
+
+
+def test_ends_with_a_conditional_flow_is_an_error(data, tmp_path, capsys):
+    context = tmp_path / "x.npy"
+    np.save(context, np.random.default_rng(0).normal(size=(400, 2)))
+    argv = ["flow", "fit", str(data), "--context", str(context), "--low", "1", "--high", "2.5", "--ends", "secant",
+            "--out", str(tmp_path / "c.pt")]  # fmt: skip
+    assert "--ends: a conditional flow (--context) has Pyro's fixed spline ends" in _error(argv, capsys)
+    assert not (tmp_path / "c.pt").exists()

@@ -42,7 +42,7 @@ from pyroflows.diffusion.imputation import IMPUTATION_METHODS
 from pyroflows.diffusion.samplers import SAMPLERS
 from pyroflows.diffusion.training import LOSSES
 from pyroflows.evaluation import METHODS
-from pyroflows.flows.families import FAMILIES
+from pyroflows.flows.families import FAMILIES, SPLINE_ENDS
 
 CLI = settings(settings.get_profile("pyroflows-cli"))
 CASES: collections.Counter[str] = collections.Counter()  # generated cases per command (printed at the end)
@@ -353,15 +353,24 @@ def _bounds_fault(draw, work: Path, argv: list[str]) -> list[str]:
 
 # The registered choices of each command, read from the registries: a new member is drawn into the valid command
 # lines of the cases below and excluded from the invalid choices.
-FLOW_CHOICES = {"--transform": FAMILIES.names()}
+FLOW_CHOICES = {"--transform": FAMILIES.names(), "--ends": SPLINE_ENDS.names()}
 # The flow fit cases run on one column: the families that take one (a family needing more is a fault of its own).
-FLOW_1D = {"--transform": tuple(n for n in FAMILIES.names() if FAMILIES.get(n).factory.min_dim <= 1)}
+FLOW_1D = {"--transform": tuple(n for n in FAMILIES.names() if FAMILIES.get(n).factory.min_dim <= 1),
+           "--ends": SPLINE_ENDS.names()}  # fmt: skip
 FLOW_WIDE = tuple(n for n in FAMILIES.names() if FAMILIES.get(n).factory.min_dim > 1)
+# Families whose layers have only Pyro's fixed spline ends: any other --ends with them is a fault.
+FLOW_FIXED_ENDS = tuple(n for n in FLOW_1D["--transform"] if FAMILIES.get(n).factory.default_ends == "fixed")
 
 
 def _wide_family_fault(draw, work: Path, argv: list[str]) -> list[str]:
     """A family that needs more columns than the data have."""
     return _set(argv, "--transform", draw(st.sampled_from(FLOW_WIDE)))
+
+
+def _ends_fault(draw, work: Path, argv: list[str]) -> list[str]:
+    """Spline ends for a family without them."""
+    argv = _set(argv, "--transform", draw(st.sampled_from(FLOW_FIXED_ENDS)))
+    return _set(argv, "--ends", draw(st.sampled_from([n for n in SPLINE_ENDS.names() if n != "fixed"])))
 
 
 @CLI
@@ -371,6 +380,7 @@ def test_flow_fit(assets, data):
         _file_fault(2, DATA_FILES),
         _bounds_fault,
         *([_wide_family_fault] if FLOW_WIDE else []),
+        *([_ends_fault] if FLOW_FIXED_ENDS else []),
         _bad_option("--layers", bad_int(0, 1000)),
         _bad_option("--steps", bad_int(1, 10**7)),
         _bad_option("--seed", SEED),

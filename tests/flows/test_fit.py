@@ -157,3 +157,104 @@ def test_beta_2_5_from_1000_points_with_the_defaults():
     truth = -stats.beta(2, 5).logpdf(test.numpy()).mean()
     assert nll - truth < 0.03
     assert result.converged
+
+
+def _auto_fit(data, *, seed=0, **kwargs):
+    """A fresh ``ends="auto"`` flow (its initial parameters drawn after ``pyro.set_rng_seed(seed)``), fitted."""
+    import pyro
+
+    pyro.set_rng_seed(seed)
+    flow = CompactFlow(0.0, 1.0, ends="auto")
+    return flow, fit(flow, data, steps=kwargs.pop("steps", 60), eval_every=20, seed=seed, progress=False, **kwargs)
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # short budgets on purpose
+def test_auto_ends_fits_each_candidate_as_a_direct_fit_would_and_keeps_the_lower_heldout_nll():
+    """Each candidate is the fit that flow would get on its own (same start, split, minibatches: the same numbers on
+    the same machine), and the flow keeps the one with the lower held-out NLL, with its ends and tail prior."""
+    import pyro
+
+    from pyroflows.flows.compact import TAIL_PRIOR_BY_ENDS
+
+    data = np.random.default_rng(0).beta(2, 5, 400)
+    flow, result = _auto_fit(data)
+    direct = {}
+    for ends in ("free", "secant"):
+        pyro.set_rng_seed(0)
+        alone = CompactFlow(0.0, 1.0, ends=ends)
+        direct[ends] = fit(alone, data, steps=60, eval_every=20, seed=0, progress=False).best_heldout_nll
+    assert result.ends_heldout_nll == direct
+    assert result.ends == min(direct, key=direct.get)
+    assert result.best_heldout_nll == direct[result.ends]
+    assert flow.config["ends"] == flow.layer_ends == result.ends
+    assert flow.config["tail_prior"] == TAIL_PRIOR_BY_ENDS[result.ends]
+    assert hasattr(flow.layers[1], "unnormalized_end_derivatives") == (result.ends == "free")
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")
+def test_auto_ends_is_deterministic_under_a_seed_and_the_fitted_flow_reloads_exactly(tmp_path):
+    data = np.random.default_rng(1).uniform(size=300)
+    (first, a), (second, b) = _auto_fit(data, seed=3), _auto_fit(data, seed=3)
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
+    assert a.ends == b.ends and a.ends_heldout_nll == b.ends_heldout_nll
+    assert torch.equal(first().log_prob(x), second().log_prob(x))
+    first.save(tmp_path / "auto.pt")
+    again = CompactFlow.load(tmp_path / "auto.pt")
+    assert again.config == first.config and again.config["ends"] == a.ends
+    assert torch.equal(again().log_prob(x), first().log_prob(x))
+
+
+def test_an_unfitted_auto_flow_has_free_ends_and_reloads_as_auto(tmp_path):
+    flow = CompactFlow(0.0, 1.0, ends="auto")
+    assert (flow.config["ends"], flow.layer_ends, flow.config["tail_prior"]) == ("auto", "free", "auto")
+    # Its prior until fit chooses is the free ends' (the kink at slope 1 is there: 0 at the start).
+    assert flow.log_prior().item() == 0.0
+    with torch.no_grad():
+        flow.layers[0].log_slope_lower.fill_(0.5)
+    assert flow.log_prior().item() == pytest.approx(-0.5 / 0.1, rel=1e-12)
+    flow.save(tmp_path / "auto.pt")
+    again = CompactFlow.load(tmp_path / "auto.pt")
+    x = torch.linspace(0, 1, 11, dtype=torch.float64)[:, None]
+    assert again.config["ends"] == "auto" and torch.equal(again().log_prob(x), flow().log_prob(x))
+
+
+def test_auto_ends_issue_the_kept_fits_warning_once():
+    from pyroflows.flows.fit import ConvergenceWarning
+
+    data = np.random.default_rng(0).beta(2, 5, 1000)
+    with pytest.warns(ConvergenceWarning) as caught:
+        _auto_fit(data, steps=40)
+    assert len([w for w in caught if w.category is ConvergenceWarning]) == 1  # not one per candidate
+    assert caught[0].filename == __file__  # pointing at the caller's line
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")
+def test_a_flow_that_took_other_ends_still_trains_under_svi():
+    """The parameter store forgets the layers a flow replaced: SVI then trains the new ones, not stale copies."""
+    import pyro
+
+    data = np.random.default_rng(2).uniform(size=300)
+    flow, result = _auto_fit(data)
+    flow._adopt_ends(CompactFlow.from_config({**flow.config, "ends": "secant" if result.ends == "free" else "free"}))
+    before = {k: v.detach().clone() for k, v in flow.named_parameters()}
+    fit(flow, data, steps=20, eval_every=20, seed=0, progress=False)
+    assert all(not torch.equal(before[k], v) for k, v in flow.named_parameters())
+    store = pyro.get_param_store()
+    flow()
+    mine = {k: v for k, v in store.items() if k.startswith(f"{flow._pyro_name}.")}
+    params = dict(flow.named_parameters())
+    assert len(mine) == len(params)
+    assert all(any(v is p for p in params.values()) for v in map(store.get_param, mine))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "fit_kwargs", "message"),
+    [
+        ({"ends": "auto"}, {"heldout_fraction": 0.0}, "chooses the spline ends on the held-out split"),
+        ({"ends": "nope"}, {}, "ends: unknown 'nope'; expected one of free, secant, auto, fixed"),
+        ({"ends": "auto", "transform": "radial"}, {}, "ends: 'auto' needs transform='spline'"),
+    ],
+)
+def test_bad_ends_are_named(kwargs, fit_kwargs, message):
+    with pytest.raises(DataError, match=message):
+        fit(CompactFlow(0.0, 1.0, **kwargs), np.full(20, 0.5), steps=1, progress=False, **fit_kwargs)
