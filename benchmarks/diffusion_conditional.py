@@ -23,7 +23,7 @@ Three parts:
     null-label samples side by side, and the labelled model's per-moon accuracy at w in {0, 1, 3}.
 
 Usage: python benchmarks/diffusion_conditional.py [--quick] [--no-write] [--part all|labels,impute,moons]
-       [--seeds 0,1,2] [--impute-steps 20]
+       [--seeds 0,1,2] [--impute-steps 20] [--label-dropout R]
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import pyro
 import torch
-from scipy.stats import wasserstein_distance
+from scipy.stats import ttest_rel, wasserstein_distance
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -172,19 +172,20 @@ def moon_of(x: np.ndarray) -> np.ndarray:
 _MODELS: dict[tuple, tuple[DDPM, float]] = {}  # the unconditional mixture models are shared by two parts
 
 
-def fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10) -> tuple[DDPM, float]:
+def fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10, label_dropout=DEFAULT_LABEL_DROPOUT):
     key = (data.shape, float(data[0, 0]), seed, epochs, batch_size, num_classes, steps)
     if labels is None and key in _MODELS:
         return _MODELS[key]
-    _MODELS[key] = _fit(data, labels, seed, epochs, batch_size, num_classes, steps)
+    _MODELS[key] = _fit(data, labels, seed, epochs, batch_size, num_classes, steps, label_dropout)
     return _MODELS[key]
 
 
-def _fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10) -> tuple[DDPM, float]:
+def _fit(data, labels, seed, epochs, batch_size, num_classes=0, steps=10, label_dropout=DEFAULT_LABEL_DROPOUT):
     pyro.set_rng_seed(seed)
     ddpm = DDPM(data.shape[1], steps=steps, num_classes=num_classes)
     start = time.perf_counter()
-    train_ddpm(ddpm, data, labels=labels, epochs=epochs, batch_size=batch_size, progress=False, seed=seed)
+    train_ddpm(ddpm, data, labels=labels, epochs=epochs, batch_size=batch_size, progress=False, seed=seed,
+               label_dropout=label_dropout)  # fmt: skip
     return ddpm, time.perf_counter() - start
 
 
@@ -195,7 +196,7 @@ def ed(a, b) -> float:
 def part_labels(cfg, seeds) -> list[str]:
     lines = [
         f"### Labels: per-class accuracy and energy distance on Gaussian mixtures ({cfg['n_train']} training points, "
-        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = 10, label dropout {DEFAULT_LABEL_DROPOUT}; "
+        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = 10, label dropout {cfg['label_dropout']}; "
         f"{cfg['n_eval']} samples per class)",
         "",
         "| data | seed | class | accuracy w=0 | w=1 | w=3 | true class samples | ED x1e-3 w=0 | w=1 | w=3 | ED floor |",
@@ -207,7 +208,8 @@ def part_labels(cfg, seeds) -> list[str]:
         for seed in seeds:
             rng = np.random.default_rng(seed)
             data, labels = mixture.sample(cfg["n_train"], rng)
-            labelled, _ = fit(data, labels, seed, cfg["epochs"], cfg["batch"], num_classes=len(mixture.weights))
+            labelled, _ = fit(data, labels, seed, cfg["epochs"], cfg["batch"], num_classes=len(mixture.weights),
+                              label_dropout=cfg["label_dropout"])  # fmt: skip
             plain, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"])
             pool, pool_labels = mixture.sample(40 * cfg["n_eval"], np.random.default_rng(1000 + seed))
             for k in range(len(mixture.weights)):
@@ -463,8 +465,8 @@ def part_impute(cfg, seeds, rows_out: str | None = None, rows_in: str | None = N
 def part_moons(cfg, seeds) -> list[str]:
     lines = [
         f"### Two moons: the labelled network's null label vs the unconditional model ({cfg['moons_n']} points, "
-        f"{cfg['moons_epochs']} epochs of batches of 2048, T = 10; ED ratio over {cfg['pairs']} pairs of "
-        f"{cfg['moons_eval']} points over a {cfg['floor_pairs']}-pair floor)",
+        f"{cfg['moons_epochs']} epochs of batches of 2048, T = 10, label dropout {cfg['label_dropout']}; ED ratio "
+        f"over {cfg['pairs']} pairs of {cfg['moons_eval']} points over a {cfg['floor_pairs']}-pair floor)",
         "",
         "| seed | unconditional DDPM: ED ratio | labelled DDPM, null label: ED ratio | labelled: moon accuracy w=0 | "
         "w=1 | w=3 | train s (unconditional / labelled) |",
@@ -476,7 +478,8 @@ def part_moons(cfg, seeds) -> list[str]:
     for seed in seeds:
         data, labels = labelled_moons(cfg["moons_n"], seed)
         plain, t_plain = fit(data, None, seed, cfg["moons_epochs"], None)
-        labelled, t_labelled = fit(data, labels, seed, cfg["moons_epochs"], None, num_classes=2)
+        labelled, t_labelled = fit(data, labels, seed, cfg["moons_epochs"], None, num_classes=2,
+                                   label_dropout=cfg["label_dropout"])  # fmt: skip
         q_plain = energy_distance_ratio(
             lambda n, model=plain: ancestral_sample(model, n),
             moons,
@@ -508,7 +511,23 @@ def part_moons(cfg, seeds) -> list[str]:
         )
         print(lines[-1], flush=True)
     lines.append(f"| mean | **{np.mean(plain_r):.2f}** | **{np.mean(null_r):.2f}** | | | | |")
-    return lines
+    return lines + moons_summary(plain_r, null_r)
+
+
+def moons_summary(plain: list[float], null: list[float]) -> list[str]:
+    """Mean +- standard error over seeds and the paired difference (null label - unconditional) with its t-test."""
+    if len(plain) < 2:
+        return []
+    diff = np.asarray(null) - np.asarray(plain)
+    sem = lambda a: float(np.std(a, ddof=1) / np.sqrt(len(a)))  # noqa: E731
+    test = ttest_rel(null, plain)
+    return [
+        "",
+        f"Over the {len(plain)} seeds (mean +- standard error): unconditional {np.mean(plain):.2f} +- "
+        f"{sem(plain):.2f}, null label {np.mean(null):.2f} +- {sem(null):.2f}; paired difference "
+        f"(null - unconditional) {diff.mean():+.2f} +- {sem(diff):.2f} (paired t = {test.statistic:.2f}, "
+        f"two-sided p = {test.pvalue:.2f}).",
+    ]
 
 
 def main() -> None:
@@ -530,6 +549,13 @@ def main() -> None:
         default=20,
         help="T of the imputation part's models (default 20: the decoder step's sd is 0.05 in scaled units, "
         "0.1 at T = 10, which blurs the model's own conditional at low-density observed values)",
+    )
+    parser.add_argument(
+        "--label-dropout",
+        type=float,
+        default=DEFAULT_LABEL_DROPOUT,
+        help=f"label dropout of the labelled models (labels and moons parts; default {DEFAULT_LABEL_DROPOUT}, "
+        "the library's)",
     )
     parser.add_argument("--save-rows", default=None, help="impute part: also save its rows to this JSON file")
     parser.add_argument(
@@ -559,6 +585,7 @@ def main() -> None:
     }
     cfg["moons_epochs"] = args.moons_epochs
     cfg["impute_steps"] = args.impute_steps
+    cfg["label_dropout"] = args.label_dropout
     if args.quick:
         seeds = seeds[:1]
         cfg.update(

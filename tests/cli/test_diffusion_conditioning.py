@@ -111,3 +111,12 @@ def test_bad_labels_and_imputation_input(labelled, tmp_path, capsys):
         [*impute, str(holes), "--out", str(tmp_path / "f.npy"), "--labels", str(root / "labels.csv")], capsys
     )
     assert not (tmp_path / "f.npy").exists()
+
+
+def test_label_dropout_default_is_the_librarys():
+    from pyroflows.cli import build_parser
+    from pyroflows.diffusion.training import DEFAULT_LABEL_DROPOUT
+
+    argv = ["diffusion", "train", "data.csv", "--labels", "labels.csv", "--out", "m.pt"]
+    assert build_parser(argv).parse_args(argv).label_dropout == DEFAULT_LABEL_DROPOUT
+    assert build_parser(argv).parse_args([*argv, "--label-dropout", "0.5"]).label_dropout == 0.5

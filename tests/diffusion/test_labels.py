@@ -137,3 +137,28 @@ def test_conditioning_the_data_units_site_or_a_partial_x0_raises_with_advice():
     conditioned = poutine.trace(poutine.condition(ddpm.model, data={"x_0": y0})).get_trace(num_samples=4)
     assert conditioned.nodes["x_0"]["is_observed"] and torch.equal(conditioned.nodes["x_0"]["value"], y0)
     assert torch.allclose(conditioned.nodes["x"]["value"], ddpm.scaler.inverse(y0))
+
+
+def test_default_label_dropout_is_the_constant_and_drops_that_fraction(monkeypatch):
+    """``train``'s default rate is ``DEFAULT_LABEL_DROPOUT`` (the one home the CLI reads too), and it is the fraction
+    of rows whose label becomes the null label: over 4,000 row-steps the binomial sd is under 0.008, so 0.03 is
+    about 4 sd."""
+    import inspect
+
+    from pyroflows.diffusion import training
+
+    assert inspect.signature(train).parameters["label_dropout"].default == training.DEFAULT_LABEL_DROPOUT
+    seen = []
+    real_step = training._svi_step
+
+    def recording_step(svi, x_batch, y_batch):
+        seen.append(y_batch.clone())
+        return real_step(svi, x_batch, y_batch)
+
+    monkeypatch.setattr(training, "_svi_step", recording_step)
+    ddpm = DDPM(2, steps=2, num_classes=2)
+    labels = torch.arange(2000) % 2
+    train(ddpm, torch.randn(2000, 2), labels=labels, epochs=2, batch_size=1000, progress=False, seed=0)
+    dropped = torch.cat(seen) == ddpm.null_label
+    assert len(seen) == 4 and dropped.numel() == 4000
+    assert abs(dropped.double().mean().item() - training.DEFAULT_LABEL_DROPOUT) < 0.03
