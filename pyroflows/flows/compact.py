@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro.distributions as dist
 import torch
@@ -174,6 +174,10 @@ class CompactFlow(Checkpointable, PyroModule):
         >>> d.sample((3,)).shape
         torch.Size([3, 1])
     """
+
+    #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for this class, read by ``fit`` and by
+    #: ``pyroflows flow fit``.
+    default_fit_steps: ClassVar[int] = 2000
 
     def __init__(
         self,

@@ -23,7 +23,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -308,6 +308,12 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         >>> d.sample().shape
         torch.Size([5, 1])
     """
+
+    #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for a conditional flow, read by ``fit`` and by
+    #: ``pyroflows flow fit --context``: its context network needs more steps than an unconditional flow's
+    #: :attr:`CompactFlow.default_fit_steps <pyroflows.flows.CompactFlow.default_fit_steps>` (benchmarks/RESULTS.md,
+    #: "Conditional compact flows").
+    default_fit_steps: ClassVar[int] = 4000
 
     def __init__(
         self,
