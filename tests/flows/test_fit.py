@@ -14,6 +14,7 @@ from pyroflows.errors import DataError
 from pyroflows.flows import CompactFlow, ConvergenceWarning, check_data, fit
 
 
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # a short budget on purpose
 def test_fit_on_the_posts_target_improves_and_gets_close():
     """Fast version of the benchmark: 1,500 points, 300 steps, KL measured on 20,000 fresh points."""
     target = piecewise_uniform()
