@@ -266,6 +266,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 draw of 1,000 rows, short budgets")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     parser.add_argument("--draws", type=int, default=3, help="independent data draws (and seeds) per target")
+    parser.add_argument("--first-draw", type=int, default=0, help="index of the first data draw (and seed)")
     parser.add_argument("--targets", default=",".join(CONDITIONAL_TARGETS), help="comma-separated target names")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True, help="run the baselines")
     parser.add_argument("--models", default=",".join(MODEL_KEYS),
@@ -316,7 +317,7 @@ def main() -> None:
     rows = {}
     for name in args.targets.split(","):
         target = CONDITIONAL_TARGETS[name]()
-        for draw in range(draws):
+        for draw in range(args.first_draw, args.first_draw + draws):
             data = (target.sample(n_train, seed=100 + draw), target.sample(n_test, seed=200 + draw),
                     target.sample(n_means, seed=300 + draw)[0])  # fmt: skip
             for model in models:

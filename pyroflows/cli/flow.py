@@ -84,8 +84,9 @@ def _add_fit(sub: Any) -> None:
         type=int_arg(low=1, high=10**7),
         default=None,
         help="maximum optimiser steps, whatever the number of points (default "
-        f"{CompactFlow.default_fit_steps}, {ConditionalCompactFlow.default_fit_steps} with --context: the flow "
-        "class's default_fit_steps); a warning says when the held-out NLL was still improving at the end",
+        f"{CompactFlow.default_fit_steps}; with --context {ConditionalCompactFlow.default_fit_steps}, or "
+        f"{ConditionalCompactFlow.default_fit_steps_half_line} on a half-line: the flow class's default); a warning "
+        "says when the held-out NLL was still improving at the end",
     )
     fit.add_argument(
         "--context",

@@ -175,9 +175,13 @@ class CompactFlow(Checkpointable, PyroModule):
         torch.Size([3, 1])
     """
 
-    #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for this class, read by ``fit`` and by
-    #: ``pyroflows flow fit``.
+    #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for this class, read through
+    #: :meth:`default_budget` by ``fit`` and by ``pyroflows flow fit``.
     default_fit_steps: ClassVar[int] = 2000
+
+    def default_budget(self) -> int:
+        """:func:`~pyroflows.flows.fit`'s default number of steps for this flow: :attr:`default_fit_steps`."""
+        return self.default_fit_steps
 
     def __init__(
         self,

@@ -226,9 +226,9 @@ def fit(
         flow: The flow to train (its bounds must contain every point); a :class:`~pyroflows.flows.SegmentFlow`
             is fitted through its arc-length flow.
         data: Shape ``(N,)`` for an interval or ``(N, dim)`` (``(N, n)`` points for a segment in :math:`R^n`).
-        steps: Maximum number of optimiser steps; by default the flow class's ``default_fit_steps``
-            (:attr:`CompactFlow.default_fit_steps` = 2000, :attr:`ConditionalCompactFlow.default_fit_steps
-            <pyroflows.flows.ConditionalCompactFlow.default_fit_steps>` = 4000).
+        steps: Maximum number of optimiser steps; by default the flow's ``default_budget()``
+            (:attr:`CompactFlow.default_fit_steps` = 2000; a :class:`~pyroflows.flows.ConditionalCompactFlow` 2000,
+            or 4000 on a half-line).
         batch_size: Minibatch size (the whole training split if larger).
         lr: Initial Adam learning rate.
         final_lr_fraction: Learning rate at the last step as a fraction of ``lr``.
@@ -306,16 +306,19 @@ def fit(
 
 
 def default_steps(flow: Any) -> int:
-    """:func:`fit`'s default budget for ``flow``: its class's ``default_fit_steps`` (a segment flow's arc flow's).
+    """:func:`fit`'s default budget for ``flow``: its ``default_budget()`` (a segment flow's arc flow's).
 
     Example:
         >>> from pyroflows.flows import ConditionalCompactFlow
         >>> default_steps(CompactFlow(0.0, 1.0)), default_steps(ConditionalCompactFlow(0.0, 1.0, context_dim=2))
-        (2000, 4000)
+        (2000, 2000)
+        >>> default_steps(ConditionalCompactFlow(0.0, float("inf"), context_dim=2))
+        4000
     """
     if isinstance(flow, SegmentFlow):
         flow = flow.arc
-    return int(getattr(flow, "default_fit_steps", DEFAULT_STEPS))
+    budget = getattr(flow, "default_budget", None)
+    return int(budget()) if callable(budget) else DEFAULT_STEPS
 
 
 @dataclass

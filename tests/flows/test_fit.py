@@ -191,7 +191,10 @@ def test_the_default_budget_is_the_flow_classs(monkeypatch):
     from pyroflows.flows.fit import DEFAULT_STEPS, default_steps
 
     assert default_steps(CompactFlow(0.0, 1.0)) == DEFAULT_STEPS == 2000
-    assert default_steps(ConditionalCompactFlow(0.0, 1.0, context_dim=1)) == 4000
+    assert default_steps(ConditionalCompactFlow(0.0, 1.0, context_dim=1)) == 2000
+    assert default_steps(ConditionalCompactFlow([0.0, 0.0], [1.0, 1.0], context_dim=1)) == 2000
+    assert default_steps(ConditionalCompactFlow(0.0, float("inf"), context_dim=1)) == 4000
+    assert default_steps(ConditionalCompactFlow(float("-inf"), 0.0, context_dim=1)) == 4000
     monkeypatch.setattr(CompactFlow, "default_fit_steps", 30)
     monkeypatch.setattr(ConditionalCompactFlow, "default_fit_steps", 20)
     rng = np.random.default_rng(0)
