@@ -311,10 +311,10 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
 
     #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for a conditional flow on an interval or a box,
     #: and on a half-line, read through :meth:`default_budget` by ``fit`` and ``pyroflows flow fit --context``. A
-    #: half-line needs more: on the Gamma target of ``benchmarks/conditional_flows.py`` 2,000 steps left KL 0.043 and
-    #: 4,000 gave 0.014 / 0.016 over two draws, while on the interval and box targets 4,000 steps were no better on
-    #: average over two draws and overfitted the box (KL 0.083 / 0.069 against 0.049 / 0.069; benchmarks/RESULTS.md,
-    #: "Conditional compact flows: the default budget and the goals").
+    #: half-line needs more: on the Gamma target of ``benchmarks/conditional_flows.py`` 2,000 steps gave KL 0.043 /
+    #: 0.015 over two draws and 4,000 gave 0.014 / 0.016, while on the interval and box targets 4,000 steps were no
+    #: better on average over two draws and overfitted the box (KL 0.083 / 0.069 against 0.049 / 0.069;
+    #: benchmarks/RESULTS.md, "Conditional compact flows: the default budget and the goals").
     default_fit_steps: ClassVar[int] = 2000
     default_fit_steps_half_line: ClassVar[int] = 4000
 
