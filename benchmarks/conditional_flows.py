@@ -19,6 +19,8 @@ after 10 evaluations without improvement.
 Usage:
     python benchmarks/conditional_flows.py              # 3 data draws, rewrites its section of RESULTS.md
     python benchmarks/conditional_flows.py --quick      # 1 draw, 1,000 rows, short budgets, prints only
+    python benchmarks/conditional_flows.py --targets box --models flow --rows box.json --no-write
+    python benchmarks/conditional_flows.py --combine box.json gamma.json   # one table from saved runs
 """
 
 from __future__ import annotations
@@ -26,9 +28,11 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import json
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,7 +46,7 @@ from pyro.infer import SVI, Trace_ELBO
 from torch import nn
 
 from pyroflows.datasets.conditional import CONDITIONAL_TARGETS, ConditionalTarget
-from pyroflows.flows import ConditionalCompactFlow, IntervalSquashTransform, fit
+from pyroflows.flows import ConditionalCompactFlow, ConvergenceWarning, IntervalSquashTransform, fit
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 SECTION = "## Conditional compact flows"
@@ -190,6 +194,7 @@ def zuko_nsf(target: ConditionalTarget, d: int, k: int) -> tuple[nn.Module, LogP
     return nsf, log_prob, sample
 
 
+FLOW = "ConditionalCompactFlow (defaults)"
 BASELINES = {
     "(a) Beta regression, MLP link (Pyro)": beta_regression,
     "(b) DIY Pyro conditional spline + squash": diy_spline,
@@ -228,9 +233,13 @@ def run_model(name: str, target: ConditionalTarget, data: tuple, seed: int, quic
     pyro.set_rng_seed(seed)
     xs, ys = torch.as_tensor(x), torch.as_tensor(y)
     start = time.perf_counter()
-    if name == "ConditionalCompactFlow (defaults)":
+    extra: dict = {}
+    if name == FLOW:
         flow = ConditionalCompactFlow(list(target.low), list(target.high), target.context_dim)
-        fit(flow, y, context=x, seed=seed, progress=False, **({"steps": 300} if quick else {}))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            result = fit(flow, y, context=x, seed=seed, progress=False, **({"steps": 300} if quick else {}))
+        extra = {"steps": result.steps, "warned": any(w.category is ConvergenceWarning for w in caught)}
 
         def log_prob(yy, xx):
             return flow.condition(xx).log_prob(yy)
@@ -246,7 +255,10 @@ def run_model(name: str, target: ConditionalTarget, data: tuple, seed: int, quic
     kl = nll + float(target.log_prob(yt, xt).mean())
     means = conditional_means(target, log_prob, sample, torch.as_tensor(xm), seed)
     mean_error = float(np.abs(means - target.mean(xm)).mean(0).max())
-    return {"kl": kl, "mean_error": mean_error, "seconds": seconds}
+    return {"kl": kl, "mean_error": mean_error, "seconds": seconds, **extra}
+
+
+MODEL_KEYS = {"flow": FLOW, **{name[1]: name for name in BASELINES}}  # flow, a, b, c, d
 
 
 def main() -> None:
@@ -254,27 +266,76 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="1 draw of 1,000 rows, short budgets")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
     parser.add_argument("--draws", type=int, default=3, help="independent data draws (and seeds) per target")
+    parser.add_argument("--first-draw", type=int, default=0, help="index of the first data draw (and seed)")
     parser.add_argument("--targets", default=",".join(CONDITIONAL_TARGETS), help="comma-separated target names")
     parser.add_argument("--baselines", action=argparse.BooleanOptionalAction, default=True, help="run the baselines")
+    parser.add_argument("--models", default=",".join(MODEL_KEYS),
+                        help="comma-separated models among flow, a, b, c, d (default all)")  # fmt: skip
+    parser.add_argument("--rows", type=Path, default=None, metavar="JSON",
+                        help="also save the measured rows (and the load averages) to this JSON file")  # fmt: skip
+    parser.add_argument(
+        "--combine",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="fit nothing: render (and write, without --no-write) one table from saved --rows files",
+    )
     args = parser.parse_args()
+    if args.combine:
+        saved = [json.loads(path.read_text()) for path in args.combine]
+        rows: dict[tuple[str, str], list[dict]] = {}
+        for run in saved:
+            for item in run["rows"]:
+                rows.setdefault((item["target"], item["model"]), []).extend(item["runs"])
+        order = {name: i for i, name in enumerate(CONDITIONAL_TARGETS)}
+        models = [FLOW, *BASELINES]
+        rows = dict(sorted(rows.items(), key=lambda kv: (order.get(kv[0][0], 99), models.index(kv[0][1]))))
+        table = render(
+            rows,
+            saved[0]["n_train"],
+            saved[0]["n_test"],
+            max(r["draws"] for r in saved),
+            False,
+            [r["load"] for r in saved],
+            sum(r["minutes"] for r in saved),
+            [str(p) for p in args.combine],
+        )
+        print(table)
+        if not args.no_write:
+            write_section(table)
+        return
     n_train, n_test, n_means, draws = (1000, 2000, 20, 1) if args.quick else (5000, 20000, 200, args.draws)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     load_before = os.getloadavg()[0]
     started = time.perf_counter()
-    models = ["ConditionalCompactFlow (defaults)", *(BASELINES if args.baselines else [])]
-    rows: dict[tuple[str, str], list[dict]] = {}
+    keys = args.models.split(",") if args.baselines else ["flow"]
+    unknown = [k for k in keys if k not in MODEL_KEYS]
+    if unknown:
+        parser.error(f"--models: unknown {unknown}; choose among {', '.join(MODEL_KEYS)}")
+    models = [MODEL_KEYS[k] for k in MODEL_KEYS if k in keys]
+    rows = {}
     for name in args.targets.split(","):
         target = CONDITIONAL_TARGETS[name]()
-        for draw in range(draws):
+        for draw in range(args.first_draw, args.first_draw + draws):
             data = (target.sample(n_train, seed=100 + draw), target.sample(n_test, seed=200 + draw),
                     target.sample(n_means, seed=300 + draw)[0])  # fmt: skip
             for model in models:
                 row = run_model(model, target, data, seed=draw, quick=args.quick)
+                row["load"] = os.getloadavg()[0]
                 rows.setdefault((name, model), []).append(row)
                 print(f"{name:10s} draw {draw} {model:42s} KL {row['kl']:.4f}  mean err {row['mean_error']:.4f}  "
-                      f"{row['seconds']:.1f} s  (load {os.getloadavg()[0]:.1f})", flush=True)  # fmt: skip
-    table = render(rows, n_train, n_test, draws, args.quick, load_before, os.getloadavg()[0],
-                   time.perf_counter() - started)  # fmt: skip
+                      f"{row['seconds']:.1f} s  (load {row['load']:.1f})"
+                      + (f"  {row['steps']} steps{', warned' if row['warned'] else ''}" if "steps" in row else ""),
+                      flush=True)  # fmt: skip
+    minutes = (time.perf_counter() - started) / 60
+    load = [load_before, os.getloadavg()[0]]
+    if args.rows is not None:
+        args.rows.write_text(json.dumps({
+            "n_train": n_train, "n_test": n_test, "draws": draws, "minutes": minutes, "load": load,
+            "rows": [{"target": t, "model": m, "runs": rs} for (t, m), rs in rows.items()],
+        }, indent=1))  # fmt: skip
+    table = render(rows, n_train, n_test, draws, args.quick, [load], minutes)
     print()
     print(table)
     if not args.no_write and not args.quick:
@@ -287,25 +348,38 @@ def _spread(values: list[float], digits: int = 4) -> str:
     return f"{np.mean(values):.{digits}f} [{min(values):.{digits}f}, {max(values):.{digits}f}]"
 
 
-def render(rows, n_train, n_test, draws, quick, load_before, load_after, total) -> str:
+def render(rows, n_train, n_test, draws, quick, loads, minutes, combined=None) -> str:
+    """The section: one line per target and model, mean [min, max] over draws, with the load averages."""
+    load_range = ", ".join(f"{a:.1f} -> {b:.1f}" for a, b in loads)
+    run_loads = [r["load"] for rs in rows.values() for r in rs if "load" in r]
+    command = (
+        f"`python benchmarks/conditional_flows.py --combine {' '.join(combined)}` of separate runs (one process per "
+        "target or per group of models, each `--rows` to its file)"
+        if combined
+        else f"`python benchmarks/conditional_flows.py{' --quick' if quick else ''}`"
+    )
     lines = [
         SECTION,
         "",
-        f"Command: `python benchmarks/conditional_flows.py{' --quick' if quick else ''}` (date "
-        f"{datetime.date.today()}, {total / 60:.0f} min in all, load average {load_before:.1f} at the start and "
-        f"{load_after:.1f} at the end on the shared 2-core machine: compare times within the table). "
-        f"{n_train:,} training rows (10% held out), {n_test:,} test rows, {draws} independent data draws and seeds "
-        "per target: mean [min, max] over draws. KL = held-out conditional NLL minus the true conditional density's "
-        "NLL on the same rows (nats); mean error = average |E_q[y|x] - E[y|x]| over 200 test contexts. The models "
-        "and their training loops are described in the script's docstring.",
+        f"Command: {command} (date {datetime.date.today()}, {minutes:.0f} min of fitting in all, load average "
+        f"at the start -> end of each run {load_range}"
+        + (f", {min(run_loads):.1f} to {max(run_loads):.1f} after the fits" if run_loads else "")
+        + " on the shared 2-core machine: compare times within the table). "
+        f"{n_train:,} training rows (10% held out), {n_test:,} test rows, up to {draws} independent data draws and "
+        "seeds per target: mean [min, max] over draws. KL = held-out conditional NLL minus the true conditional "
+        "density's NLL on the same rows (nats); mean error = average |E_q[y|x] - E[y|x]| over 200 test contexts. "
+        "The models and their training loops are described in the script's docstring.",
         "",
-        "| target | model | KL (nats) | mean error | fit time (s) |",
-        "|---|---|---|---|---|",
+        "| target | model | draws | KL (nats) | mean error | fit time (s) | load |",
+        "|---|---|---|---|---|---|---|",
     ]
     for (target, model), rs in rows.items():
+        loads_here = [r["load"] for r in rs if "load" in r]
         lines.append(
-            f"| {target} | {model} | {_spread([r['kl'] for r in rs])} | {_spread([r['mean_error'] for r in rs])} | "
-            f"{_spread([r['seconds'] for r in rs], 1)} |"
+            f"| {target} | {model} | {len(rs)} | {_spread([r['kl'] for r in rs])} | "
+            f"{_spread([r['mean_error'] for r in rs])} | {_spread([r['seconds'] for r in rs], 1)} | "
+            + (f"{min(loads_here):.1f}-{max(loads_here):.1f}" if loads_here else "")
+            + " |"
         )
     return "\n".join(lines) + "\n"
 

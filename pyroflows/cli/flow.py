@@ -45,6 +45,7 @@ def register(subparsers: Any) -> None:
 
 def _add_fit(sub: Any) -> None:
     """``flow fit``: its options, the ``--transform`` choices and help read from the family registry."""
+    from pyroflows.flows import CompactFlow, ConditionalCompactFlow
     from pyroflows.flows.families import DEFAULT_TRANSFORM_RULE, FAMILIES, SPLINE_ENDS
 
     fit = add_parser(
@@ -89,8 +90,10 @@ def _add_fit(sub: Any) -> None:
         "--steps",
         type=int_arg(low=1, high=10**7),
         default=None,
-        help="maximum optimiser steps, whatever the number of points (default 2000); a warning says when the "
-        "held-out NLL was still improving at the end",
+        help="maximum optimiser steps, whatever the number of points (default "
+        f"{CompactFlow.default_fit_steps}; with --context {ConditionalCompactFlow.default_fit_steps}, or "
+        f"{ConditionalCompactFlow.default_fit_steps_half_line} on a half-line: the flow class's default); a warning "
+        "says when the held-out NLL was still improving at the end",
     )
     fit.add_argument(
         "--context",
@@ -187,10 +190,8 @@ def _bounds(args: argparse.Namespace, dim: int) -> tuple[list[float], list[float
 def fit_command(args: argparse.Namespace) -> int:
     """``pyroflows flow fit``."""
     from pyroflows.flows import fit
-    from pyroflows.flows.fit import DEFAULT_STEPS
 
     check_output_path(args.out, overwrite=args.force)  # fail before loading and fitting, not after
-    steps = DEFAULT_STEPS if args.steps is None else args.steps
     data = load_array(args.data)
     dim = 1 if data.ndim == 1 else data.shape[1]
     if data.shape[0] < 10:
@@ -200,7 +201,7 @@ def fit_command(args: argparse.Namespace) -> int:
     seed_everything(args.seed)
     flow = _make_flow(low, high, data, context, args)
     transform = flow.config["transform"]
-    result = fit(flow, data, steps=steps, seed=args.seed, progress=not args.quiet, context=context)
+    result = fit(flow, data, steps=args.steps, seed=args.seed, progress=not args.quiet, context=context)
     summary = {
         "model": str(args.out),
         "n": int(data.shape[0]),

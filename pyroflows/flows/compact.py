@@ -11,7 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pyro
 import pyro.distributions as dist
@@ -187,6 +187,14 @@ class CompactFlow(Checkpointable, PyroModule):
         >>> d.sample((3,)).shape
         torch.Size([3, 1])
     """
+
+    #: :func:`~pyroflows.flows.fit`'s default budget (optimiser steps) for this class, read through
+    #: :meth:`default_budget` by ``fit`` and by ``pyroflows flow fit``.
+    default_fit_steps: ClassVar[int] = 2000
+
+    def default_budget(self) -> int:
+        """:func:`~pyroflows.flows.fit`'s default number of steps for this flow: :attr:`default_fit_steps`."""
+        return self.default_fit_steps
 
     def __init__(
         self,

@@ -124,3 +124,15 @@ def test_one_sided_bounds_on_the_command_line(files, tmp_path, capsys):
     assert "--low: bounds must be finite" in _error(
         ["flow", "fit", str(files["y"]), "--low", "nan", "--high", "1", "--out", str(tmp_path / "x.pt")], capsys
     )
+
+
+def test_fit_without_steps_runs_the_flow_classs_default_budget(files, tmp_path, capsys, monkeypatch):
+    """``flow fit`` reads ``default_fit_steps`` from the flow class it builds: the conditional one with --context."""
+    monkeypatch.setattr(CompactFlow, "default_fit_steps", 12)
+    monkeypatch.setattr(ConditionalCompactFlow, "default_fit_steps", 15)
+    common = ["--low", "0", "--high", "1", "--quiet", "--json", "--layers", "1"]
+    for name, extra, steps in (("plain", [], 12), ("cond", ["--context", str(files["x"])], 15)):
+        out = tmp_path / f"{name}.pt"
+        assert main(["flow", "fit", str(files["y"]), *extra, *common, "--out", str(out)]) == 0
+        summary = json.loads(capsys.readouterr().out)
+        assert (summary["steps"], summary["conditional"]) == (steps, bool(extra))

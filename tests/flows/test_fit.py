@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import pyro
 import pytest
 import torch
 
 from pyroflows.datasets.bounded import piecewise_uniform
 from pyroflows.errors import DataError
-from pyroflows.flows import CompactFlow, check_data, fit
+from pyroflows.flows import CompactFlow, ConvergenceWarning, check_data, fit
 
 
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # a short budget on purpose
 def test_fit_on_the_posts_target_improves_and_gets_close():
     """Fast version of the benchmark: 1,500 points, 300 steps, KL measured on 20,000 fresh points."""
     target = piecewise_uniform()
@@ -133,6 +137,75 @@ def test_a_run_that_ends_while_still_improving_warns():
     with pytest.warns(ConvergenceWarning, match="still improving when the budget of 40 steps ran out"):
         result = fit(CompactFlow(0.0, 1.0), data, steps=40, eval_every=5, seed=0, progress=False)
     assert not result.converged and not result.stopped_early
+
+
+def _beta_2_5_fit(steps: int):
+    """Beta(2, 5), 5,000 points, ``steps`` steps with an evaluation every 5; the flow's KL on 20,000 fresh points."""
+    from scipy import stats
+
+    rng = np.random.default_rng(5)
+    train, test = rng.beta(2, 5, 5000), rng.beta(2, 5, 20000)
+    pyro.set_rng_seed(0)
+    flow = CompactFlow(0.0, 1.0)
+    result = fit(flow, train, steps=steps, eval_every=5, seed=0, progress=False)
+    with torch.no_grad():
+        kl = -flow().log_prob(torch.as_tensor(test)[:, None]).mean().item() + stats.beta(2, 5).logpdf(test).mean()
+    return result, kl
+
+
+def test_an_annealed_under_fitted_run_warns():
+    """170 steps: the learning rate has decayed to 1% and the last quarter of the steps looks flat, but the flow is
+    under-fitted (its KL is several times the 600-step fit's, next test); over the last quarter of the schedule's total
+    step length (from step 50: the window below) the held-out NLL still fell significantly."""
+    from pyroflows.flows.fit import ConvergenceWarning, _convergence_window
+
+    assert _convergence_window(170, 0.01, 5) == 120
+    with pytest.warns(ConvergenceWarning, match=r"over the last 120 steps, the last quarter of the schedule's total"):
+        result, kl = _beta_2_5_fit(170)
+    assert not result.converged and kl > 0.01
+    # the step-quarter view: the held-out NLL moved by less than a hundredth of a nat over the last 40 steps
+    assert abs(result.heldout_nll[-1] - result.heldout_nll[-9]) < 0.01
+
+
+def test_a_fitted_run_does_not_warn():
+    """The same data with 600 steps: converged (no warning; the suite turns warnings into errors), KL below 0.005."""
+    result, kl = _beta_2_5_fit(600)
+    assert result.converged and kl < 0.005
+
+
+def test_the_convergence_window_holds_the_last_quarter_of_the_step_length():
+    """The window's first step is where the summed learning rates left to come fall to a quarter of their total."""
+    from pyroflows.flows.fit import _convergence_window
+
+    for steps, fraction, eval_every in ((2000, 0.01, 20), (170, 0.01, 5), (500, 0.1, 10), (400, 1.0, 20)):
+        lrs = fraction ** (np.arange(1, steps + 1) / steps)  # ClippedAdam multiplies lr by lrd before each step
+        start = steps - _convergence_window(steps, fraction, eval_every)
+        assert lrs[start:].sum() / lrs.sum() == pytest.approx(0.25, abs=0.005)
+    assert _convergence_window(400, 1.0, 20) == 100  # a constant learning rate: the last quarter of the steps
+    assert _convergence_window(4, 1.0, 5) == 5  # one evaluation interval at least
+
+
+def test_the_default_budget_is_the_flow_classs(monkeypatch):
+    """``fit`` without ``steps`` runs the flow class's ``default_fit_steps``, with the whole budget as patience."""
+    from pyroflows.flows import ConditionalCompactFlow
+    from pyroflows.flows.fit import DEFAULT_STEPS, default_steps
+
+    assert default_steps(CompactFlow(0.0, 1.0)) == DEFAULT_STEPS == 2000
+    assert default_steps(ConditionalCompactFlow(0.0, 1.0, context_dim=1)) == 2000
+    assert default_steps(ConditionalCompactFlow([0.0, 0.0], [1.0, 1.0], context_dim=1)) == 2000
+    assert default_steps(ConditionalCompactFlow(0.0, float("inf"), context_dim=1)) == 4000
+    assert default_steps(ConditionalCompactFlow(float("-inf"), 0.0, context_dim=1)) == 4000
+    monkeypatch.setattr(CompactFlow, "default_fit_steps", 30)
+    monkeypatch.setattr(ConditionalCompactFlow, "default_fit_steps", 20)
+    rng = np.random.default_rng(0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # budgets this small are too small on purpose
+        plain = fit(CompactFlow(0.0, 1.0, num_layers=1), rng.uniform(size=200), eval_every=10, progress=False)
+        x = rng.uniform(size=(200, 1))
+        flow = ConditionalCompactFlow(0.0, 1.0, context_dim=1, num_layers=1, hidden_dims=[4])
+        conditional = fit(flow, rng.uniform(size=200), context=x, eval_every=10, progress=False)
+    assert (plain.steps, conditional.steps) == (30, 20)
+    assert not plain.stopped_early and not conditional.stopped_early
 
 
 def test_beta_2_5_from_1000_points_with_the_defaults():
