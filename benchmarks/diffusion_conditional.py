@@ -10,7 +10,8 @@ Three parts:
     ceiling) and the energy distance (x1e-3, V-statistic) to exact draws of the class, beside the same statistic
     between two exact samples (the floor). Null-label samples against the whole mixture sit beside an
     unconditional DDPM trained on the same data.
-  * impute: an unconditional DDPM per mixture and seed (T = 20 by default, --impute-steps); for several observed
+  * impute: an unconditional DDPM per mixture and seed (T = 20 by default, --impute-steps; 4,000 training points and
+    250 epochs by default, --impute-points, --impute-epochs); for several observed
     values (high- and low-density ones) M imputations of the missing coordinate(s) by ``replace`` and by ``smc``
     with each twist (forward, denoiser) and 8, 32 and 128 particles: the 1-Wasserstein distance to 20,000 exact
     draws of the closed-form conditional (the mean of the 1-D W1 over the imputed coordinates) and to the model's
@@ -23,7 +24,7 @@ Three parts:
     null-label samples side by side, and the labelled model's per-moon accuracy at w in {0, 1, 3}.
 
 Usage: python benchmarks/diffusion_conditional.py [--quick] [--no-write] [--part all|labels,impute,moons]
-       [--seeds 0,1,2] [--impute-steps 20] [--label-dropout R]
+       [--seeds 0,1,2] [--impute-steps 20] [--impute-points 4000] [--impute-epochs 250] [--label-dropout R]
 """
 
 from __future__ import annotations
@@ -395,8 +396,8 @@ def impute_rows(cfg, seeds) -> list[ImputeRow]:
     rows = []
     for name, mixture in MIXTURES.items():
         for seed in seeds:
-            data, _ = mixture.sample(cfg["n_train"], np.random.default_rng(seed))
-            ddpm, _ = fit(data, None, seed, cfg["epochs"], cfg["batch"], steps=cfg["impute_steps"])
+            data, _ = mixture.sample(cfg["impute_n"], np.random.default_rng(seed))
+            ddpm, _ = fit(data, None, seed, cfg["impute_epochs"], cfg["batch"], steps=cfg["impute_steps"])
             for observed, values in CASES[name]:
                 r = impute_case(ddpm, mixture, observed, values, seed, data.std(0), cfg)
                 r.name = name
@@ -416,9 +417,9 @@ def part_impute(cfg, seeds, rows_out: str | None = None, rows_in: str | None = N
     labels = [label for label, *_ in IMPUTERS]
     head = " | ".join(labels)
     lines = [
-        f"### Imputation: W1 to the exact conditional and to the model's own ({cfg['n_train']} training points, "
-        f"{cfg['epochs']} epochs of batches of {cfg['batch']}, T = {cfg['impute_steps']}; {cfg['m']} imputations of "
-        "each observed row; "
+        f"### Imputation: W1 to the exact conditional and to the model's own ({cfg['impute_n']} training points, "
+        f"{cfg['impute_epochs']} epochs of batches of {cfg['batch']}, T = {cfg['impute_steps']}; {cfg['m']} "
+        "imputations of each observed row; "
         "W1 = mean over the imputed coordinates of the 1-D Wasserstein-1 distance; forward / denoiser = the SMC "
         "method's twist, with 8, 32, 128 particles; reference = the model's own conditional, all weighted particles "
         f"of {cfg['reference_runs']} denoiser-twist SMC run(s) of {cfg['reference_particles']} particles)",
@@ -551,6 +552,18 @@ def main() -> None:
         "0.1 at T = 10, which blurs the model's own conditional at low-density observed values)",
     )
     parser.add_argument(
+        "--impute-points",
+        type=int,
+        default=None,
+        help="training points of the imputation part's models (default 4000, the labels part's; 500 with --quick)",
+    )
+    parser.add_argument(
+        "--impute-epochs",
+        type=int,
+        default=None,
+        help="training epochs of the imputation part's models (default 250, the labels part's; 20 with --quick)",
+    )
+    parser.add_argument(
         "--label-dropout",
         type=float,
         default=DEFAULT_LABEL_DROPOUT,
@@ -602,6 +615,11 @@ def main() -> None:
             pairs=2,
             floor_pairs=2,
         )
+    cfg["impute_n"] = cfg["n_train"] if args.impute_points is None else args.impute_points
+    cfg["impute_epochs"] = cfg["epochs"] if args.impute_epochs is None else args.impute_epochs
+    for flag, value in (("--impute-points", cfg["impute_n"]), ("--impute-epochs", cfg["impute_epochs"])):
+        if value < 1:
+            parser.error(f"{flag}: expected a positive integer, got {value}")
     parts = {"labels", "impute", "moons"} if args.part == "all" else set(args.part.split(","))
     if not parts <= {"labels", "impute", "moons"}:
         parser.error(f"--part: expected all or a list of labels, impute, moons, got {args.part!r}")
