@@ -15,7 +15,7 @@ at every optimisation step. :class:`LayerSplit` obtains both without changing th
   eval-mode BatchNorm folded into the preceding convolution, each ReLU followed by a max-pool moved after the pool,
   and 4-d feature maps passed in the ``channels_last`` memory format. The model itself is never changed: the new
   module shares the model's un-folded modules and holds new weights only for the folded convolutions, rebuilt from
-  the current weights (rebuilt whenever a parameter or buffer changes). It is checked once against the plain tail.
+  the current weights (rebuilt when a parameter or buffer changes). It is checked against the plain tail at each head.
 * **Re-run fallback**: a model that ``torch.fx`` cannot trace (data-dependent Python control flow) is run whole at
   each step with a forward hook replacing the layer's output, as the official implementation does; a
   :class:`LayerSplitWarning` (a :class:`UserWarning`) says so. The head is still cut short: capturing :math:`R`
@@ -460,7 +460,7 @@ _HOOK_DICTS = ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_back
 
 
 def _fingerprint(module: nn.Module) -> tuple[Any, ...]:
-    """Identity, storage and in-place version of every parameter and buffer: any change to the weights changes it."""
+    """Identity, storage and in-place version of every parameter and buffer (an edit through ``.data`` keeps it)."""
     tensors = [*module.parameters(), *module.buffers()]
     return tuple((id(t), t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
 
