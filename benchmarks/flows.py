@@ -17,6 +17,7 @@ Usage:
     python benchmarks/flows.py --only draws     # only the draws x seeds part (its own section)
     python benchmarks/flows.py --only draws --ends secant  # the same with secant spline ends (its own section)
     python benchmarks/flows.py --only draws --ends auto    # ends chosen per fit by held-out NLL (its own section)
+    python benchmarks/flows.py --only draws --ends data    # ends chosen per bound from the data (its own section)
     python benchmarks/flows.py --quick          # smaller sizes, prints the tables only
 """
 
@@ -50,6 +51,7 @@ SECTION = "## Compact-support flows"
 DRAWS_SECTION = "## Compact-support flows: the defaults over data draws and seeds, and at the bounds"
 SECANT_SECTION = "## Compact-support flows: secant spline ends over data draws and seeds, and at the bounds"
 AUTO_SECTION = "## Compact-support flows: spline ends chosen per fit by held-out NLL, over data draws and seeds"
+DATA_SECTION = "## Compact-support flows: spline ends chosen per bound from the data, over data draws and seeds"
 #: The opt-in configuration ``--ends secant`` measures: the flow's and the fit's arguments.
 SECANT, SECANT_FIT = {"ends": "secant"}, {"batch_size": 8192}
 #: The draws part's configurations (``--ends``): flow arguments, fit arguments, section, figure, description.
@@ -70,6 +72,15 @@ DRAW_CONFIGS: dict[str, tuple[dict, dict, str, str, str]] = {
         "flows_bounds_auto.png",
         '`CompactFlow(1, 2.5, ends="auto")` fitted with `fit`\'s defaults: free and secant ends (tail priors 0.1 and '
         "0.01) each fitted on the same split and minibatches, the lower held-out NLL kept",
+    ),
+    "data": (
+        {"ends": "data"},
+        {},
+        DATA_SECTION,
+        "flows_bounds_data.png",
+        '`CompactFlow(1, 2.5, ends="data")` fitted with `fit`\'s defaults: at each bound secant ends (tail prior 0.01) '
+        "where Hill's estimate of the density's power-law exponent there, from the training split's ceil(n^(2/3)) "
+        "nearest points, is within 3 standard errors of 1, free ends (tail prior 0.1) elsewhere",
     ),
 }
 
@@ -143,8 +154,8 @@ def main() -> None:
         "--ends",
         choices=tuple(DRAW_CONFIGS),
         default="default",
-        help="draws part: the defaults, secant spline ends with full batches, or ends chosen per fit by held-out NLL "
-        "(each its own section and figure)",
+        help="draws part: the defaults, secant spline ends with full batches, ends chosen per fit by held-out NLL, "
+        "or ends chosen per bound from the data (each its own section and figure)",
     )
     args = parser.parse_args()
     if args.only != "table":
@@ -262,9 +273,11 @@ def _piecewise_runs(
                 )
             ratios = {k: _window_mean(flow, a, b) / truth_density for k, (a, b, truth_density) in windows.items()}
             runs.append({"draw": draw, "seed": seed, "kl": kl, "steps": result.steps, "seconds": seconds,
-                         "warned": bool(caught), "chosen": result.ends, **ratios})  # fmt: skip
+                         "warned": bool(caught), "chosen": result.ends or _bound_choice(flow, result),
+                         **ratios})  # fmt: skip
             print(f"piecewise draw {draw} seed {seed}: KL {kl:.4f}, " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) + f", {seconds:.1f} s", flush=True)  # fmt: skip
+                  ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) +
+                  f", {seconds:.1f} s {runs[-1]['chosen'] or ''}", flush=True)  # fmt: skip
     return runs, curves
 
 
@@ -287,8 +300,9 @@ def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int, flow_kwargs: dic
         with torch.no_grad():
             nll = -flow().log_prob(torch.as_tensor(beta_test)[:, None]).mean().item()
         rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught),
-                     "chosen": result.ends})  # fmt: skip
-        print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f})")
+                     "chosen": result.ends or _bound_choice(flow, result)})  # fmt: skip
+        print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f}) "
+              f"{rows[-1]['chosen'] or ''}")  # fmt: skip
     return {"rows": rows, "n": n_beta, "n_test": len(beta_test), "optimum": optimum, "truth": beta_truth}
 
 
@@ -339,6 +353,14 @@ def _render_draws(
         f"Figure: `benchmarks/{DRAW_CONFIGS[ends][3]}` (learned density against distance from each bound, every run).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _bound_choice(flow: CompactFlow, result) -> str | None:  # noqa: ANN001 - a FitResult
+    """``ends="data"``: the ends chosen at the two bounds and the exponent estimates behind them, for the table."""
+    if result.bound_exponents is None:
+        return None
+    (lower, upper), (lo, hi) = flow.config["bound_ends"][0], result.bound_exponents[0]
+    return f"{lower} / {upper} (a = {lo.a:.2f} / {hi.a:.2f}, z = {lo.z:+.1f} / {hi.z:+.1f})"
 
 
 def _steps(run: dict) -> str:
