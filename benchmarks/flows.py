@@ -188,7 +188,7 @@ def main() -> None:
     for label, row in guides.items():
         print(f"Beta-Binomial {label:16s} KL {row['kl']:.4f}  k-hat {row['khat']:.2f}  {row['seconds']:.1f} s")
 
-    table = render(rows, guides, n_train, n_test, epochs, args.quick)
+    table = render(rows, guides, n_train, n_test, epochs, args.quick, only=args.only)
     print()
     print(table)
     if not args.no_write and not args.quick:
@@ -393,12 +393,15 @@ def _bounds_figure(distance: np.ndarray, curves: list, name: str = "flows_bounds
     save_figure(fig, Path(__file__).with_name(name), overwrite=True, dpi=100)
 
 
-def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool) -> str:
+def render(
+    rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool, only: str | None = None
+) -> str:
     defaults = [r["kl"] for r in rows if r["method"] == "default"]
     lines = [
         SECTION,
         "",
-        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}` (date {datetime.date.today()}). "
+        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}{' --only ' + only if only else ''}` "
+        f"(date {datetime.date.today()}). "
         "Each target: "
         f"{n_train:,} training points (10% held out for early stopping), {n_test:,} fresh test points. "
         "KL = held-out NLL minus the true density's NLL on the same test points (a paired Monte Carlo estimate of "
@@ -406,7 +409,8 @@ def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: in
         "Leak = mass outside the "
         "support (the KDE is truncated and renormalised, so its KL counts the leak; the unbounded spline's KL "
         "includes it). default = `CompactFlow(low, high)` fitted with `fit`'s defaults (whole-interval spline on an "
-        f"interval, autoregressive on the box), at most {epochs} optimiser steps; 'spline, secant ends' is "
+        "interval, its ends chosen at each bound from the training points near it, `ends=\"data\"`; autoregressive "
+        f"on the box), at most {epochs} optimiser steps; 'spline, secant ends' is "
         '`CompactFlow(low, high, ends="secant")` (tail prior 0.01) fitted with `batch_size=8192`. Times are '
         "wall-clock on the shared 2-core machine.",
         "",

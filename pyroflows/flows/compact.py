@@ -136,7 +136,8 @@ class CompactFlow(Checkpointable, PyroModule):
 
     - ``"radial"``: invertible radial flows (the source post's design), 16 by default.
     - ``"spline"``: a :class:`~pyroflows.flows.SigmoidSpline`, a monotone spline over the whole interval (in the
-      data's own coordinates) whose end derivatives set the density at each bound (``ends="free"`` by default).
+      data's own coordinates) whose end derivatives set the density at each bound (by default chosen per bound by
+      :func:`~pyroflows.flows.fit` from the data, ``ends="data"``).
     - ``"autoregressive"``: Pyro's ``spline_autoregressive`` layers with reversed orderings between them, for
       ``dim > 1`` when the dimensions depend on each other.
 
@@ -156,14 +157,15 @@ class CompactFlow(Checkpointable, PyroModule):
         order: Spline order, ``"linear"`` or ``"quadratic"``; by default quadratic when ``ends`` is not ``"fixed"``
             (the rational-quadratic spline with free ends), linear otherwise.
         ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`), a name in
-            :data:`~pyroflows.flows.families.SPLINE_ENDS`: ``"free"`` (default for ``transform="spline"``, the
-            spline family's ``default_ends`` in :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"``
-            (each end bin's mean slope, so the density at a bound is the end bin's mean density: best when the
-            density is flat near the bounds), ``"auto"`` (:func:`~pyroflows.flows.fit` fits free and secant ends on
-            the same split and keeps the one with the lower held-out NLL; until then the flow has free ends),
-            ``"data"`` (:func:`~pyroflows.flows.fit` chooses per bound from the training points nearest it: secant
-            ends where the density's power-law exponent there is consistent with 1, free ends elsewhere; see
-            :meth:`choose_bound_ends`) or ``"fixed"`` (Pyro's 0.999, the only choice for the other transforms).
+            :data:`~pyroflows.flows.families.SPLINE_ENDS`: ``"data"`` (default for ``transform="spline"``, the
+            spline family's ``default_ends`` in :data:`~pyroflows.flows.families.FAMILIES`: :func:`~pyroflows.flows.fit`
+            chooses per bound from the training points nearest it, secant ends where the density's power-law
+            exponent there is consistent with 1, free ends elsewhere; see :meth:`choose_bound_ends`; until then the
+            flow has free ends), ``"free"`` (learned), ``"secant"`` (each end bin's mean slope, so the density at a
+            bound is the end bin's mean density: best when the density is flat near the bounds), ``"auto"``
+            (:func:`~pyroflows.flows.fit` fits free and secant ends on the same split and keeps the one with the lower
+            held-out NLL; until then the flow has free ends) or ``"fixed"`` (Pyro's 0.999, the only choice for the
+            other transforms).
         bound_ends: With ``ends="data"``: the ends chosen at each bound, one ``(lower, upper)`` pair of ``"free"`` /
             ``"secant"`` per dimension (what :func:`~pyroflows.flows.fit` sets and a saved flow keeps), or None
             (default) for free ends until a fit chooses.

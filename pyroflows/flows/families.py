@@ -205,7 +205,6 @@ SPLINE_ENDS.register(
     "free",
     SplineEnds(tail_prior=0.1),
     "learned end derivatives: the density at each bound is learned (tail prior 0.1)",
-    default=True,
 )
 SPLINE_ENDS.register(
     "secant",
@@ -224,6 +223,7 @@ SPLINE_ENDS.register(
     "fit chooses per bound from the training points nearest it: secant ends (tail prior 0.01) where the density's "
     "estimated power-law exponent there is consistent with 1 (finite and non-zero at the bound), free ends (tail "
     "prior 0.1) elsewhere",
+    default=True,
 )
 SPLINE_ENDS.register("fixed", SplineEnds(), "Pyro's end derivatives, 0.999 (the only ends of the other transforms)")
 
@@ -269,8 +269,9 @@ def default_transform(dim: int, *, guide: bool = False) -> str:
     Chosen by held-out KL (``benchmarks/flows.py``): on the piecewise-uniform target an 8-bin whole-interval spline
     after the tail layer averaged 0.0045 nats over three seeds against 0.0054 for 16 radial layers (the source post's
     design), in about half the time; both were within 0.01 on the other interval targets. The spline's defaults
-    (rational-quadratic with free end derivatives, tail-slope prior of scale 0.1) are measured over data draws and
-    seeds in the benchmark's "draws and seeds" section (and the opt-in secant ends in its "secant spline ends" one).
+    (rational-quadratic, each bound's end derivative and tail prior chosen from the data near it: ``ends="data"``)
+    are measured over data draws and seeds in the benchmark's "draws and seeds" section (free and secant ends alone
+    in the sections of the earlier defaults and of the "secant spline ends").
     Elementwise layers (and a single radial centre) cannot express the dependence between the coordinates of a box,
     which autoregressive splines can.
 

@@ -325,7 +325,7 @@ def test_a_flow_that_took_other_ends_still_trains_under_svi():
     ("kwargs", "fit_kwargs", "message"),
     [
         ({"ends": "auto"}, {"heldout_fraction": 0.0}, "chooses the spline ends on the held-out split"),
-        ({"ends": "nope"}, {}, "ends: unknown 'nope'; expected one of free, secant, auto, fixed"),
+        ({"ends": "nope"}, {}, "ends: unknown 'nope'; expected one of free, secant, auto, data, fixed"),
         ({"ends": "auto", "transform": "radial"}, {}, "ends: 'auto' needs transform='spline'"),
     ],
 )
