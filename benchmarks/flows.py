@@ -17,6 +17,8 @@ Usage:
     python benchmarks/flows.py --only draws     # only the draws x seeds part (its own section)
     python benchmarks/flows.py --only draws --ends secant  # the same with secant spline ends (its own section)
     python benchmarks/flows.py --only draws --ends auto    # ends chosen per fit by held-out NLL (its own section)
+    python benchmarks/flows.py --only draws --ends data    # ends chosen per bound from the data (its own section)
+    python benchmarks/flows.py --only decisions  # how often that rule calls each bound flat (no fitting; seconds)
     python benchmarks/flows.py --quick          # smaller sizes, prints the tables only
 """
 
@@ -50,6 +52,8 @@ SECTION = "## Compact-support flows"
 DRAWS_SECTION = "## Compact-support flows: the defaults over data draws and seeds, and at the bounds"
 SECANT_SECTION = "## Compact-support flows: secant spline ends over data draws and seeds, and at the bounds"
 AUTO_SECTION = "## Compact-support flows: spline ends chosen per fit by held-out NLL, over data draws and seeds"
+DATA_SECTION = "## Compact-support flows: spline ends chosen per bound from the data, over data draws and seeds"
+DECISIONS_SECTION = "## Compact-support flows: how often the per-bound ends rule calls a bound flat"
 #: The opt-in configuration ``--ends secant`` measures: the flow's and the fit's arguments.
 SECANT, SECANT_FIT = {"ends": "secant"}, {"batch_size": 8192}
 #: The draws part's configurations (``--ends``): flow arguments, fit arguments, section, figure, description.
@@ -70,6 +74,15 @@ DRAW_CONFIGS: dict[str, tuple[dict, dict, str, str, str]] = {
         "flows_bounds_auto.png",
         '`CompactFlow(1, 2.5, ends="auto")` fitted with `fit`\'s defaults: free and secant ends (tail priors 0.1 and '
         "0.01) each fitted on the same split and minibatches, the lower held-out NLL kept",
+    ),
+    "data": (
+        {"ends": "data"},
+        {},
+        DATA_SECTION,
+        "flows_bounds_data.png",
+        '`CompactFlow(1, 2.5, ends="data")` fitted with `fit`\'s defaults: at each bound secant ends (tail prior 0.01) '
+        "where Hill's estimate of the density's power-law exponent there, from the training split's ceil(n^(2/3)) "
+        "nearest points, is within 3 standard errors of 1, free ends (tail prior 0.1) elsewhere",
     ),
 }
 
@@ -138,15 +151,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 training / 10,000 test points, fewer steps")
     parser.add_argument("--no-write", action="store_true", help="print only; do not update RESULTS.md")
-    parser.add_argument("--only", choices=("table", "draws"), default=None, help="run one part only")
+    parser.add_argument("--only", choices=("table", "draws", "decisions"), default=None, help="run one part only")
     parser.add_argument(
         "--ends",
         choices=tuple(DRAW_CONFIGS),
         default="default",
-        help="draws part: the defaults, secant spline ends with full batches, or ends chosen per fit by held-out NLL "
-        "(each its own section and figure)",
+        help="draws part: the defaults, secant spline ends with full batches, ends chosen per fit by held-out NLL, "
+        "or ends chosen per bound from the data (each its own section and figure)",
     )
     args = parser.parse_args()
+    if args.only == "decisions":
+        section = decisions(args.quick)
+        print(section)
+        if not args.no_write and not args.quick:
+            write_section(section, DECISIONS_SECTION)
+        return
     if args.only != "table":
         draws_table = draws_and_seeds(args.quick, figure=not (args.quick or args.no_write), ends=args.ends)
         print(draws_table)
@@ -177,7 +196,7 @@ def main() -> None:
     for label, row in guides.items():
         print(f"Beta-Binomial {label:16s} KL {row['kl']:.4f}  k-hat {row['khat']:.2f}  {row['seconds']:.1f} s")
 
-    table = render(rows, guides, n_train, n_test, epochs, args.quick)
+    table = render(rows, guides, n_train, n_test, epochs, args.quick, only=args.only)
     print()
     print(table)
     if not args.no_write and not args.quick:
@@ -262,9 +281,11 @@ def _piecewise_runs(
                 )
             ratios = {k: _window_mean(flow, a, b) / truth_density for k, (a, b, truth_density) in windows.items()}
             runs.append({"draw": draw, "seed": seed, "kl": kl, "steps": result.steps, "seconds": seconds,
-                         "warned": bool(caught), "chosen": result.ends, **ratios})  # fmt: skip
+                         "warned": bool(caught), "chosen": result.ends or _bound_choice(flow, result),
+                         **ratios})  # fmt: skip
             print(f"piecewise draw {draw} seed {seed}: KL {kl:.4f}, " +
-                  ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) + f", {seconds:.1f} s", flush=True)  # fmt: skip
+                  ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()) +
+                  f", {seconds:.1f} s {runs[-1]['chosen'] or ''}", flush=True)  # fmt: skip
     return runs, curves
 
 
@@ -287,8 +308,9 @@ def _beta_runs(quick: bool, seeds: tuple[int, ...], steps: int, flow_kwargs: dic
         with torch.no_grad():
             nll = -flow().log_prob(torch.as_tensor(beta_test)[:, None]).mean().item()
         rows.append({"seed": seed, "nll": nll, "kl": nll - beta_truth, "steps": result.steps, "warned": bool(caught),
-                     "chosen": result.ends})  # fmt: skip
-        print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f})")
+                     "chosen": result.ends or _bound_choice(flow, result)})  # fmt: skip
+        print(f"Beta(2, 5) seed {seed}: held-out NLL {nll:.4f} (optimum {optimum:.4f}, KL {nll - beta_truth:.4f}) "
+              f"{rows[-1]['chosen'] or ''}")  # fmt: skip
     return {"rows": rows, "n": n_beta, "n_test": len(beta_test), "optimum": optimum, "truth": beta_truth}
 
 
@@ -341,9 +363,109 @@ def _render_draws(
     return "\n".join(lines) + "\n"
 
 
+def _bound_choice(flow: CompactFlow, result) -> str | None:  # noqa: ANN001 - a FitResult
+    """``ends="data"``: the ends chosen at the two bounds and the exponent estimates behind them, for the table."""
+    if result.bound_exponents is None:
+        return None
+    (lower, upper), (lo, hi) = flow.config["bound_ends"][0], result.bound_exponents[0]
+    return f"{lower} / {upper} (a = {lo.a:.2f} / {hi.a:.2f}, z = {lo.z:+.1f} / {hi.z:+.1f})"
+
+
 def _steps(run: dict) -> str:
     """The steps cell: the steps taken, whether fit warned, and the ends it chose (``ends="auto"``)."""
     return f"{run['steps']}{' (warned)' if run['warned'] else ''}{', ' + run['chosen'] if run.get('chosen') else ''}"
+
+
+def _fit_split_train(x: torch.Tensor, seed: int, heldout_fraction: float = 0.1) -> torch.Tensor:
+    """The training rows ``fit(..., seed=seed)`` draws (its split: a permutation right after seeding)."""
+    pyro.set_rng_seed(seed)
+    perm = torch.randperm(x.shape[0])
+    return x[perm[int(round(heldout_fraction * x.shape[0])) :]]
+
+
+def decisions(quick: bool) -> str:
+    """The per-bound rule of ``ends="data"`` without fitting: its decisions on the draws part's training splits for
+    other windows and thresholds, and how often it calls each bound flat over many fresh draws."""
+    from pyroflows.datasets.bounded import _scaled_beta
+    from pyroflows.flows.bound_exponent import FLAT_Z, bound_exponents, hill_exponent
+
+    piecewise = BOUNDED_TARGETS["piecewise"]()
+    splits = {}  # the draws part's training splits, as fit draws them
+    for draw in (1, 2, 3, 4, 5):
+        x = torch.as_tensor(piecewise.sample(5000, seed=draw))
+        for seed in (0, 1, 2):
+            splits[f"piecewise draw {draw} seed {seed}"] = (_fit_split_train(x, seed), 1.0, 2.5)
+    for seed in (0, 1, 2):
+        x = torch.as_tensor(np.random.default_rng(100 + seed).beta(2, 5, 1000))[:, None]
+        splits[f"Beta(2, 5) seed {seed}"] = (_fit_split_train(x, seed), 0.0, 1.0)
+    for name in ("edge-peaked", "u-shaped", "bimodal"):
+        target = BOUNDED_TARGETS[name]()
+        x = torch.as_tensor(target.sample(5000, seed=1))
+        splits[f"main table {name}"] = (_fit_split_train(x, 0), target.low[0], target.high[0])
+    lines = [
+        DECISIONS_SECTION,
+        "",
+        f"Command: `python benchmarks/flows.py --only decisions` (date {datetime.date.today()}; no fitting). The rule "
+        'of `ends="data"` (`pyroflows/flows/bound_exponent.py`): Hill\'s estimate of the exponent a of P(distance '
+        f"<= t) ~ t^a from the k = ceil(n^(2/3)) training points nearest each bound, flat when |log a_hat| sqrt(k) <= "
+        f"{FLAT_Z:g}. First, the training splits `fit` draws in the draws part (piecewise: 5 draws x 3 seeds, 30 "
+        "bounds; Beta(2, 5): 3 seeds, 6 bounds) and the main table's (edge-peaked, u-shaped, bimodal), decided with "
+        "other windows and thresholds: the number of bounds called otherwise than the truth's exponent says (a = 1: "
+        "flat; Beta(2, 5) and the others' non-flat bounds: not), and the largest |z| on the piecewise target.",
+        "",
+        "| window k | z | piecewise bounds called not flat (of 30) | largest piecewise abs(z) | Beta(2, 5) bounds "
+        "called flat (of 6) | main-table bounds called wrongly (of 6) |",
+        "|---|---|---|---|---|---|",
+    ]
+    truth = {"edge-peaked": (True, False), "u-shaped": (False, False), "bimodal": (False, False)}
+    for mult in (0.5, 1.0, 2.0):
+        zs: dict[str, list[float]] = {}
+        for name, (train, lo, hi) in splits.items():
+            zs[name] = []
+            for distance in (train[:, 0] - lo, hi - train[:, 0]):
+                n = distance.numel()
+                zs[name].append(
+                    hill_exponent(distance.clamp(min=0), max(1, min(n - 1, math.ceil(mult * n ** (2 / 3))))).z
+                )
+        for z in (2.0, 3.0):
+            pw = [abs(v) for k, pair in zs.items() if k.startswith("piecewise") for v in pair]
+            beta = sum(abs(v) <= z for k, pair in zs.items() if k.startswith("Beta") for v in pair)
+            wrong = sum((abs(v) <= z) != flat for name, flats in truth.items()
+                        for v, flat in zip(zs[f"main table {name}"], flats, strict=True))  # fmt: skip
+            window = "ceil(n^(2/3))" if mult == 1 else f"ceil({mult:g} n^(2/3))"
+            lines.append(f"| {window} | {z:g} | {sum(v > z for v in pw)} | {max(pw):.2f} | {beta} | {wrong} |")
+    targets = {
+        "piecewise (1 / 1)": piecewise,
+        "edge-peaked Beta(1, 3) (1 / 3)": BOUNDED_TARGETS["edge-peaked"](),
+        "u-shaped Beta(0.5, 0.5) (0.5 / 0.5)": BOUNDED_TARGETS["u-shaped"](),
+        "bimodal (3 / 3)": BOUNDED_TARGETS["bimodal"](),
+        "Beta(2, 5) (2 / 5)": _scaled_beta("beta-2-5", "", 2.0, 5.0, 0.0, 1.0),
+        "Beta(1.25, 1.25) (1.25 / 1.25)": _scaled_beta("beta-1.25", "", 1.25, 1.25, 0.0, 1.0),
+        "Beta(0.8, 0.8) (0.8 / 0.8)": _scaled_beta("beta-0.8", "", 0.8, 0.8, 0.0, 1.0),
+    }
+    sizes, repeats = ((500, 5000), 50) if quick else ((500, 1000, 5000, 50000), 400)
+    lines += [
+        "",
+        f"Then how often each bound is called flat (lower / upper) over {repeats} fresh draws per size ({repeats // 4} "
+        "at 50,000), 90% of n points each (the size of fit's training split), seed 12345:",
+        "",
+        "| target (a lower / upper) | " + " | ".join(f"n = {n:,}" for n in sizes) + " |",
+        "|---|" + "---|" * len(sizes),
+    ]
+    rng = np.random.default_rng(12345)
+    for name, target in targets.items():
+        low, high = torch.tensor(target.low, dtype=torch.float64), torch.tensor(target.high, dtype=torch.float64)
+        cells = []
+        for n in sizes:
+            if n == 50000 and not name.startswith(("piecewise", "Beta(1.25", "Beta(0.8")):
+                cells.append("")
+                continue
+            draws = [torch.as_tensor(target.sample(n - round(0.1 * n), seed=rng))
+                     for _ in range(repeats if n < 50000 else repeats // 4)]  # fmt: skip
+            flats = np.array([[e.flat for e in bound_exponents(x, low, high)[0]] for x in draws])
+            cells.append(f"{flats[:, 0].mean():.1%} / {flats[:, 1].mean():.1%}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _bounds_figure(distance: np.ndarray, curves: list, name: str = "flows_bounds.png") -> None:
@@ -371,12 +493,15 @@ def _bounds_figure(distance: np.ndarray, curves: list, name: str = "flows_bounds
     save_figure(fig, Path(__file__).with_name(name), overwrite=True, dpi=100)
 
 
-def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool) -> str:
+def render(
+    rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: int, quick: bool, only: str | None = None
+) -> str:
     defaults = [r["kl"] for r in rows if r["method"] == "default"]
     lines = [
         SECTION,
         "",
-        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}` (date {datetime.date.today()}). "
+        f"Command: `python benchmarks/flows.py{' --quick' if quick else ''}{' --only ' + only if only else ''}` "
+        f"(date {datetime.date.today()}). "
         "Each target: "
         f"{n_train:,} training points (10% held out for early stopping), {n_test:,} fresh test points. "
         "KL = held-out NLL minus the true density's NLL on the same test points (a paired Monte Carlo estimate of "
@@ -384,7 +509,8 @@ def render(rows: list[dict], guides: dict, n_train: int, n_test: int, epochs: in
         "Leak = mass outside the "
         "support (the KDE is truncated and renormalised, so its KL counts the leak; the unbounded spline's KL "
         "includes it). default = `CompactFlow(low, high)` fitted with `fit`'s defaults (whole-interval spline on an "
-        f"interval, autoregressive on the box), at most {epochs} optimiser steps; 'spline, secant ends' is "
+        'interval, its ends chosen at each bound from the training points near it, `ends="data"`; autoregressive '
+        f"on the box), at most {epochs} optimiser steps; 'spline, secant ends' is "
         '`CompactFlow(low, high, ends="secant")` (tail prior 0.01) fitted with `batch_size=8192`. Times are '
         "wall-clock on the shared 2-core machine.",
         "",

@@ -218,6 +218,9 @@ def fit_command(args: argparse.Namespace) -> int:
     }
     if result.ends:  # --ends auto: the held-out NLL of each candidate the choice was made from
         summary["ends_heldout_nll"] = result.ends_heldout_nll
+    if result.bound_exponents is not None:  # --ends data: each bound's ends and the exponent estimates behind them
+        summary["bound_ends"] = flow.config["bound_ends"]
+        summary["bound_exponents"] = [[_finite(e.a) for e in pair] for pair in result.bound_exponents]
     if not distributed.is_main():  # under torchrun every rank holds the same fitted flow; rank 0 writes it
         return 0
     flow.save(args.out, overwrite=args.force, extra={"fit": summary, "train_nll": result.train_nll})
@@ -226,6 +229,8 @@ def fit_command(args: argparse.Namespace) -> int:
     else:
         ends = f", {summary['ends']} ends" if summary["ends"] not in (None, "fixed") else ""
         chosen = f" (chosen by held-out NLL: {_nlls(result.ends_heldout_nll)})" if result.ends else ""
+        if result.bound_exponents is not None:
+            chosen = f" ({_per_bound(summary['bound_ends'], result.bound_exponents)})"
         print(
             f"fitted a {transform} flow ({summary['layers']} layer(s){ends}{chosen}) to {summary['n']} points in "
             f"{result.seconds:.1f} s: held-out NLL {result.best_heldout_nll:.4f} nats at step "
@@ -236,6 +241,21 @@ def fit_command(args: argparse.Namespace) -> int:
 
 def _nlls(by_ends: dict[str, float]) -> str:
     return ", ".join(f"{ends} {nll:.4f}" for ends, nll in by_ends.items())
+
+
+def _per_bound(bound_ends: list[list[str]], exponents: list) -> str:  # noqa: ANN001 - BoundExponent pairs
+    """``lower secant (a = 0.97), upper free (a = 4.2)``, per dimension (``; `` between them)."""
+    return "; ".join(
+        ", ".join(
+            f"{side} {ends} (a = {e.a:.2f})" for side, ends, e in zip(("lower", "upper"), pair, estimates, strict=True)
+        )
+        for pair, estimates in zip(bound_ends, exponents, strict=True)
+    )
+
+
+def _finite(value: float) -> float | None:
+    """``value``, or None for NaN / inf (the JSON summary stays valid JSON)."""
+    return value if math.isfinite(value) else None
 
 
 def _load_context(path: Path, rows: int) -> np.ndarray:

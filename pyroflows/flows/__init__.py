@@ -10,6 +10,7 @@ The layer families (``radial``, ``spline``, ``autoregressive``) and bases are re
 :mod:`pyroflows.flows.families`: a new family is one new file and one ``FAMILIES.register`` line there.
 """
 
+from pyroflows.flows.bound_exponent import BoundExponent, bound_exponents, hill_exponent
 from pyroflows.flows.compact import BoundedTransformedDistribution, CompactFlow
 from pyroflows.flows.conditional import ConditionalCompactFlow, check_context
 from pyroflows.flows.diagnostics import kl_to_posterior, psis_khat
@@ -26,6 +27,7 @@ from pyroflows.flows.two_slope_affine import TwoSlopeAffine, two_slope_affine
 __all__ = [
     "AutoCompactFlow",
     "BASES",
+    "BoundExponent",
     "FAMILIES",
     "FlowFamily",
     "LayerOptions",
@@ -42,10 +44,12 @@ __all__ = [
     "SegmentFlow",
     "SigmoidSpline",
     "TwoSlopeAffine",
+    "bound_exponents",
     "check_context",
     "check_data",
     "default_transform",
     "fit",
+    "hill_exponent",
     "interval_bounds",
     "kl_to_posterior",
     "log_prob_chunked",

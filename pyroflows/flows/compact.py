@@ -20,6 +20,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyroflows.errors import DataError
+from pyroflows.flows.bound_exponent import BoundExponent, bound_exponents
 from pyroflows.flows.families import (
     BASES,
     FAMILIES,
@@ -31,6 +32,7 @@ from pyroflows.flows.families import (
     modules_of,
 )
 from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
+from pyroflows.flows.sigmoid_spline import SigmoidSpline
 from pyroflows.flows.squash import IntervalSquashTransform, to_bounds_dtype
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
 from pyroflows.serialization import Checkpointable
@@ -134,7 +136,8 @@ class CompactFlow(Checkpointable, PyroModule):
 
     - ``"radial"``: invertible radial flows (the source post's design), 16 by default.
     - ``"spline"``: a :class:`~pyroflows.flows.SigmoidSpline`, a monotone spline over the whole interval (in the
-      data's own coordinates) whose end derivatives set the density at each bound (``ends="free"`` by default).
+      data's own coordinates) whose end derivatives set the density at each bound (by default chosen per bound by
+      :func:`~pyroflows.flows.fit` from the data, ``ends="data"``).
     - ``"autoregressive"``: Pyro's ``spline_autoregressive`` layers with reversed orderings between them, for
       ``dim > 1`` when the dimensions depend on each other.
 
@@ -154,17 +157,24 @@ class CompactFlow(Checkpointable, PyroModule):
         order: Spline order, ``"linear"`` or ``"quadratic"``; by default quadratic when ``ends`` is not ``"fixed"``
             (the rational-quadratic spline with free ends), linear otherwise.
         ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`), a name in
-            :data:`~pyroflows.flows.families.SPLINE_ENDS`: ``"free"`` (default for ``transform="spline"``, the
-            spline family's ``default_ends`` in :data:`~pyroflows.flows.families.FAMILIES`: learned), ``"secant"``
-            (each end bin's mean slope, so the density at a bound is the end bin's mean density: best when the
-            density is flat near the bounds), ``"auto"`` (:func:`~pyroflows.flows.fit` fits free and secant ends on
-            the same split and keeps the one with the lower held-out NLL; until then the flow has free ends) or
-            ``"fixed"`` (Pyro's 0.999, the only choice for the other transforms).
+            :data:`~pyroflows.flows.families.SPLINE_ENDS`: ``"data"`` (default for ``transform="spline"``, the
+            spline family's ``default_ends`` in :data:`~pyroflows.flows.families.FAMILIES`: :func:`~pyroflows.flows.fit`
+            chooses per bound from the training points nearest it, secant ends where the density's power-law
+            exponent there is consistent with 1, free ends elsewhere; see :meth:`choose_bound_ends`; until then the
+            flow has free ends), ``"free"`` (learned), ``"secant"`` (each end bin's mean slope, so the density at a
+            bound is the end bin's mean density: best when the density is flat near the bounds), ``"auto"``
+            (:func:`~pyroflows.flows.fit` fits free and secant ends on the same split and keeps the one with the lower
+            held-out NLL; until then the flow has free ends) or ``"fixed"`` (Pyro's 0.999, the only choice for the
+            other transforms).
+        bound_ends: With ``ends="data"``: the ends chosen at each bound, one ``(lower, upper)`` pair of ``"free"`` /
+            ``"secant"`` per dimension (what :func:`~pyroflows.flows.fit` sets and a saved flow keeps), or None
+            (default) for free ends until a fit chooses.
         tail_prior: Scale :math:`b` of a Laplace prior on the log tail slopes, added by :func:`fit` (MAP; see
             :meth:`log_prior`), or None for none. ``"auto"`` (default) gives the ends' scale
             (:data:`TAIL_PRIOR_BY_ENDS`): 0.1 with free ends, 0.01 with secant ends, none with fixed ends (with
-            ``ends="auto"``, that of the ends the flow has). The spline's ends already set a finite density at each
-            bound, so the slopes should move only for a density that truly vanishes or diverges there.
+            ``ends="auto"``, that of the ends the flow has; with ``ends="data"``, each bound's ends' own). The
+            spline's ends already set a finite density at each bound, so the slopes should move only for a density
+            that truly vanishes or diverges there.
         dtype: Parameter dtype; float64 (default) keeps accuracy near the bounds, inputs of any float dtype work.
         name: Pyro name prefix of the parameters; unique by default so two flows never share parameters.
         scale: For a one-sided support (``low=-inf`` or ``high=inf``), the typical distance of the data from the
@@ -210,6 +220,7 @@ class CompactFlow(Checkpointable, PyroModule):
         tail_slopes: bool = True,
         order: str | None = None,
         ends: str | None = None,
+        bound_ends: Sequence[Sequence[str]] | None = None,
         tail_prior: float | None | str = "auto",
         dtype: torch.dtype = torch.float64,
         name: str | None = None,
@@ -231,7 +242,8 @@ class CompactFlow(Checkpointable, PyroModule):
         order = ("quadratic" if ends != "fixed" else "linear") if order is None else order
         num_layers = family.default_layers if num_layers is None else check_int(num_layers, "num_layers", low=0)
         hidden = list(hidden_dims) if hidden_dims is not None else [8 * dim, 8 * dim]
-        choosing = bool(SPLINE_ENDS.get(ends).factory.candidates)
+        rule = SPLINE_ENDS.get(ends).factory
+        choosing = bool(rule.candidates or rule.per_bound)
         self._config: dict[str, Any] = {
             "low": squash.low.tolist(),
             "high": squash.high.tolist(),
@@ -244,7 +256,8 @@ class CompactFlow(Checkpointable, PyroModule):
             "tail_slopes": bool(tail_slopes),
             "order": order,
             "ends": ends,
-            # ends="auto" keeps an automatic prior unresolved: it is the prior of the ends fit chooses.
+            "bound_ends": _check_bound_ends(bound_ends, ends, dim),
+            # ends="auto" / "data" keep an automatic prior unresolved: it is the prior of the ends fit chooses.
             "tail_prior": "auto" if choosing and tail_prior == "auto" else _tail_prior(tail_prior, ends),
             "dtype": str(dtype).removeprefix("torch."),
             "scale": float(scale),
@@ -269,15 +282,56 @@ class CompactFlow(Checkpointable, PyroModule):
         self.layers = nn.ModuleList(modules_of(self._stack)).to(self._dtype)
 
     @property
-    def layer_ends(self) -> str:
-        """The spline ends the layers have: ``config["ends"]``, or for a choice :func:`fit` makes its first candidate.
+    def layer_ends(self) -> str | list[list[str]]:
+        """The spline ends the layers have: ``config["ends"]`` or a choice's (``"auto"``: the first candidate).
+
+        For a choice per bound (``ends="data"``) each dimension's ``[lower, upper]`` ends.
 
         Example:
-            >>> CompactFlow(0.0, 1.0, ends="auto").layer_ends
-            'free'
+            >>> CompactFlow(0.0, 1.0, ends="auto").layer_ends, CompactFlow(0.0, 1.0, ends="data").layer_ends
+            ('free', [['free', 'free']])
         """
         rule = SPLINE_ENDS.get(self._config["ends"]).factory
+        if rule.per_bound:
+            chosen = self._config.get("bound_ends")
+            return [list(p) for p in chosen] if chosen else [[rule.per_bound[-1]] * 2 for _ in range(self.dim)]
         return rule.candidates[0] if rule.candidates else self._config["ends"]
+
+    def choose_bound_ends(self, x: torch.Tensor) -> list[tuple[BoundExponent, BoundExponent]]:
+        r"""Choose each bound's spline ends from the points ``x`` (``ends="data"``; :func:`fit` calls it).
+
+        At each bound the exponent :math:`a` of :math:`P(\text{distance} \le t) \approx c\,t^a` is estimated from
+        the points nearest it (:func:`~pyroflows.flows.bound_exponent.bound_exponents`, Hill's estimator on
+        :math:`\lceil n^{2/3} \rceil` points). Where it is consistent with 1 (a finite, non-zero density at the bound)
+        the bound gets secant ends and their strong tail prior (0.01), which hold the density there at the end bin's
+        mean; elsewhere free ends and the weak prior (0.1), which let it vanish or diverge. The choice goes into
+        ``config["bound_ends"]`` and the spline layers, in place (parameters kept), so a saved flow reloads as
+        chosen.
+
+        Args:
+            x: Checked points, shape ``(n, dim)`` (the training split in :func:`fit`).
+
+        Returns:
+            Each dimension's ``(lower, upper)`` estimates.
+
+        Example:
+            >>> flow = CompactFlow(0.0, 1.0, ends="data")
+            >>> u = torch.rand(2000, 1, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+            >>> _ = flow.choose_bound_ends(u ** 0.5)  # density 2u: vanishes at 0, flat at 1
+            >>> flow.config["bound_ends"], flow.layers[1].bound_ends
+            ([['free', 'secant']], [['free', 'secant']])
+        """
+        rule = SPLINE_ENDS.get(self._config["ends"]).factory
+        if not rule.per_bound:
+            raise DataError(f"choose_bound_ends: ends={self._config['ends']!r} is not chosen per bound; use 'data'")
+        flat, other = rule.per_bound
+        estimates = bound_exponents(x, self.low, self.high)
+        chosen = [[flat if e.flat else other for e in pair] for pair in estimates]
+        self._config["bound_ends"] = chosen
+        for layer in self.layers:
+            if isinstance(layer, SigmoidSpline):
+                layer.set_bound_ends(chosen)
+        return estimates
 
     def _adopt_ends(self, other: CompactFlow) -> None:
         """Become ``other``, a flow with the same config but concrete ``ends`` (how :func:`fit` settles ``"auto"``).
@@ -311,11 +365,24 @@ class CompactFlow(Checkpointable, PyroModule):
             >>> CompactFlow(0.0, 1.0, tail_prior=0.1).log_prior().item() == 0.0  # slopes start at 1
             True
         """
-        scale = self._config.get("tail_prior")
-        scale = _tail_prior("auto", self.layer_ends) if scale == "auto" else scale
+        zero = torch.zeros((), dtype=self.low.dtype, device=self.low.device)
         tails = self.layers[0] if self._config["tail_slopes"] and len(self.layers) else None
-        if scale is None or not isinstance(tails, TwoSlopeAffine):
-            return torch.zeros((), dtype=self.low.dtype, device=self.low.device)
+        if not isinstance(tails, TwoSlopeAffine):
+            return zero
+        scale = self._config.get("tail_prior")
+        ends = self.layer_ends
+        if scale == "auto" and not isinstance(ends, str):  # per bound: each bound's ends' prior
+            lower, upper = ([_tail_prior("auto", pair[side]) for pair in ends] for side in (0, 1))
+            return -sum(
+                ((slopes.abs() / torch.tensor(scales, dtype=slopes.dtype, device=slopes.device)).sum()
+                 for slopes, scales in ((tails.log_slope_lower, lower), (tails.log_slope_upper, upper))),
+                zero,
+            )  # fmt: skip
+        if scale == "auto":
+            assert isinstance(ends, str)
+            scale = _tail_prior("auto", ends)
+        if scale is None:
+            return zero
         return -(tails.log_slope_lower.abs().sum() + tails.log_slope_upper.abs().sum()) / scale
 
     def freeze(self) -> CompactFlow:
@@ -438,6 +505,22 @@ def freeze_parameters(*modules: nn.Module) -> None:
                 if param is not None:
                     del module._parameters[name]
                     module.register_buffer(name, param.detach().clone())
+
+
+def _check_bound_ends(bound_ends: Sequence[Sequence[str]] | None, ends: str, dim: int) -> list[list[str]] | None:
+    """``bound_ends`` as plain lists: None, or with per-bound ``ends`` one ``(lower, upper)`` pair per dimension."""
+    if bound_ends is None:
+        return None
+    allowed = SPLINE_ENDS.get(ends).factory.per_bound
+    if not allowed:
+        raise DataError(f"bound_ends: given for ends={ends!r}; only ends chosen per bound ('data') take them")
+    rows = [list(p) for p in bound_ends] if isinstance(bound_ends, (list, tuple)) else []
+    if len(rows) != dim or any(len(r) != 2 or any(e not in allowed for e in r) for r in rows):
+        raise DataError(
+            f"bound_ends: expected {dim} (lower, upper) pair(s) of {' or '.join(map(repr, allowed))}, "
+            f"got {bound_ends!r}"
+        )
+    return rows
 
 
 def _tail_prior(tail_prior: float | None | str, ends: str) -> float | None:

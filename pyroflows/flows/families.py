@@ -72,14 +72,15 @@ class LayerOptions:
         bound: Half-width in logit space of Pyro's autoregressive splines.
         hidden_dims: Hidden sizes of the unconditional autoregressive networks (``None``: ``[8 * dim, 8 * dim]``).
         order: Spline order, ``"linear"`` or ``"quadratic"``.
-        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`).
+        ends: The whole-interval spline's end derivatives (:class:`~pyroflows.flows.SigmoidSpline`): a name, or a
+            ``(lower, upper)`` pair of ``"free"`` / ``"secant"`` per dimension.
     """
 
     count_bins: int = 8
     bound: float = 8.0
     hidden_dims: Sequence[int] | None = None
     order: str = "linear"
-    ends: str = "fixed"
+    ends: str | Sequence[Sequence[str]] = "fixed"
 
 
 @dataclass(frozen=True)
@@ -172,10 +173,15 @@ class SplineEnds:
         candidates: Empty for ends a :class:`~pyroflows.flows.SigmoidSpline` has; for a choice that
             :func:`~pyroflows.flows.fit` makes, the ends it fits on the same split and minibatches, keeping the one
             with the lowest held-out NLL (a flow built with it has the first candidate's layers until then).
+        per_bound: Empty, or for a choice :func:`~pyroflows.flows.fit` makes at each bound from the training points
+            nearest it (:mod:`~pyroflows.flows.bound_exponent`): ``(flat, other)``, the ends of a bound whose
+            estimated exponent is consistent with 1 (a finite, non-zero density there) and of any other bound; each
+            bound then gets its ends' tail prior (a flow built with it has ``other`` ends until then).
     """
 
     tail_prior: float | None = None
     candidates: tuple[str, ...] = ()
+    per_bound: tuple[str, ...] = ()
 
     def __call__(self) -> float | None:
         """The tail-prior scale ``tail_prior="auto"`` gives with these ends (what ``SPLINE_ENDS.build(name)`` is).
@@ -192,13 +198,13 @@ class SplineEnds:
 #: ``benchmarks/flows.py``: with free ends 0.01 doubled the edge-peaked KL, hence 0.1; with secant ends 0.01 holds the
 #: slopes at 1 on the post's piecewise-uniform target (the density within 16% of the truth over the last 0.1% of the
 #: interval on 15 of 15 runs, where 0.03 and 0.1 let it fall to 0.77 and 0.57 on one draw), at the cost of densities
-#: that vanish or diverge at a bound (the "secant spline ends" sections of ``benchmarks/RESULTS.md``).
+#: that vanish or diverge at a bound (the "secant spline ends" sections of ``benchmarks/RESULTS.md``). ``"data"``
+#: takes each where it is right, bound by bound (the "spline ends chosen per bound" sections).
 SPLINE_ENDS: Registry[SplineEnds] = Registry("ends")
 SPLINE_ENDS.register(
     "free",
     SplineEnds(tail_prior=0.1),
     "learned end derivatives: the density at each bound is learned (tail prior 0.1)",
-    default=True,
 )
 SPLINE_ENDS.register(
     "secant",
@@ -210,6 +216,14 @@ SPLINE_ENDS.register(
     "auto",
     SplineEnds(candidates=("free", "secant")),
     "fit chooses: free and secant ends fitted on the same split, the lower held-out NLL kept (twice the fit time)",
+)
+SPLINE_ENDS.register(
+    "data",
+    SplineEnds(per_bound=("secant", "free")),
+    "fit chooses per bound from the training points nearest it: secant ends (tail prior 0.01) where the density's "
+    "estimated power-law exponent there is consistent with 1 (finite and non-zero at the bound), free ends (tail "
+    "prior 0.1) elsewhere",
+    default=True,
 )
 SPLINE_ENDS.register("fixed", SplineEnds(), "Pyro's end derivatives, 0.999 (the only ends of the other transforms)")
 
@@ -255,8 +269,9 @@ def default_transform(dim: int, *, guide: bool = False) -> str:
     Chosen by held-out KL (``benchmarks/flows.py``): on the piecewise-uniform target an 8-bin whole-interval spline
     after the tail layer averaged 0.0045 nats over three seeds against 0.0054 for 16 radial layers (the source post's
     design), in about half the time; both were within 0.01 on the other interval targets. The spline's defaults
-    (rational-quadratic with free end derivatives, tail-slope prior of scale 0.1) are measured over data draws and
-    seeds in the benchmark's "draws and seeds" section (and the opt-in secant ends in its "secant spline ends" one).
+    (rational-quadratic, each bound's end derivative and tail prior chosen from the data near it: ``ends="data"``)
+    are measured over data draws and seeds in the benchmark's "draws and seeds" section (free and secant ends alone
+    in the sections of the earlier defaults and of the "secant spline ends").
     Elementwise layers (and a single radial centre) cannot express the dependence between the coordinates of a box,
     which autoregressive splines can.
 

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from pyroflows import distributed
 from pyroflows.errors import DataError, PyroflowsWarning
+from pyroflows.flows.bound_exponent import BoundExponent
 from pyroflows.flows.compact import CompactFlow
 from pyroflows.flows.families import SPLINE_ENDS
 from pyroflows.flows.segment import SegmentFlow
@@ -73,6 +74,9 @@ class FitResult:
             (a :class:`ConvergenceWarning` is issued then); True otherwise, and without a held-out split.
         ends: For a flow whose ``ends`` :func:`fit` chooses (``"auto"``): the ends it kept; None otherwise.
         ends_heldout_nll: Then the held-out NLL of each candidate's fit (the kept one's is ``best_heldout_nll``).
+        bound_exponents: For a flow whose ends :func:`fit` chooses per bound (``"data"``): each dimension's
+            ``(lower, upper)`` exponent estimates from the training split that chose them (the chosen ends are the
+            flow's ``config["bound_ends"]``); None otherwise.
     """
 
     train_nll: list[float] = field(default_factory=list)
@@ -86,6 +90,7 @@ class FitResult:
     converged: bool = True
     ends: str | None = None
     ends_heldout_nll: dict[str, float] = field(default_factory=dict)
+    bound_exponents: list[tuple[BoundExponent, BoundExponent]] | None = None
 
     @property
     def best_step(self) -> int:
@@ -232,6 +237,10 @@ def fit(
     :data:`~pyroflows.flows.families.SPLINE_ENDS`) is fitted once per candidate ends (free, then secant), each from
     the flow's current parameters on the same split and minibatches; the flow keeps the fit with the lower held-out NLL
     (``result.ends``), and its ``config["ends"]`` then names the kept ends, so a saved flow reloads as fitted.
+    One built with ``ends="data"`` has each bound's ends chosen from the training split before the first step
+    (:meth:`CompactFlow.choose_bound_ends <pyroflows.flows.CompactFlow.choose_bound_ends>`: secant ends where the
+    density's exponent at the bound is consistent with 1, free ends elsewhere; ``result.bound_exponents``), kept in
+    its ``config["bound_ends"]``.
 
     Args:
         flow: The flow to train (its bounds must contain every point); a :class:`~pyroflows.flows.SegmentFlow`
@@ -311,10 +320,16 @@ def fit(
     batch = min(batch_size, split.train.shape[0])
     settings: dict[str, Any] = dict(steps=steps, batch=batch, lr=lr, final_lr_fraction=final_lr_fraction,
                                     eval_every=eval_every, patience=patience, progress=progress)  # fmt: skip
-    if isinstance(flow, CompactFlow) and SPLINE_ENDS.get(flow.config["ends"]).factory.candidates:
+    rule = SPLINE_ENDS.get(flow.config["ends"]).factory if isinstance(flow, CompactFlow) else None
+    exponents = None
+    if isinstance(flow, CompactFlow) and rule is not None and rule.per_bound:
+        # Chosen from the training split alone, so the held-out split still judges the fit that follows.
+        exponents = flow.choose_bound_ends(split.train)
+    if isinstance(flow, CompactFlow) and rule is not None and rule.candidates:
         result, unconverged = _fit_choosing_ends(flow, split, **settings)
     else:
         result, unconverged = _fit_split(flow, split, **settings)
+    result.bound_exponents = exponents
     if unconverged is not None:
         warnings.warn(unconverged, ConvergenceWarning, stacklevel=2)
     return result

@@ -179,8 +179,18 @@ class SegmentFlow(Checkpointable, PyroModule):
 
     @property
     def config(self) -> dict[str, Any]:
-        """The end points and the arc-length flow's arguments as plain values (what :meth:`save` writes)."""
-        return dict(self._config)
+        """The end points and the arc-length flow's arguments as plain values (what :meth:`save` writes).
+
+        The ends :func:`~pyroflows.flows.fit` chose for the arc-length flow (per bound, ``bound_ends``, or per fit
+        for ``ends="auto"``) are the arc's, so a saved segment flow reloads as fitted.
+        """
+        config = dict(self._config)
+        arc = self.arc.config
+        if arc.get("bound_ends") is not None:
+            config["bound_ends"] = arc["bound_ends"]
+        if "ends" in config:
+            config["ends"] = arc["ends"]
+        return config
 
     def forward(self) -> SegmentDistribution:
         """A fresh distribution on the segment."""

@@ -16,11 +16,16 @@ whose end derivatives :math:`S'(-1)` and :math:`S'(1)` are set separately, so th
 :math:`p(low) \propto 1 / S'(-1)` and :math:`p(high) \propto 1 / S'(1)` for a Logistic base. ``"free"`` learns
 them; ``"secant"`` sets each to the secant slope :math:`h/w` of the end bin, so the density at a bound is the end
 bin's mean density, estimated from all the points in that bin rather than from the few right at the bound.
+Per-bound ends (one ``(lower, upper)`` pair of ``"free"`` / ``"secant"`` per dimension) mix the two: a free
+parameter for every end, of which only the free ends' are used (so the parameters are the same whichever ends a fit
+chooses, and :meth:`SigmoidSpline.set_bound_ends` can change the choice in place).
 | Neural Spline Flows (Durkan et al., 2019); Invertible Generative Modeling using Linear Rational Splines
 (Dolatabadi et al., 2020)
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +38,8 @@ __all__ = ["SigmoidSpline", "sigmoid_spline", "rational_quadratic_spline"]
 
 _MIN_WIDTH = _MIN_HEIGHT = _MIN_DERIVATIVE = 1e-3
 ENDS = ("fixed", "free", "secant")
+#: What one end of a per-bound choice may be.
+BOUND_ENDS = ("free", "secant")
 
 
 def rational_quadratic_spline(
@@ -115,8 +122,8 @@ class SigmoidSpline(TransformModule):
         count_bins: Number of spline bins over the unit interval.
         order: ``"linear"`` (rational-linear, Pyro's default) or ``"quadratic"``.
         ends: The spline's derivatives at :math:`\pm 1`, hence the density at each bound: ``"fixed"`` (Pyro's
-            0.999), ``"free"`` (learned) or ``"secant"`` (each end bin's mean slope); the last two need
-            ``order="quadratic"``.
+            0.999), ``"free"`` (learned), ``"secant"`` (each end bin's mean slope), or per bound: a ``(lower,
+            upper)`` pair of ``"free"`` / ``"secant"`` per dimension; all but ``"fixed"`` need ``order="quadratic"``.
         cache_size: As for :class:`torch.distributions.Transform`.
 
     Example:
@@ -124,6 +131,8 @@ class SigmoidSpline(TransformModule):
         >>> x = torch.linspace(-6, 6, 5, dtype=torch.float64)[:, None]
         >>> bool((t._inverse(t(x)) - x).abs().max() < 1e-8)
         True
+        >>> SigmoidSpline(1, order="quadratic", ends=[("secant", "free")]).bound_ends
+        [['secant', 'free']]
     """
 
     domain = constraints.real_vector
@@ -136,24 +145,52 @@ class SigmoidSpline(TransformModule):
         input_dim: int,
         count_bins: int = 16,
         order: str = "linear",
-        ends: str = "fixed",
+        ends: str | Sequence[Sequence[str]] = "fixed",
         cache_size: int = 1,
     ) -> None:
         super().__init__(cache_size=cache_size)
-        if ends not in ENDS:
-            raise ValueError(f"ends must be one of {ENDS}, got {ends!r}")
+        per_bound = None if isinstance(ends, str) else _secant_mask(ends, input_dim)
+        if isinstance(ends, str) and ends not in ENDS:
+            raise ValueError(f"ends must be one of {ENDS} or (lower, upper) pairs, got {ends!r}")
         if ends != "fixed" and order != "quadratic":
             raise ValueError(f"ends={ends!r} needs order='quadratic' (the rational-quadratic spline)")
         self.input_dim = input_dim
-        self.ends = ends
+        #: ``"fixed"``, ``"free"``, ``"secant"`` or ``"per-bound"`` (see :attr:`bound_ends`).
+        self.ends = ends if isinstance(ends, str) else "per-bound"
         # Pyro's random initialisation is kept on purpose: started at the identity, the held-out curve flattens
         # early and early stopping ended runs before the learning rate had decayed (held-out KL 0.0055 against
         # 0.0045, three seeds on the piecewise-uniform target).
         self.spline = Spline(input_dim, count_bins=count_bins, bound=1.0, order=order)
-        if ends == "free":
+        if self.ends in ("free", "per-bound"):
             # End derivatives start at 1 (Pyro's spline fixes them at 0.999): nearly the same starting function.
             start = torch.log(torch.expm1(torch.tensor(1.0 - _MIN_DERIVATIVE)))
             self.unnormalized_end_derivatives = nn.Parameter(start.expand(input_dim, 2).clone())
+        if per_bound is not None:
+            # Not saved: the owner's config holds the choice (CompactFlow's bound_ends), so a state dict is the same
+            # whichever ends were chosen.
+            self.register_buffer("secant_ends", per_bound, persistent=False)
+
+    @property
+    def bound_ends(self) -> list[list[str]]:
+        """The ends of each dimension, ``[lower, upper]``: ``"fixed"``, ``"free"`` or ``"secant"``."""
+        if self.ends != "per-bound":
+            return [[self.ends, self.ends] for _ in range(self.input_dim)]
+        return [[BOUND_ENDS[int(s)] for s in row] for row in self.get_buffer("secant_ends").tolist()]
+
+    def set_bound_ends(self, ends: Sequence[Sequence[str]]) -> None:
+        """Choose each end of a per-bound spline in place: a ``(lower, upper)`` pair per dimension.
+
+        Each end is ``"free"`` or ``"secant"``; the parameters are kept (a free end takes up its own again).
+
+        Example:
+            >>> t = SigmoidSpline(2, order="quadratic", ends=[("free", "free")] * 2)
+            >>> t.set_bound_ends([("secant", "free"), ("free", "secant")])
+            >>> t.bound_ends
+            [['secant', 'free'], ['free', 'secant']]
+        """
+        if self.ends != "per-bound":
+            raise ValueError(f"set_bound_ends needs a spline with per-bound ends, this one has ends={self.ends!r}")
+        self.get_buffer("secant_ends").copy_(_secant_mask(ends, self.input_dim))
 
     def _spline_op(self, z: torch.Tensor, inverse: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         if self.ends == "fixed":
@@ -163,10 +200,16 @@ class SigmoidSpline(TransformModule):
         widths = 2 * (_MIN_WIDTH + (1 - _MIN_WIDTH * bins) * F.softmax(spline.unnormalized_widths, -1))
         heights = 2 * (_MIN_HEIGHT + (1 - _MIN_HEIGHT * bins) * F.softmax(spline.unnormalized_heights, -1))
         inner = F.softplus(spline.unnormalized_derivatives)
-        if self.ends == "free":
+        if self.ends != "secant":
             first, last = (_MIN_DERIVATIVE + F.softplus(self.unnormalized_end_derivatives)).split(1, -1)
-        else:  # "secant": each end bin's mean slope
-            first, last = heights[:, :1] / widths[:, :1], heights[:, -1:] / widths[:, -1:]
+        if self.ends != "free":  # each end bin's mean slope
+            first_secant, last_secant = heights[:, :1] / widths[:, :1], heights[:, -1:] / widths[:, -1:]
+            if self.ends == "secant":
+                first, last = first_secant, last_secant
+            else:
+                secant = self.get_buffer("secant_ends")
+                first = torch.where(secant[:, :1], first_secant, first)
+                last = torch.where(secant[:, 1:], last_secant, last)
         derivatives = torch.cat([first, _MIN_DERIVATIVE + inner, last], -1)
         return rational_quadratic_spline(z, widths, heights, derivatives, inverse=inverse)
 
@@ -205,6 +248,17 @@ class SigmoidSpline(TransformModule):
         _, log_spline = self._spline_op(z)
         # log(1 - tanh(a/2)^2) = log 4 + logsigmoid(a) + logsigmoid(-a), exact in both tails.
         return (log_spline + F.logsigmoid(x) + F.logsigmoid(-x) - F.logsigmoid(y) - F.logsigmoid(-y)).sum(-1)
+
+
+def _secant_mask(ends: Sequence[Sequence[str]], input_dim: int) -> torch.Tensor:
+    """``(input_dim, 2)`` booleans, True where a per-bound ``ends`` is ``"secant"``; a ValueError for a bad one."""
+    rows = [list(pair) for pair in ends] if not isinstance(ends, str) else []
+    if len(rows) != input_dim or any(len(r) != 2 or any(e not in BOUND_ENDS for e in r) for r in rows):
+        raise ValueError(
+            f"per-bound ends must be {input_dim} (lower, upper) pair(s) of {' or '.join(map(repr, BOUND_ENDS))}, "
+            f"got {ends!r}"
+        )
+    return torch.tensor([[e == "secant" for e in r] for r in rows], dtype=torch.bool)
 
 
 def sigmoid_spline(input_dim: int, count_bins: int = 16) -> SigmoidSpline:

@@ -197,6 +197,19 @@ def test_fit_with_auto_ends_reports_the_choice_and_saves_the_kept_ends(data, tmp
     assert f"{summary['ends']} ends (chosen by held-out NLL: free " in capsys.readouterr().out
 
 
+def test_fit_with_data_ends_reports_each_bounds_choice_and_saves_it(data, tmp_path, capsys):
+    """``--ends data``: each bound's ends and exponent estimate in the summary; the model file holds the choice."""
+    out = tmp_path / "data.pt"
+    argv = ["flow", "fit", str(data), "--low", "1", "--high", "2.5", "--out", str(out), "--steps", "20", "--quiet"]
+    assert main([*argv, "--ends", "data", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["ends"] == "data" and summary["bound_ends"] == [["secant", "secant"]]  # uniform data: flat
+    assert all(0.5 < a < 2 for a in summary["bound_exponents"][0])
+    assert CompactFlow.load(out).config["bound_ends"] == summary["bound_ends"]
+    assert main([*argv, "--ends", "data", "--force"]) == 0
+    assert "data ends (lower secant (a = " in capsys.readouterr().out
+
+
 def test_ends_choices_and_help_come_from_the_registry(capsys):
     from pyroflows.flows.families import SPLINE_ENDS
 

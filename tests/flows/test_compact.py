@@ -380,5 +380,9 @@ def test_a_config_without_ends_tail_prior_or_order_gets_the_settings_of_its_time
         del config[key]
     old = CompactFlow.from_config(config)
     assert (old.config["ends"], old.config["tail_prior"], old.config["order"]) == ("fixed", None, "linear")
-    assert CompactFlow(1.0, 2.5).config["ends"] == "free"
+    assert CompactFlow(1.0, 2.5).config["ends"] == "data"
     assert CompactFlow(1.0, 2.5, ends="secant").config["tail_prior"] == 0.01
+    # Files written before per-bound ends existed have no bound_ends: their ends are what they were.
+    free = CompactFlow(1.0, 2.5, ends="free").config
+    del free["bound_ends"]
+    assert CompactFlow.from_config(free).config == {**free, "bound_ends": None}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -324,10 +325,125 @@ def test_a_flow_that_took_other_ends_still_trains_under_svi():
     ("kwargs", "fit_kwargs", "message"),
     [
         ({"ends": "auto"}, {"heldout_fraction": 0.0}, "chooses the spline ends on the held-out split"),
-        ({"ends": "nope"}, {}, "ends: unknown 'nope'; expected one of free, secant, auto, fixed"),
+        ({"ends": "nope"}, {}, "ends: unknown 'nope'; expected one of free, secant, auto, data, fixed"),
         ({"ends": "auto", "transform": "radial"}, {}, "ends: 'auto' needs transform='spline'"),
     ],
 )
 def test_bad_ends_are_named(kwargs, fit_kwargs, message):
     with pytest.raises(DataError, match=message):
         fit(CompactFlow(0.0, 1.0, **kwargs), np.full(20, 0.5), steps=1, progress=False, **fit_kwargs)
+
+
+def _data_fit(data, *, seed=0, low=0.0, high=1.0, **kwargs):
+    """A fresh ``ends="data"`` flow (its start drawn after ``pyro.set_rng_seed(seed)``), fitted."""
+    import pyro
+
+    pyro.set_rng_seed(seed)
+    flow = CompactFlow(low, high, ends="data")
+    return flow, fit(flow, data, steps=kwargs.pop("steps", 40), eval_every=20, seed=seed, progress=False, **kwargs)
+
+
+def _training_split(data, seed, heldout_fraction=0.1):
+    """The training rows ``fit`` draws with ``seed`` (its ``_Split.draw``: a permutation right after the seed)."""
+    import pyro
+
+    x = torch.as_tensor(data, dtype=torch.float64).reshape(len(data), -1)
+    pyro.set_rng_seed(seed)
+    perm = torch.randperm(x.shape[0])
+    return x[perm[int(round(heldout_fraction * x.shape[0])) :]]
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")  # short budgets on purpose
+def test_data_ends_are_chosen_per_bound_from_the_training_split_and_each_end_is_what_was_chosen():
+    """Beta(1, 3): a flat density at 0 (a = 1), a vanishing one at 1 (a = 3): secant ends and the strong tail prior
+    at the lower bound, free ends and the weak prior at the upper one, decided on the training rows alone."""
+    import torch.nn.functional as F
+
+    from pyroflows.flows.bound_exponent import bound_exponents
+
+    data = np.random.default_rng(4).beta(1, 3, 1000)
+    flow, result = _data_fit(data, seed=2)
+    expected = bound_exponents(_training_split(data, 2), flow.low, flow.high)
+    assert result.bound_exponents == expected
+    assert flow.config["bound_ends"] == [["secant", "free"]] == flow.layer_ends
+    spline = flow.layers[1]
+    assert spline.bound_ends == [["secant", "free"]]
+    inner = spline.spline
+    bins = inner.count_bins
+    widths = 2 * (1e-3 + (1 - 1e-3 * bins) * F.softmax(inner.unnormalized_widths, -1))
+    heights = 2 * (1e-3 + (1 - 1e-3 * bins) * F.softmax(inner.unnormalized_heights, -1))
+    with torch.no_grad():
+        _, log_first = spline._spline_op(torch.full((1, 1), -1.0, dtype=torch.float64))
+        _, log_last = spline._spline_op(torch.full((1, 1), 1.0, dtype=torch.float64))
+        free_last = 1e-3 + F.softplus(spline.unnormalized_end_derivatives[0, 1])
+    # At theta = 0 (1) the spline's log-derivative is log d_0 (log d_K) up to the rounding of O(1) terms.
+    assert log_first.item() == pytest.approx((heights[0, 0] / widths[0, 0]).log().item(), abs=1e-12)
+    assert log_last.item() == pytest.approx(free_last.log().item(), abs=1e-12)
+    # Each bound's tail slope under its own ends' Laplace scale: 0.01 (secant), 0.1 (free).
+    tails = flow.layers[0]
+    lower, upper = tails.log_slope_lower.item(), tails.log_slope_upper.item()
+    assert flow.log_prior().item() == pytest.approx(-(abs(lower) / 0.01 + abs(upper) / 0.1), rel=1e-12)
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")
+def test_data_ends_are_deterministic_under_a_seed_and_the_fitted_flow_reloads_bit_identical(tmp_path):
+    data = np.random.default_rng(5).uniform(size=600) ** 0.5  # density 2x: vanishing at 0, flat at 1
+    (first, a), (second, b) = _data_fit(data, seed=1), _data_fit(data, seed=1)
+    x = torch.linspace(0, 1, 101, dtype=torch.float64)[:, None]
+    assert a.bound_exponents == b.bound_exponents and first.config == second.config
+    assert first.config["bound_ends"] == [["free", "secant"]]
+    assert torch.equal(first().log_prob(x), second().log_prob(x))
+    first.save(tmp_path / "data.pt")
+    again = CompactFlow.load(tmp_path / "data.pt")
+    assert again.config == first.config and again.layers[1].bound_ends == [["free", "secant"]]
+    assert again.state_dict().keys() == first.state_dict().keys()
+    assert all(torch.equal(v, first.state_dict()[k]) for k, v in again.state_dict().items())
+    assert torch.equal(again().log_prob(x), first().log_prob(x))
+    assert torch.equal(again.log_prior(), first.log_prior())
+
+
+def test_an_unfitted_data_flow_is_the_free_ends_flow_and_reloads_undecided(tmp_path):
+    import pyro
+
+    pyro.set_rng_seed(0)
+    flow = CompactFlow(0.0, 1.0, ends="data")
+    pyro.set_rng_seed(0)
+    free = CompactFlow(0.0, 1.0, ends="free")
+    assert (flow.config["ends"], flow.config["bound_ends"], flow.config["tail_prior"]) == ("data", None, "auto")
+    assert flow.layer_ends == [["free", "free"]]
+    assert flow.state_dict().keys() == free.state_dict().keys()  # the same parameters whatever fit decides
+    x = torch.linspace(0, 1, 11, dtype=torch.float64)[:, None]
+    assert torch.equal(flow().log_prob(x), free().log_prob(x))
+    with torch.no_grad():
+        flow.layers[0].log_slope_upper.fill_(-0.5)
+    assert flow.log_prior().item() == pytest.approx(-0.5 / 0.1, rel=1e-12)
+    flow.save(tmp_path / "undecided.pt")
+    again = CompactFlow.load(tmp_path / "undecided.pt")
+    assert again.config["bound_ends"] is None and torch.equal(again().log_prob(x), flow().log_prob(x))
+
+
+@pytest.mark.filterwarnings("ignore::pyroflows.flows.fit.ConvergenceWarning")
+def test_data_ends_on_a_half_line_keep_free_ends_at_the_infinite_bound():
+    data = np.random.default_rng(6).exponential(size=400)  # density 1 at 0: flat there
+    flow, result = _data_fit(data, high=math.inf, steps=20)
+    assert flow.config["bound_ends"] == [["secant", "free"]]
+    assert result.bound_exponents[0][1].k == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"ends": "free", "bound_ends": [["secant", "free"]]}, "bound_ends: given for ends='free'"),
+        ({"ends": "data", "bound_ends": [["secant"]]}, r"bound_ends: expected 1 \(lower, upper\) pair\(s\)"),
+        ({"ends": "data", "bound_ends": [["fixed", "free"]]}, "of 'secant' or 'free', got"),
+        ({"ends": "data", "bound_ends": "secant"}, "bound_ends: expected 1"),
+    ],
+)
+def test_bad_bound_ends_are_named(kwargs, message):
+    with pytest.raises(DataError, match=message):
+        CompactFlow(0.0, 1.0, **kwargs)
+
+
+def test_choosing_bound_ends_needs_a_per_bound_rule():
+    with pytest.raises(DataError, match="choose_bound_ends: ends='free' is not chosen per bound"):
+        CompactFlow(0.0, 1.0, ends="free").choose_bound_ends(torch.rand(10, 1, dtype=torch.float64))

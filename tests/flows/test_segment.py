@@ -56,6 +56,8 @@ def test_fit_and_save_load(segment, tmp_path):
     with torch.no_grad():
         assert torch.equal(loaded().log_prob(points), segment().log_prob(points))
     assert isinstance(loaded.arc, CompactFlow)
+    # The ends fit chose at each bound of the arc-length flow (t ~ 3 u^2: density diverging at p0, flat at p1).
+    assert loaded.arc.config["bound_ends"] == segment.arc.config["bound_ends"] == [["free", "secant"]]
 
 
 def test_bad_end_points():

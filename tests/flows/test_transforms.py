@@ -41,6 +41,9 @@ TRANSFORMS = {
     "sigmoid-spline-quadratic": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic")),
     "sigmoid-spline-free-ends": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic", ends="free")),
     "sigmoid-spline-secant-ends": lambda: _randomised(SigmoidSpline(2, count_bins=8, order="quadratic", ends="secant")),
+    "sigmoid-spline-per-bound-ends": lambda: _randomised(
+        SigmoidSpline(2, count_bins=8, order="quadratic", ends=[("secant", "free"), ("free", "secant")])
+    ),
     "pyro-spline-autoregressive": lambda: _randomised(T.spline_autoregressive(3, hidden_dims=[6], count_bins=4)),
     "interval-squash": lambda: IntervalSquashTransform(torch.tensor([1.0, -2.0], dtype=torch.float64), [2.5, 3.0]),
 }
