@@ -7,6 +7,7 @@ parameters with the best held-out NLL are restored at the end.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -419,7 +420,12 @@ class _Split:
 
 
 def _make_svi(flow: Any, split: _Split, batch: int, lr: float, decay: float) -> SVI:
-    """SVI on the observed flow with an empty guide (maximum likelihood, MAP with the flow's ``log_prior``)."""
+    """SVI on the observed flow with an empty guide (maximum likelihood, MAP with the flow's ``log_prior``).
+
+    A :class:`~pyroflows.flows.CompactFlow`'s prior is a ``pyro.factor``; a conditional flow's Normal prior on its
+    weights is applied as their weight decay (:meth:`ConditionalCompactFlow.weight_decays
+    <pyroflows.flows.ConditionalCompactFlow.weight_decays>`).
+    """
     # In a process group the ranks' losses are summed: the global prior term is shared out between them.
     world = distributed.world_size() if distributed.active() else 1
 
@@ -435,7 +441,11 @@ def _make_svi(flow: Any, split: _Split, batch: int, lr: float, decay: float) -> 
     def guide(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         pass
 
-    optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam({"lr": lr, "lrd": decay, "clip_norm": 10.0}))
+    args = {"lr": lr, "lrd": decay, "clip_norm": 10.0}
+    # MAP for a conditional flow: its weight prior's gradient, as each parameter's weight decay (after clipping).
+    decays, prefix = getattr(flow, "weight_decays", dict)(), f"{getattr(flow, '_pyro_name', '')}."
+    optim_args = (lambda name: {**args, "weight_decay": decays.get(name.removeprefix(prefix), 0.0)}) if decays else args
+    optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam(optim_args))
     return SVI(model, guide, optim, Trace_ELBO())
 
 
@@ -494,7 +504,9 @@ def _train(flow: Any, svi: SVI, split: _Split, result: FitResult, *, steps: int,
     while result.steps < steps:
         flow.train()
         block = min(eval_every, steps - result.steps)
-        total = sum(distributed.all_sum(svi.step(split.train, split.c_train)) for _ in range(block))
+        # A conditional flow's trunk drops features during the steps only (ConditionalCompactFlow.fit_dropout).
+        with flow.fit_dropout() if hasattr(flow, "fit_dropout") else contextlib.nullcontext():
+            total = sum(distributed.all_sum(svi.step(split.train, split.c_train)) for _ in range(block))
         result.steps += block
         bar.update(block)
         result.train_nll.append(total / (block * n))

@@ -265,8 +265,116 @@ def test_works_as_the_likelihood_in_a_users_plate_and_svi_loop():
         (dict(low=0.0, high=1.0, context_dim=1, transform="autoregressive"), "needs dim > 1"),
         (dict(low=-math.inf, high=math.inf, context_dim=1), "no finite bound"),
         (dict(low=[0.0, -math.inf], high=[math.inf, 1.0], context_dim=1), "same kind of bounds"),
+        (dict(low=0.0, high=1.0, context_dim=1, weight_prior=0.0), "weight_prior must be a positive number"),
+        (dict(low=0.0, high=1.0, context_dim=1, weight_prior="big"), "weight_prior must be a positive number"),
+        (dict(low=0.0, high=1.0, context_dim=1, dropout=1.0), r"dropout must be a number in \[0, 1\)"),
     ],
 )
 def test_bad_arguments_raise_with_a_message(kwargs, message):
     with pytest.raises(ValueError, match=message):
         ConditionalCompactFlow(**kwargs)
+
+
+def _fit_recording_optimiser_args(monkeypatch, flow, **kwargs) -> dict[str, dict]:
+    """Fit ``flow`` for 2 steps; the optimiser arguments ``fit`` gave each parameter, by its name in the flow."""
+    real, seen = pyro.optim.ClippedAdam, {}
+
+    def recording(args):
+        def per_parameter(name):
+            given = args(name) if callable(args) else args
+            seen[name.removeprefix(f"{flow._pyro_name}.")] = given
+            return given
+
+        return real(per_parameter)
+
+    monkeypatch.setattr(pyro.optim, "ClippedAdam", recording)
+    gen = np.random.default_rng(0)
+    y, x = gen.uniform(0, 1, size=(40, flow.dim)), gen.normal(size=(40, 2))
+    fit(flow, y, context=x, steps=2, progress=False, seed=0, **kwargs)
+    return seen
+
+
+@pytest.mark.parametrize("transform, dim", [("spline", 1), ("autoregressive", 2)])
+def test_the_weight_prior_reaches_the_optimiser_as_weight_decay(monkeypatch, transform, dim):
+    flow = ConditionalCompactFlow([0.0] * dim, [1.0] * dim, context_dim=2, transform=transform, weight_prior=0.5)
+    seen = _fit_recording_optimiser_args(monkeypatch, flow)
+    weights = {n for n, m in flow.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert set(seen) == {n for n, _ in flow.named_parameters()}
+    for name, args in seen.items():
+        module, kind = name.rsplit(".", 1)
+        assert args["weight_decay"] == (4.0 if kind == "weight" and module in weights else 0.0), name
+        assert args["lr"] == 3e-2 and args["clip_norm"] == 10.0
+    # 1 / sigma^2 on every Linear's weight: the trunk's, the heads' (and the autoregressive networks')
+    assert set(flow.weight_decays()) == {f"{n}.weight" for n in weights}
+
+
+def test_without_a_weight_prior_fit_gives_the_optimiser_one_set_of_arguments(monkeypatch):
+    flow = ConditionalCompactFlow(0.0, 1.0, context_dim=2, weight_prior=None)
+    assert flow.weight_decays() == {}
+    seen = _fit_recording_optimiser_args(monkeypatch, flow)
+    assert all("weight_decay" not in args for args in seen.values())
+    assert flow.log_prior().item() == 0.0
+
+
+def test_the_weight_decay_is_the_gradient_of_the_log_prior():
+    flow = _moderate(ConditionalCompactFlow([0.0, 0.0], [1.0, 2.0], context_dim=2, weight_prior=0.3))
+    params = dict(flow.named_parameters())
+    grads = torch.autograd.grad(flow.log_prior(), list(params.values()), allow_unused=True)
+    decays = flow.weight_decays()
+    for (name, p), g in zip(params.items(), grads, strict=True):
+        if name in decays:
+            torch.testing.assert_close(g, -decays[name] * p)
+        else:  # biases (the unconditional flow at zero weights) are free
+            assert g is None or torch.equal(g, torch.zeros_like(p)), name
+
+
+def test_a_tight_weight_prior_shrinks_the_fit_towards_the_unconditional_flow():
+    gen = np.random.default_rng(0)
+    x = gen.uniform(-1, 1, size=(400, 1))
+    y = gen.beta(np.exp(1.5 * x[:, 0]) + 0.5, 2.0)
+    heads = {}
+    for sigma in (None, 1e-3):
+        flow = ConditionalCompactFlow(0.0, 1.0, context_dim=1, num_layers=1, hidden_dims=[8], weight_prior=sigma)
+        fit(flow, y, context=x, steps=150, progress=False, seed=0)
+        heads[sigma] = max(layer.head.weight.abs().max().item() for layer in flow.layers)
+    # Adam's steps near the prior's optimum 0 are about the final learning rate (3e-4) in size.
+    assert heads[1e-3] < 0.01 < heads[None]
+
+
+def test_dropout_acts_only_inside_fit_dropout_in_training_mode():
+    flow = _moderate(ConditionalCompactFlow(0.0, 1.0, context_dim=2, dropout=0.5))
+    x = _contexts(200)
+    with torch.no_grad():
+        plain = flow.features(x)
+        with flow.fit_dropout():
+            dropped = flow.features(x)
+            flow.eval()
+            evaluated = flow.features(x)
+            flow.train()
+        assert torch.equal(flow.features(x), plain) and torch.equal(evaluated, plain)
+    zero = dropped == 0
+    assert abs(zero.double().mean().item() - 0.5) < 0.05  # rate 0.5 on the last hidden layer's features
+    torch.testing.assert_close(dropped[~zero], 2 * plain[~zero])  # kept features are scaled by 1 / (1 - rate)
+
+
+def test_fit_trains_with_dropout_and_leaves_a_deterministic_flow():
+    gen = np.random.default_rng(0)
+    x, y = gen.uniform(-1, 1, size=(100, 2)), gen.uniform(0, 1, 100)
+    flows = [ConditionalCompactFlow(0.0, 1.0, context_dim=2, dropout=rate, name=f"drop{rate}") for rate in (0.0, 0.5)]
+    for flow in flows:
+        fit(flow, y, context=x, steps=20, progress=False, seed=0)
+    # the same start and minibatches: only the dropout differs
+    assert not torch.equal(flows[0].trunk[0].weight, flows[1].trunk[0].weight)
+    c = torch.as_tensor(x)
+    with torch.no_grad():
+        assert torch.equal(flows[1].condition(c).log_prob(torch.as_tensor(y)[:, None]),
+                           flows[1].condition(c).log_prob(torch.as_tensor(y)[:, None]))  # fmt: skip
+
+
+def test_the_defaults_and_old_checkpoints(tmp_path):
+    flow = ConditionalCompactFlow(0.0, 1.0, context_dim=2)
+    assert flow.config["weight_prior"] == ConditionalCompactFlow.default_weight_prior
+    assert flow.config["dropout"] == ConditionalCompactFlow.default_dropout
+    config = {k: v for k, v in flow.config.items() if k not in ("weight_prior", "dropout")}
+    old = ConditionalCompactFlow.from_config(config)  # a file written before the options existed
+    assert (old.config["weight_prior"], old.config["dropout"]) == (None, 0.0)
