@@ -497,7 +497,8 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         decays, params = self.weight_decays(), dict(self.named_parameters())
         if not decays:
             return torch.zeros((), dtype=self.low.dtype, device=self.low.device)
-        return -sum(d * (params[name] ** 2).sum() for name, d in decays.items()) / 2
+        total = torch.stack([d * (params[name] ** 2).sum() for name, d in decays.items()]).sum()
+        return -total / 2
 
     @property
     def config(self) -> dict[str, Any]:

@@ -441,10 +441,13 @@ def _make_svi(flow: Any, split: _Split, batch: int, lr: float, decay: float) -> 
     def guide(points: torch.Tensor, ctx: torch.Tensor | None = None) -> None:
         pass
 
-    args = {"lr": lr, "lrd": decay, "clip_norm": 10.0}
+    args: dict[str, float] = {"lr": lr, "lrd": decay, "clip_norm": 10.0}
     # MAP for a conditional flow: its weight prior's gradient, as each parameter's weight decay (after clipping).
-    decays, prefix = getattr(flow, "weight_decays", dict)(), f"{getattr(flow, '_pyro_name', '')}."
-    optim_args = (lambda name: {**args, "weight_decay": decays.get(name.removeprefix(prefix), 0.0)}) if decays else args
+    decays: dict[str, float] = getattr(flow, "weight_decays", dict)()
+    prefix = f"{getattr(flow, '_pyro_name', '')}."
+    optim_args: Any = (
+        (lambda name: {**args, "weight_decay": decays.get(name.removeprefix(prefix), 0.0)}) if decays else args
+    )
     optim = distributed.synchronize_gradients(pyro.optim.ClippedAdam(optim_args))
     return SVI(model, guide, optim, Trace_ELBO())
 
