@@ -299,7 +299,9 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
             ``"auto"`` (default) gives :attr:`default_weight_prior`.
         dropout: Dropout rate on the trunk's hidden features during :func:`~pyroflows.flows.fit`'s optimiser steps
             (:meth:`fit_dropout`); never when scoring or sampling, nor in a user's own SVI loop. ``"auto"``
-            (default) gives :attr:`default_dropout`; 0 for none.
+            (default) gives :attr:`default_dropout`; 0 for none. In a process group each rank draws the masks of its
+            share of the minibatch from its own generator, so a sharded fit then equals a one-process fit in
+            distribution, not bit for bit.
         dtype: Parameter dtype (float64 by default).
         name: Pyro name prefix; unique by default.
 

@@ -277,11 +277,11 @@ def fit(
         >>> import warnings
         >>> pyro.set_rng_seed(0)  # the flow's start and the data
         >>> flow = CompactFlow(0.0, 1.0, num_layers=2)
-        >>> with warnings.catch_warnings(record=True) as caught:  # 60 steps are too few: fit says so
+        >>> with warnings.catch_warnings(record=True) as caught:  # 30 steps are too few: fit says so
         ...     warnings.simplefilter("always")
-        ...     result = fit(flow, torch.rand(200), steps=60, eval_every=20, progress=False, seed=0)
+        ...     result = fit(flow, torch.rand(200), steps=30, eval_every=10, progress=False, seed=0)
         >>> result.steps, len(result.heldout_nll), [w.category.__name__ for w in caught]
-        (60, 3, ['ConvergenceWarning'])
+        (30, 3, ['ConvergenceWarning'])
     """
     if isinstance(flow, SegmentFlow):
         return fit(
