@@ -32,7 +32,7 @@ from pyroflows.flows.families import (
     modules_of,
 )
 from pyroflows.flows.half_line import HalfLineSquashTransform, bound_tensors, make_squash
-from pyroflows.flows.sigmoid_spline import SigmoidSpline
+from pyroflows.flows.sigmoid_spline import SigmoidSpline, check_bound_ends
 from pyroflows.flows.squash import IntervalSquashTransform, to_bounds_dtype
 from pyroflows.flows.two_slope_affine import TwoSlopeAffine
 from pyroflows.serialization import Checkpointable
@@ -514,13 +514,7 @@ def _check_bound_ends(bound_ends: Sequence[Sequence[str]] | None, ends: str, dim
     allowed = SPLINE_ENDS.get(ends).factory.per_bound
     if not allowed:
         raise DataError(f"bound_ends: given for ends={ends!r}; only ends chosen per bound ('data') take them")
-    rows = [list(p) for p in bound_ends] if isinstance(bound_ends, (list, tuple)) else []
-    if len(rows) != dim or any(len(r) != 2 or any(e not in allowed for e in r) for r in rows):
-        raise DataError(
-            f"bound_ends: expected {dim} (lower, upper) pair(s) of {' or '.join(map(repr, allowed))}, "
-            f"got {bound_ends!r}"
-        )
-    return rows
+    return check_bound_ends(bound_ends, dim, "bound_ends", allowed)
 
 
 def _tail_prior(tail_prior: float | None | str, ends: str) -> float | None:

@@ -399,6 +399,7 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
             "dtype": str(dtype).removeprefix("torch."),
         }
         self.dim, self.context_dim = dim, context_dim
+        self._dropout_active = False  # True only inside fit_dropout()
         self.register_buffer("low", squash.low.to(dtype))
         self.register_buffer("high", squash.high.to(dtype))
         self.register_buffer("context_loc", torch.zeros(context_dim, dtype=dtype))
@@ -525,7 +526,7 @@ class ConditionalCompactFlow(Checkpointable, PyroModule):
         """The trunk's features for ``context`` (shape ``batch + (context_dim,)``)."""
         c = context.to(self.context_loc)
         h = (c - self.context_loc) / self.context_scale
-        rate = self._config["dropout"] if self.training and getattr(self, "_dropout_active", False) else 0.0
+        rate = self._config["dropout"] if self.training and self._dropout_active else 0.0
         for module in self.trunk:
             h = module(h)
             if rate and isinstance(module, nn.SiLU):

@@ -34,7 +34,9 @@ from pyro.distributions.transforms import Spline
 from torch import nn
 from torch.distributions import constraints
 
-__all__ = ["SigmoidSpline", "sigmoid_spline", "rational_quadratic_spline"]
+from pyroflows.errors import DataError
+
+__all__ = ["SigmoidSpline", "sigmoid_spline", "rational_quadratic_spline", "check_bound_ends"]
 
 _MIN_WIDTH = _MIN_HEIGHT = _MIN_DERIVATIVE = 1e-3
 ENDS = ("fixed", "free", "secant")
@@ -250,14 +252,29 @@ class SigmoidSpline(TransformModule):
         return (log_spline + F.logsigmoid(x) + F.logsigmoid(-x) - F.logsigmoid(y) - F.logsigmoid(-y)).sum(-1)
 
 
-def _secant_mask(ends: Sequence[Sequence[str]], input_dim: int) -> torch.Tensor:
-    """``(input_dim, 2)`` booleans, True where a per-bound ``ends`` is ``"secant"``; a ValueError for a bad one."""
-    rows = [list(pair) for pair in ends] if not isinstance(ends, str) else []
-    if len(rows) != input_dim or any(len(r) != 2 or any(e not in BOUND_ENDS for e in r) for r in rows):
-        raise ValueError(
-            f"per-bound ends must be {input_dim} (lower, upper) pair(s) of {' or '.join(map(repr, BOUND_ENDS))}, "
-            f"got {ends!r}"
+def check_bound_ends(
+    ends: object, input_dim: int, name: str = "ends", allowed: Sequence[str] = BOUND_ENDS
+) -> list[list[str]]:
+    """Per-bound ends as plain lists: one ``[lower, upper]`` pair of ``allowed`` ends per dimension.
+
+    Raises:
+        DataError: (a ``ValueError``) naming ``name``, for any other value.
+
+    Example:
+        >>> check_bound_ends([("secant", "free")], 1)
+        [['secant', 'free']]
+    """
+    rows = [list(pair) for pair in ends] if isinstance(ends, (list, tuple)) else []
+    if len(rows) != input_dim or any(len(r) != 2 or any(e not in allowed for e in r) for r in rows):
+        raise DataError(
+            f"{name}: expected {input_dim} (lower, upper) pair(s) of {' or '.join(map(repr, allowed))}, got {ends!r}"
         )
+    return rows
+
+
+def _secant_mask(ends: Sequence[Sequence[str]], input_dim: int) -> torch.Tensor:
+    """``(input_dim, 2)`` booleans, True where a per-bound ``ends`` is ``"secant"`` (checked by check_bound_ends)."""
+    rows = check_bound_ends(ends, input_dim)
     return torch.tensor([[e == "secant" for e in r] for r in rows], dtype=torch.bool)
 
 
