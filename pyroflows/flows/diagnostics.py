@@ -10,6 +10,9 @@ import torch
 
 __all__ = ["kl_to_posterior", "psis_khat"]
 
+#: The start of ArviZ's daily FutureWarning (a regular expression, as ``warnings.filterwarnings`` takes it).
+ARVIZ_DAILY_NOTICE = r"\s*ArviZ is undergoing a major refactor"
+
 
 def kl_to_posterior(
     guide_dist: torch.distributions.Distribution,
@@ -59,7 +62,11 @@ def psis_khat(log_joint: torch.Tensor | np.ndarray, log_q: torch.Tensor | np.nda
         >>> psis_khat(-theta**2 / (2 * 3.0**2), log_q) > 0.7  # p = N(0, 3^2): q misses its tails
         True
     """
-    import arviz
+    with warnings.catch_warnings():
+        # ArviZ's once-a-day notice of its coming refactor (a FutureWarning on the first import of each day) is about
+        # ArviZ's own API, which this function hides; under ``-W error`` it would fail the first call of the day.
+        warnings.filterwarnings("ignore", message=ARVIZ_DAILY_NOTICE, category=FutureWarning)
+        import arviz
 
     log_weights = np.asarray(log_joint, dtype=np.float64) - np.asarray(log_q, dtype=np.float64)
     with warnings.catch_warnings():

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import pyro
 import pyro.distributions as dist
@@ -226,3 +229,18 @@ def test_per_datum_latents_the_amortised_guide_cannot_handle_are_refused():
 
     with pytest.raises(ValueError, match=r"per-datum in several plates \(rows, cols\)"):
         AutoCompactFlow(nested)()
+
+
+def test_psis_khat_survives_arviz_daily_notice_under_warnings_as_errors(tmp_path):
+    """ArviZ's first import of the day warns (FutureWarning); psis_khat must not fail on it under ``-W error``."""
+    code = (
+        "import numpy as np\n"
+        "from pyroflows.flows import psis_khat\n"
+        "theta = np.random.default_rng(0).normal(size=2000)\n"
+        "print(psis_khat(-theta**2 / 1.28, -theta**2 / 2) < 0.5)\n"
+    )
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path)}  # no stamp file: ArviZ's notice is due
+    done = subprocess.run([sys.executable, "-W", "error", "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
+    assert (tmp_path / "arviz" / "daily_warning").exists()  # the notice was issued (and filtered), not skipped
